@@ -1,0 +1,2 @@
+//! The `rnn` command-line tool.
+fn main() {}

@@ -1,0 +1,335 @@
+//! Configuration of a recurrent layer: PyTorch's constructor arguments.
+//!
+//! ```
+//! use rnn::{CellKind, RecurrentConfig};
+//! // torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True, batch_first=True, proj_size=3)
+//! let config = RecurrentConfig::new(CellKind::Lstm, 4, 8)
+//!     .with_num_layers(2)
+//!     .with_bidirectional(true)
+//!     .with_batch_first(true)
+//!     .with_proj_size(3);
+//! config.validate().unwrap();
+//! assert_eq!(config.output_size(), 2 * 3);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which recurrent cell a layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// Elman RNN: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`; one gate.
+    Rnn,
+    /// LSTM, gates in PyTorch's order i, f, g, o.
+    Lstm,
+    /// GRU, gates in PyTorch's order r, z, n.
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gate blocks stacked in `weight_ih` / `weight_hh`: 1, 4 or 3.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+
+    /// PyTorch's class name: `RNN`, `LSTM` or `GRU`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            CellKind::Rnn => "RNN",
+            CellKind::Lstm => "LSTM",
+            CellKind::Gru => "GRU",
+        }
+    }
+
+    /// The name used in model files and on the command line: `rnn`, `lstm` or `gru`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::Rnn => "rnn",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+        }
+    }
+}
+
+impl std::str::FromStr for CellKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "rnn" => Ok(CellKind::Rnn),
+            "lstm" => Ok(CellKind::Lstm),
+            "gru" => Ok(CellKind::Gru),
+            other => Err(Error::Config(format!(
+                "unknown cell {other:?}: expected \"rnn\", \"lstm\" or \"gru\""
+            ))),
+        }
+    }
+}
+
+/// The activation of an Elman RNN (`nonlinearity` in `torch.nn.RNN`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nonlinearity {
+    /// `tanh`, PyTorch's default.
+    #[default]
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+impl std::str::FromStr for Nonlinearity {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tanh" => Ok(Nonlinearity::Tanh),
+            "relu" => Ok(Nonlinearity::Relu),
+            other => Err(Error::Config(format!(
+                "unknown nonlinearity {other:?}: expected \"tanh\" or \"relu\""
+            ))),
+        }
+    }
+}
+
+/// PyTorch's constructor arguments of `nn.RNN`, `nn.LSTM` and `nn.GRU`, plus which cell.
+///
+/// Required fields go to [`RecurrentConfig::new`]; the rest take PyTorch's defaults and have
+/// `with_*` builders. As JSON (the `config` metadata of a model file) absent fields take the
+/// defaults: `{"cell": "lstm", "input_size": 4, "hidden_size": 8}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    /// `rnn`, `lstm` or `gru`.
+    pub cell: CellKind,
+    /// `H_in`: features of each input vector.
+    pub input_size: usize,
+    /// `H_cell`: features of the hidden state.
+    pub hidden_size: usize,
+    /// Stacked layers; layer k > 0 reads the output of layer k - 1. Default 1.
+    #[serde(default = "one")]
+    pub num_layers: usize,
+    /// `tanh` or `relu`; RNN only. Default `tanh`.
+    #[serde(default)]
+    pub nonlinearity: Nonlinearity,
+    /// Whether the layers have `bias_ih` and `bias_hh`. Default true.
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Input and output as (N, L, H) instead of (L, N, H). States keep (D*num_layers, N, H).
+    #[serde(default)]
+    pub batch_first: bool,
+    /// Dropout probability on the outputs of every layer but the last, in training mode.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Run a second, reverse-time direction and concatenate both outputs. Default false.
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// LSTM only: project `h` to this size with `weight_hr`; 0 (default) means no projection.
+    #[serde(default)]
+    pub proj_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl RecurrentConfig {
+    /// A layer with PyTorch's defaults: one layer, tanh, bias, sequence-first, no dropout,
+    /// one direction, no projection.
+    pub fn new(cell: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        RecurrentConfig {
+            cell,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            nonlinearity: Nonlinearity::Tanh,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            proj_size: 0,
+        }
+    }
+
+    /// Sets `num_layers`.
+    pub fn with_num_layers(mut self, num_layers: usize) -> Self {
+        self.num_layers = num_layers;
+        self
+    }
+    /// Sets `nonlinearity` (RNN only).
+    pub fn with_nonlinearity(mut self, nonlinearity: Nonlinearity) -> Self {
+        self.nonlinearity = nonlinearity;
+        self
+    }
+    /// Sets `bias`.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+    /// Sets `batch_first`.
+    pub fn with_batch_first(mut self, batch_first: bool) -> Self {
+        self.batch_first = batch_first;
+        self
+    }
+    /// Sets `dropout`.
+    pub fn with_dropout(mut self, dropout: f64) -> Self {
+        self.dropout = dropout;
+        self
+    }
+    /// Sets `bidirectional`.
+    pub fn with_bidirectional(mut self, bidirectional: bool) -> Self {
+        self.bidirectional = bidirectional;
+        self
+    }
+    /// Sets `proj_size` (LSTM only).
+    pub fn with_proj_size(mut self, proj_size: usize) -> Self {
+        self.proj_size = proj_size;
+        self
+    }
+
+    /// `D`: 2 if bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `H_out`: `proj_size` if set, else `hidden_size`. The size of `h` and of each direction's
+    /// output.
+    pub fn state_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Width of the layer's output: `D * H_out`.
+    pub fn output_size(&self) -> usize {
+        self.num_directions() * self.state_size()
+    }
+
+    /// Input width of layer `layer`: `input_size` for layer 0, `D * H_out` above.
+    pub fn layer_input_size(&self, layer: usize) -> usize {
+        if layer == 0 {
+            self.input_size
+        } else {
+            self.output_size()
+        }
+    }
+
+    /// Checks PyTorch's rules for these arguments.
+    pub fn validate(&self) -> Result<()> {
+        let name = self.cell.torch_name();
+        if self.input_size == 0 {
+            return Err(Error::Config(format!(
+                "{name}: input_size must be greater than zero"
+            )));
+        }
+        if self.hidden_size == 0 {
+            return Err(Error::Config(format!(
+                "{name}: hidden_size must be greater than zero"
+            )));
+        }
+        if self.num_layers == 0 {
+            return Err(Error::Config(format!(
+                "{name}: num_layers must be greater than zero"
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "{name}: dropout should be a number in range [0, 1] representing the probability \
+                 of an element being zeroed, got {}",
+                self.dropout
+            )));
+        }
+        if self.proj_size > 0 {
+            if self.cell != CellKind::Lstm {
+                return Err(Error::Config(format!(
+                    "{name}: proj_size argument is only supported for LSTM, not RNN or GRU"
+                )));
+            }
+            if self.proj_size >= self.hidden_size {
+                return Err(Error::Config(format!(
+                    "{name}: proj_size ({}) has to be smaller than hidden_size ({})",
+                    self.proj_size, self.hidden_size
+                )));
+            }
+        }
+        if self.cell != CellKind::Rnn && self.nonlinearity != Nonlinearity::Tanh {
+            return Err(Error::Config(format!(
+                "{name}: nonlinearity is an argument of RNN only"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parses the JSON of a model file's `config` metadata and validates it.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let config: RecurrentConfig = serde_json::from_str(json)
+            .map_err(|e| Error::Config(format!("bad JSON config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The JSON written into a model file's `config` metadata.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a config always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytorch_rules() {
+        let ok = RecurrentConfig::new(CellKind::Lstm, 4, 8).with_proj_size(3);
+        ok.validate().unwrap();
+        assert!(RecurrentConfig::new(CellKind::Lstm, 4, 8)
+            .with_proj_size(8)
+            .validate()
+            .is_err());
+        assert!(RecurrentConfig::new(CellKind::Gru, 4, 8)
+            .with_proj_size(2)
+            .validate()
+            .is_err());
+        assert!(RecurrentConfig::new(CellKind::Rnn, 4, 8)
+            .with_dropout(1.5)
+            .validate()
+            .is_err());
+        assert!(RecurrentConfig::new(CellKind::Rnn, 4, 0).validate().is_err());
+        assert!(RecurrentConfig::new(CellKind::Rnn, 4, 2)
+            .with_num_layers(0)
+            .validate()
+            .is_err());
+        assert!(RecurrentConfig::new(CellKind::Gru, 4, 2)
+            .with_nonlinearity(Nonlinearity::Relu)
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn json_defaults_and_round_trip() {
+        let c = RecurrentConfig::from_json(
+            r#"{"cell": "lstm", "input_size": 4, "hidden_size": 8, "num_layers": 2,
+                "bidirectional": true, "batch_first": true, "proj_size": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(c.num_layers, 2);
+        assert!(c.bias);
+        assert_eq!(c.output_size(), 6);
+        assert_eq!(RecurrentConfig::from_json(&c.to_json()).unwrap(), c);
+        assert!(RecurrentConfig::from_json(r#"{"cell": "lstm"}"#).is_err());
+        assert!(RecurrentConfig::from_json(r#"{"cell": "cnn", "input_size": 1, "hidden_size": 1}"#).is_err());
+        assert!(RecurrentConfig::from_json("{not json").is_err());
+    }
+}

@@ -1,0 +1,542 @@
+//! The recurrent engine: one implementation of layers, directions, variable lengths, inter-layer
+//! dropout and backprop through time, shared by RNN, LSTM and GRU.
+//!
+//! A cell only supplies its gate count and its fused gate math ([`cell`]). Everything here works
+//! on the *packed* layout: the rows of all sequences at time 0, then at time 1, ... with
+//! `batch_sizes[t]` rows at step t (sequences sorted by decreasing length). A padded batch of
+//! `N` sequences of length `L` is the special case `batch_sizes = [N; L]`, so padded and packed
+//! input share one code path.
+//!
+//! Per layer and direction the forward pass is
+//! 1. one GEMM for the input projection of every timestep: `XW = X W_ih^T + b` (R, G*H);
+//! 2. per step, one GEMM for the recurrence `HW = H W_hh^T` over the rows still active, then
+//!    the fused gate math, then (LSTM with `proj_size`) one GEMM `H = M W_hr^T`.
+//!
+//! Backward is one sweep back through time that produces the gradients of the gate
+//! pre-activations (`dXW`, and for GRU `dHW`) and of the states; the weight gradients are then
+//! a few large GEMMs over all timesteps at once. Work buffers are allocated once per call; the
+//! time loop allocates nothing.
+
+pub mod cell;
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
+
+use crate::config::{CellKind, RecurrentConfig};
+use crate::error::{Error, Result};
+use crate::linalg::{matmul, Float};
+use crate::rng::Rng;
+pub use cell::Cell;
+
+/// The packed layout of a batch: how many sequences are active at each step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batches {
+    batch_sizes: Vec<usize>,
+    offsets: Vec<usize>,
+}
+
+impl Batches {
+    /// `len` steps of `batch` sequences each: a padded batch.
+    pub fn uniform(len: usize, batch: usize) -> Self {
+        Batches::from_batch_sizes(vec![batch; len]).expect("uniform batch sizes are valid")
+    }
+
+    /// From PyTorch's `batch_sizes`: positive and non-increasing.
+    pub fn from_batch_sizes(batch_sizes: Vec<usize>) -> Result<Self> {
+        if let Some(t) = batch_sizes.windows(2).position(|w| w[1] > w[0]) {
+            return Err(Error::Invalid(format!(
+                "batch_sizes must be non-increasing, but batch_sizes[{}] = {} > batch_sizes[{}] = {}",
+                t + 1,
+                batch_sizes[t + 1],
+                t,
+                batch_sizes[t]
+            )));
+        }
+        if batch_sizes.contains(&0) {
+            return Err(Error::Invalid("batch_sizes must be positive".into()));
+        }
+        let mut offsets = Vec::with_capacity(batch_sizes.len() + 1);
+        let mut total = 0;
+        offsets.push(0);
+        for &b in &batch_sizes {
+            total += b;
+            offsets.push(total);
+        }
+        Ok(Batches {
+            batch_sizes,
+            offsets,
+        })
+    }
+
+    /// Number of steps (the longest sequence).
+    pub fn steps(&self) -> usize {
+        self.batch_sizes.len()
+    }
+
+    /// Number of sequences (rows active at the first step); 0 for no steps.
+    pub fn batch(&self) -> usize {
+        self.batch_sizes.first().copied().unwrap_or(0)
+    }
+
+    /// Total rows: the sum of all lengths.
+    pub fn rows(&self) -> usize {
+        *self.offsets.last().expect("offsets has steps + 1 entries")
+    }
+
+    /// PyTorch's `batch_sizes`.
+    pub fn batch_sizes(&self) -> &[usize] {
+        &self.batch_sizes
+    }
+
+    /// First row of step `t`, and its number of rows.
+    fn step(&self, t: usize) -> (usize, usize) {
+        (self.offsets[t], self.batch_sizes[t])
+    }
+}
+
+/// The parameters of one layer and direction, in PyTorch's layout.
+#[derive(Clone, Copy, Debug)]
+pub struct DirWeights<'a, F> {
+    /// `weight_ih` (G*H, I).
+    pub w_ih: ArrayView2<'a, F>,
+    /// `weight_hh` (G*H, H_out).
+    pub w_hh: ArrayView2<'a, F>,
+    /// `bias_ih` (G*H), if the layer has biases.
+    pub b_ih: Option<ArrayView1<'a, F>>,
+    /// `bias_hh` (G*H), if the layer has biases.
+    pub b_hh: Option<ArrayView1<'a, F>>,
+    /// `weight_hr` (H_out, H), LSTM with `proj_size` only.
+    pub w_hr: Option<ArrayView2<'a, F>>,
+}
+
+/// Gradients of one layer and direction, same shapes as [`DirWeights`].
+#[derive(Clone, Debug)]
+pub struct DirGrads<F> {
+    /// d `weight_ih`.
+    pub w_ih: Array2<F>,
+    /// d `weight_hh`.
+    pub w_hh: Array2<F>,
+    /// d `bias_ih`.
+    pub b_ih: Option<Array1<F>>,
+    /// d `bias_hh`.
+    pub b_hh: Option<Array1<F>>,
+    /// d `weight_hr`.
+    pub w_hr: Option<Array2<F>>,
+}
+
+/// What one layer and direction saves for backward: per row, the gate activations, the
+/// state that entered the step, and the cell's auxiliary values.
+#[derive(Clone, Debug)]
+struct DirSaved<F> {
+    gates: Array2<F>,
+    h_prev: Array2<F>,
+    aux: Array2<F>,
+}
+
+/// Everything a forward pass in training mode keeps for backward.
+#[derive(Clone, Debug)]
+pub struct Saved<F> {
+    /// Inputs of layers 1.. (after dropout), (R, D*H_out).
+    layer_inputs: Vec<Array2<F>>,
+    /// Dropout masks (already scaled by 1/(1-p)) applied to the inputs of layers 1..
+    masks: Vec<Option<Array2<F>>>,
+    /// Index layer*D + direction.
+    dirs: Vec<DirSaved<F>>,
+}
+
+/// Result of [`forward`].
+#[derive(Clone, Debug)]
+pub struct Forward<F> {
+    /// (R, D*H_out) in the packed layout.
+    pub output: Array2<F>,
+    /// (num_layers*D, N, H_out).
+    pub h_n: Array3<F>,
+    /// (num_layers*D, N, H), LSTM only.
+    pub c_n: Option<Array3<F>>,
+    /// For [`backward`], when requested.
+    pub saved: Option<Saved<F>>,
+}
+
+/// Result of [`backward`].
+#[derive(Clone, Debug)]
+pub struct Backward<F> {
+    /// dL/d input, (R, I).
+    pub input: Array2<F>,
+    /// dL/d h0, (num_layers*D, N, H_out).
+    pub h0: Array3<F>,
+    /// dL/d c0, LSTM only.
+    pub c0: Option<Array3<F>>,
+    /// Index layer*D + direction.
+    pub weights: Vec<DirGrads<F>>,
+}
+
+fn cell_of(config: &RecurrentConfig) -> Cell {
+    Cell {
+        kind: config.cell,
+        nonlinearity: config.nonlinearity,
+    }
+}
+
+/// Runs all layers and directions over a packed batch.
+///
+/// * `x`: (R, I) rows in the packed layout of `batches`.
+/// * `weights`: one entry per layer and direction, index layer*D + direction.
+/// * `h0`: (num_layers*D, N, H_out); `c0`: (num_layers*D, N, H) for LSTM.
+/// * `dropout_rng`: draw inter-layer dropout masks from it (training mode with `dropout > 0`).
+/// * `save`: keep what [`backward`] needs.
+///
+/// Shapes must already have been checked by the caller (the layer modules check user input).
+#[allow(clippy::too_many_arguments)]
+pub fn forward<F: Float>(
+    config: &RecurrentConfig,
+    weights: &[DirWeights<'_, F>],
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    h0: ArrayView3<'_, F>,
+    c0: Option<ArrayView3<'_, F>>,
+    mut dropout_rng: Option<&mut Rng>,
+    save: bool,
+) -> Forward<F> {
+    let dirs = config.num_directions();
+    let h_out = config.state_size();
+    let n = batches.batch();
+    let is_lstm = config.cell == CellKind::Lstm;
+    let mut h_n = Array3::zeros((config.num_layers * dirs, n, h_out));
+    let mut c_n = is_lstm.then(|| Array3::zeros((config.num_layers * dirs, n, config.hidden_size)));
+    let mut saved = save.then(|| Saved {
+        layer_inputs: Vec::new(),
+        masks: Vec::new(),
+        dirs: Vec::new(),
+    });
+    let mut layer_input: Option<Array2<F>> = None;
+    let mut output = Array2::zeros((0, 0));
+    for layer in 0..config.num_layers {
+        let input = layer_input.as_ref().map_or(x.view(), |a| a.view());
+        let mut out = Array2::zeros((batches.rows(), dirs * h_out));
+        for d in 0..dirs {
+            let idx = layer * dirs + d;
+            let mut c_state = c_n.as_mut().map(|c| c.index_axis_mut(Axis(0), idx));
+            if let (Some(c), Some(c0)) = (c_state.as_mut(), c0.as_ref()) {
+                c.assign(&c0.index_axis(Axis(0), idx));
+            }
+            let mut h_state = h_n.index_axis_mut(Axis(0), idx);
+            h_state.assign(&h0.index_axis(Axis(0), idx));
+            let dir_saved = direction_forward(
+                cell_of(config),
+                &weights[idx],
+                input,
+                batches,
+                d == 1,
+                h_state,
+                c_state,
+                out.slice_mut(s![.., d * h_out..(d + 1) * h_out]),
+                save,
+            );
+            if let (Some(saved), Some(ds)) = (saved.as_mut(), dir_saved) {
+                saved.dirs.push(ds);
+            }
+        }
+        if layer + 1 < config.num_layers {
+            let mask = match dropout_rng.as_deref_mut() {
+                Some(rng) if config.dropout > 0.0 => {
+                    let mask = dropout_mask(rng, out.dim(), config.dropout);
+                    out *= &mask;
+                    Some(mask)
+                }
+                _ => None,
+            };
+            if let Some(saved) = saved.as_mut() {
+                saved.masks.push(mask);
+                saved.layer_inputs.push(out.clone());
+            }
+            layer_input = Some(out);
+        } else {
+            output = out;
+        }
+    }
+    Forward {
+        output,
+        h_n,
+        c_n,
+        saved,
+    }
+}
+
+/// A dropout mask: 0 with probability p, else 1/(1-p).
+fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<F> {
+    let keep = F::from_f64(if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
+    Array2::from_shape_simple_fn(dim, || {
+        if rng.next_f64() < p {
+            F::zero()
+        } else {
+            keep
+        }
+    })
+}
+
+/// One layer and direction forward. Writes each step's state into `out` (R, H_out) and leaves
+/// the final states in `h` (N, H_out) and `c` (N, H).
+#[allow(clippy::too_many_arguments)]
+fn direction_forward<F: Float>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    reverse: bool,
+    mut h: ArrayViewMut2<'_, F>,
+    c: Option<ArrayViewMut2<'_, F>>,
+    mut out: ArrayViewMut2<'_, F>,
+    save: bool,
+) -> Option<DirSaved<F>> {
+    let gh = w.w_ih.nrows();
+    let hidden = gh / cell.gates();
+    let h_out = w.w_hh.ncols();
+    let rows = batches.rows();
+    let n = batches.batch();
+
+    // 1. Input projection of every timestep, with the foldable biases.
+    let mut xw = Array2::zeros((rows, gh));
+    matmul(&mut xw.view_mut(), &x, &w.w_ih.t(), false);
+    let b_hn = add_biases(cell.kind, &mut xw, w, hidden);
+
+    // Work buffers, allocated once.
+    let saved_rows = if save { rows } else { n };
+    let mut gates = Array2::zeros((saved_rows, gh));
+    let mut aux = Array2::zeros((saved_rows, cell.aux_width() * hidden));
+    let mut h_prev = Array2::zeros((if save { rows } else { 0 }, h_out));
+    let mut hw = Array2::zeros((n, gh));
+    let mut m = Array2::zeros((if w.w_hr.is_some() { n } else { 0 }, hidden));
+    let mut no_c = Array2::zeros((n, 0));
+    let mut c = match c {
+        Some(c) => c,
+        None => no_c.view_mut(),
+    };
+
+    for step in 0..batches.steps() {
+        let t = if reverse { batches.steps() - 1 - step } else { step };
+        let (r0, bs) = batches.step(t);
+        let s0 = if save { r0 } else { 0 };
+        if save {
+            h_prev.slice_mut(s![r0..r0 + bs, ..]).assign(&h.slice(s![..bs, ..]));
+        }
+        // 2. Recurrence: one GEMM over the active rows.
+        matmul(&mut hw.slice_mut(s![..bs, ..]), &h.slice(s![..bs, ..]), &w.w_hh.t(), false);
+        // 3. Fused gate math, row by row.
+        for b in 0..bs {
+            let xw_row = xw.row(r0 + b);
+            let hw_row = hw.row(b);
+            let mut gates_row = gates.row_mut(s0 + b);
+            let mut aux_row = aux.row_mut(s0 + b);
+            let mut c_row = c.row_mut(b);
+            let mut h_row = if w.w_hr.is_some() {
+                m.row_mut(b)
+            } else {
+                h.row_mut(b)
+            };
+            cell::forward_row(
+                cell,
+                h_row.as_slice_mut().expect("contiguous"),
+                c_row.as_slice_mut().expect("contiguous"),
+                gates_row.as_slice_mut().expect("contiguous"),
+                aux_row.as_slice_mut().expect("contiguous"),
+                xw_row.as_slice().expect("contiguous"),
+                hw_row.as_slice().expect("contiguous"),
+                b_hn.as_slice(),
+            );
+        }
+        // 4. Projection (LSTM with proj_size).
+        if let Some(w_hr) = &w.w_hr {
+            matmul(&mut h.slice_mut(s![..bs, ..]), &m.slice(s![..bs, ..]), &w_hr.t(), false);
+        }
+        out.slice_mut(s![r0..r0 + bs, ..]).assign(&h.slice(s![..bs, ..]));
+    }
+    save.then_some(DirSaved { gates, h_prev, aux })
+}
+
+/// Adds the foldable biases to every row of `xw` and returns GRU's `b_hn` (zeros without bias;
+/// empty for other cells).
+fn add_biases<F: Float>(kind: CellKind, xw: &mut Array2<F>, w: &DirWeights<'_, F>, hidden: usize) -> Vec<F> {
+    let b_hn = if kind == CellKind::Gru {
+        w.b_hh
+            .as_ref()
+            .map_or(vec![F::zero(); hidden], |b| b.slice(s![2 * hidden..]).to_vec())
+    } else {
+        Vec::new()
+    };
+    if let (Some(b_ih), Some(b_hh)) = (&w.b_ih, &w.b_hh) {
+        let folded = cell::fold_biases(kind, &b_ih.to_vec(), &b_hh.to_vec());
+        let folded = ArrayView1::from(&folded[..]);
+        for mut row in xw.rows_mut() {
+            row += &folded;
+        }
+    }
+    b_hn
+}
+
+/// Backprop through time over all layers and directions.
+///
+/// * `saved`: from [`forward`] with `save = true`; `x`, `batches`, `weights` as given to it.
+/// * `d_output`: dL/d output (R, D*H_out); `dh_n`, `dc_n`: dL/d final states, if any.
+pub fn backward<F: Float>(
+    config: &RecurrentConfig,
+    weights: &[DirWeights<'_, F>],
+    saved: &Saved<F>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    d_output: ArrayView2<'_, F>,
+    dh_n: Option<ArrayView3<'_, F>>,
+    dc_n: Option<ArrayView3<'_, F>>,
+) -> Backward<F> {
+    let dirs = config.num_directions();
+    let h_out = config.state_size();
+    let n = batches.batch();
+    let is_lstm = config.cell == CellKind::Lstm;
+    let mut dh0 = match dh_n {
+        Some(g) => g.to_owned(),
+        None => Array3::zeros((config.num_layers * dirs, n, h_out)),
+    };
+    let mut dc0 = is_lstm.then(|| match dc_n {
+        Some(g) => g.to_owned(),
+        None => Array3::zeros((config.num_layers * dirs, n, config.hidden_size)),
+    });
+    let mut grads: Vec<Option<DirGrads<F>>> = vec![None; config.num_layers * dirs];
+    let mut d_top = d_output.to_owned();
+    for layer in (0..config.num_layers).rev() {
+        let input = if layer == 0 {
+            x.view()
+        } else {
+            saved.layer_inputs[layer - 1].view()
+        };
+        let mut d_input = Array2::zeros(input.dim());
+        for d in 0..dirs {
+            let idx = layer * dirs + d;
+            let dc = dc0.as_mut().map(|c| c.index_axis_mut(Axis(0), idx));
+            grads[idx] = Some(direction_backward(
+                cell_of(config),
+                &weights[idx],
+                &saved.dirs[idx],
+                input,
+                batches,
+                d == 1,
+                d_top.slice(s![.., d * h_out..(d + 1) * h_out]),
+                dh0.index_axis_mut(Axis(0), idx),
+                dc,
+                &mut d_input,
+            ));
+        }
+        if layer > 0 {
+            if let Some(mask) = &saved.masks[layer - 1] {
+                d_input *= mask;
+            }
+        }
+        d_top = d_input;
+    }
+    Backward {
+        input: d_top,
+        h0: dh0,
+        c0: dc0,
+        weights: grads.into_iter().map(|g| g.expect("every direction ran")).collect(),
+    }
+}
+
+/// One layer and direction backward. `dh` and `dc` enter as the gradients of the final states
+/// and leave as those of the initial states; `d_input` (R, I) accumulates dL/d input.
+#[allow(clippy::too_many_arguments)]
+fn direction_backward<F: Float>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    saved: &DirSaved<F>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    reverse: bool,
+    d_out: ArrayView2<'_, F>,
+    mut dh: ArrayViewMut2<'_, F>,
+    dc: Option<ArrayViewMut2<'_, F>>,
+    d_input: &mut Array2<F>,
+) -> DirGrads<F> {
+    let gh = w.w_ih.nrows();
+    let hidden = gh / cell.gates();
+    let h_out = w.w_hh.ncols();
+    let rows = batches.rows();
+    let n = batches.batch();
+    let is_gru = cell.kind == CellKind::Gru;
+    let proj = w.w_hr.is_some();
+
+    let mut dxw = Array2::zeros((rows, gh));
+    let mut dhw = Array2::zeros((if is_gru { rows } else { 0 }, gh));
+    // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
+    let mut dh_all = Array2::zeros((if proj { rows } else { 0 }, h_out));
+    let mut dm = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let mut no_c = Array2::zeros((n, 0));
+    let mut dc = match dc {
+        Some(dc) => dc,
+        None => no_c.view_mut(),
+    };
+
+    for step in 0..batches.steps() {
+        // Reverse of the forward order.
+        let t = if reverse { step } else { batches.steps() - 1 - step };
+        let (r0, bs) = batches.step(t);
+        let mut dh_t = dh.slice_mut(s![..bs, ..]);
+        dh_t += &d_out.slice(s![r0..r0 + bs, ..]);
+        if let Some(w_hr) = &w.w_hr {
+            dh_all.slice_mut(s![r0..r0 + bs, ..]).assign(&dh_t);
+            matmul(&mut dm.slice_mut(s![..bs, ..]), &dh_t.view(), w_hr, false);
+        }
+        for b in 0..bs {
+            let mut dxw_row = dxw.row_mut(r0 + b);
+            let mut dhw_row = is_gru.then(|| dhw.row_mut(r0 + b));
+            let mut dc_row = dc.row_mut(b);
+            let mut dh_row = if proj { dm.row_mut(b) } else { dh.row_mut(b) };
+            let dhw_slice = match dhw_row.as_mut() {
+                Some(row) => row.as_slice_mut().expect("contiguous"),
+                None => &mut [],
+            };
+            cell::backward_row(
+                cell,
+                dxw_row.as_slice_mut().expect("contiguous"),
+                dhw_slice,
+                dh_row.as_slice_mut().expect("contiguous"),
+                dc_row.as_slice_mut().expect("contiguous"),
+                saved.gates.row(r0 + b).as_slice().expect("contiguous"),
+                saved.aux.row(r0 + b).as_slice().expect("contiguous"),
+                saved.h_prev.row(r0 + b).as_slice().expect("contiguous"),
+            );
+        }
+        // dL/dh_prev = dHW W_hh (+ GRU's direct path, already in dh).
+        let dhw_t = if is_gru {
+            dhw.slice(s![r0..r0 + bs, ..])
+        } else {
+            dxw.slice(s![r0..r0 + bs, ..])
+        };
+        matmul(&mut dh.slice_mut(s![..bs, ..]), &dhw_t, &w.w_hh, is_gru);
+    }
+
+    // Weight gradients: a few large GEMMs over all timesteps.
+    let dhw_all = if is_gru { dhw.view() } else { dxw.view() };
+    let mut g_ih = Array2::zeros(w.w_ih.dim());
+    matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
+    let mut g_hh = Array2::zeros(w.w_hh.dim());
+    matmul(&mut g_hh.view_mut(), &dhw_all.t(), &saved.h_prev.view(), false);
+    let (g_bih, g_bhh) = if w.b_ih.is_some() {
+        (Some(dxw.sum_axis(Axis(0))), Some(dhw_all.sum_axis(Axis(0))))
+    } else {
+        (None, None)
+    };
+    let g_hr = w.w_hr.as_ref().map(|w_hr| {
+        // m = o * tanh(c') per row, rebuilt from the saved gates.
+        let m_all = Array2::from_shape_fn((rows, hidden), |(r, j)| {
+            saved.gates[[r, 3 * hidden + j]] * saved.aux[[r, hidden + j]]
+        });
+        let mut g = Array2::zeros(w_hr.dim());
+        matmul(&mut g.view_mut(), &dh_all.t(), &m_all.view(), false);
+        g
+    });
+    matmul(&mut d_input.view_mut(), &dxw.view(), &w.w_ih, true);
+    DirGrads {
+        w_ih: g_ih,
+        w_hh: g_hh,
+        b_ih: g_bih,
+        b_hh: g_bhh,
+        w_hr: g_hr,
+    }
+}

@@ -1,0 +1,525 @@
+//! Adam and AdamW, as `torch.optim.Adam(foreach=False)` and `torch.optim.AdamW(foreach=False)`.
+//!
+//! For each parameter `p` with gradient `g`, at step `t` (counted per parameter, from 1), with
+//! learning rate `lr`, betas `β₁, β₂`, `eps` and weight decay `λ`:
+//!
+//! ```text
+//! g ← −g                                   if maximize
+//! p ← p·(1 − lr·λ)                          AdamW (decoupled weight decay)
+//! g ← g + λ·p                               Adam with λ ≠ 0 (L2 penalty)
+//! m ← lerp(m, g, 1 − β₁)                    = β₁·m + (1 − β₁)·g
+//! v ← β₂·v + (1 − β₂)·g²
+//! v̂ ← max(v̂, v), used instead of v         if amsgrad
+//! bc₁ = 1 − β₁ᵗ,  bc₂ = 1 − β₂ᵗ              (f64, as Python floats)
+//! p ← p − (lr / bc₁) · m / (√v / √bc₂ + eps)
+//! ```
+//!
+//! Each tensor line is evaluated with PyTorch's f32 operations in PyTorch's order, including
+//! its fused multiply-adds (`lerp`, `addcmul`) and its lerp formula's two branches. The one
+//! known difference is `√v`: PyTorch's CPU kernel (MKL's vectorised sqrt) is not always
+//! correctly rounded, this one is, so results can differ in the last bit of the denominator
+//! (a relative 6e-8 of one update).
+
+use ndarray::{ArrayD, Zip};
+
+use super::{
+    check_non_negative, check_params, gradients, maximum, Optimizer, OptimizerState, StateReader,
+};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The state of one parameter: `state[p]` in PyTorch.
+#[derive(Clone, Debug)]
+struct ParamState {
+    /// The step count; an f32 as PyTorch's `state["step"]` tensor.
+    step: f32,
+    /// First moment `m`.
+    exp_avg: ArrayD<f32>,
+    /// Second moment `v`.
+    exp_avg_sq: ArrayD<f32>,
+    /// `v̂`, the running maximum of `v` (amsgrad only).
+    max_exp_avg_sq: Option<ArrayD<f32>>,
+}
+
+/// `torch.optim.Adam` (L2 weight decay added to the gradient); see [`AdamW`] for the
+/// decoupled weight decay.
+///
+/// ```
+/// use ndarray::array;
+/// use rnn::optim::{Adam, Optimizer};
+/// use rnn::Tensor;
+///
+/// let w = Tensor::parameter(array![1.0f32, -1.0].into_dyn());
+/// let mut opt = Adam::new(vec![w.clone()], 0.1).unwrap().with_betas(0.9, 0.99).unwrap();
+/// w.set_grad(Some(array![3.0f32, -0.5].into_dyn()));
+/// opt.step().unwrap();
+/// // The first step moves each coordinate by about lr, against the gradient's sign.
+/// assert!((w.to_array()[0] - 0.9).abs() < 1e-6 && (w.to_array()[1] + 0.9).abs() < 1e-6);
+/// ```
+#[derive(Debug)]
+pub struct Adam {
+    params: Vec<Tensor>,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    maximize: bool,
+    /// AdamW: `p *= 1 − lr·λ` instead of `g += λ·p`.
+    decoupled: bool,
+    state: Vec<Option<ParamState>>,
+}
+
+impl Adam {
+    /// `Adam(params, lr)` with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, no weight
+    /// decay. Fails on an empty list, a non-leaf or repeated parameter, or a learning rate that
+    /// is negative or not finite.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Result<Adam> {
+        Adam::build(params, lr, 0.0, false)
+    }
+
+    fn build(params: Vec<Tensor>, lr: f64, weight_decay: f64, decoupled: bool) -> Result<Adam> {
+        check_params(&params)?;
+        check_non_negative("learning rate", lr)?;
+        let n = params.len();
+        Ok(Adam {
+            params,
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            amsgrad: false,
+            maximize: false,
+            decoupled,
+            state: vec![None; n],
+        })
+    }
+
+    /// `betas=(β₁, β₂)`, each in [0, 1).
+    pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Result<Adam> {
+        check_betas(beta1, beta2)?;
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        Ok(self)
+    }
+
+    /// `eps` (default 1e-8), added to the denominator.
+    pub fn with_eps(mut self, eps: f64) -> Result<Adam> {
+        check_non_negative("epsilon value", eps)?;
+        self.eps = eps;
+        Ok(self)
+    }
+
+    /// `weight_decay=λ`: an L2 penalty `g ← g + λ·p` for Adam (default 0), the decoupled
+    /// `p ← p·(1 − lr·λ)` for AdamW (default 0.01).
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Result<Adam> {
+        check_non_negative("weight_decay value", weight_decay)?;
+        self.weight_decay = weight_decay;
+        Ok(self)
+    }
+
+    /// `amsgrad=True`: normalise by the running maximum of the second moment.
+    pub fn with_amsgrad(mut self, amsgrad: bool) -> Adam {
+        self.amsgrad = amsgrad;
+        self
+    }
+
+    /// `maximize=True`: ascend the objective instead of descending it.
+    pub fn with_maximize(mut self, maximize: bool) -> Adam {
+        self.maximize = maximize;
+        self
+    }
+
+    /// The parameters, in the order given.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+}
+
+fn check_betas(beta1: f64, beta2: f64) -> Result<()> {
+    for (i, beta) in [beta1, beta2].into_iter().enumerate() {
+        if !(0.0..1.0).contains(&beta) {
+            return Err(Error::Invalid(format!(
+                "Invalid beta parameter at index {i}: {beta} (must be in [0, 1))"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// PyTorch's `lerp(start, end, weight)` on CPU (its vector kernel): two formulas, chosen by
+/// `|weight| < 0.5`, each one fused multiply-add.
+#[inline]
+fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+    if weight.abs() < 0.5 {
+        weight.mul_add(end - start, start)
+    } else {
+        (weight - 1.0).mul_add(end - start, end)
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self) -> Result<()> {
+        let grads = gradients(&self.params)?;
+        // Python floats, cast to f32 where PyTorch's kernels take them as scalars.
+        let one_minus_beta1 = (1.0 - self.beta1) as f32;
+        let beta2 = self.beta2 as f32;
+        let one_minus_beta2 = (1.0 - self.beta2) as f32;
+        let eps = self.eps as f32;
+        let weight_decay = self.weight_decay as f32;
+        let decay_factor = (1.0 - self.lr * self.weight_decay) as f32;
+        for ((param, grad), slot) in self.params.iter().zip(grads).zip(&mut self.state) {
+            let Some(mut g) = grad else { continue };
+            let mut p = param.data_mut();
+            let st = slot.get_or_insert_with(|| ParamState {
+                step: 0.0,
+                exp_avg: ArrayD::zeros(p.raw_dim()),
+                exp_avg_sq: ArrayD::zeros(p.raw_dim()),
+                max_exp_avg_sq: None,
+            });
+            if self.amsgrad && st.max_exp_avg_sq.is_none() {
+                st.max_exp_avg_sq = Some(ArrayD::zeros(p.raw_dim()));
+            }
+            if self.maximize {
+                g.mapv_inplace(|v| -v);
+            }
+            st.step += 1.0;
+            if self.weight_decay != 0.0 {
+                if self.decoupled {
+                    // param.mul_(1 - lr * weight_decay)
+                    p.mapv_inplace(|v| v * decay_factor);
+                } else {
+                    // grad = grad.add(param, alpha=weight_decay)
+                    Zip::from(&mut g)
+                        .and(&*p)
+                        .for_each(|g, &p| *g = p.mul_add(weight_decay, *g));
+                }
+            }
+            // exp_avg.lerp_(grad, 1 - beta1)
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            Zip::from(&mut st.exp_avg)
+                .and(&mut st.exp_avg_sq)
+                .and(&g)
+                .for_each(|m, v, &g| {
+                    *m = lerp(*m, g, one_minus_beta1);
+                    *v = (one_minus_beta2 * g).mul_add(g, *v * beta2);
+                });
+
+            let step = f64::from(st.step);
+            let bias_correction1 = 1.0 - self.beta1.powf(step);
+            let bias_correction2 = 1.0 - self.beta2.powf(step);
+            let step_size = self.lr / bias_correction1;
+            // Python's `bias_correction2**0.5` is pow, not sqrt.
+            let bias_correction2_sqrt = bias_correction2.powf(0.5) as f32;
+            let neg_step_size = (-step_size) as f32;
+
+            // denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+            // param.addcdiv_(exp_avg, denom, value=-step_size)
+            let update = |p: &mut f32, m: f32, v: f32| {
+                let denom = v.sqrt() / bias_correction2_sqrt + eps;
+                *p += neg_step_size * m / denom;
+            };
+            match &mut st.max_exp_avg_sq {
+                Some(max_v) if self.amsgrad => {
+                    Zip::from(&mut *p)
+                        .and(&st.exp_avg)
+                        .and(&st.exp_avg_sq)
+                        .and(max_v)
+                        .for_each(|p, &m, &v, vmax| {
+                            *vmax = maximum(*vmax, v);
+                            update(p, m, *vmax);
+                        });
+                }
+                _ => {
+                    Zip::from(&mut *p)
+                        .and(&st.exp_avg)
+                        .and(&st.exp_avg_sq)
+                        .for_each(|p, &m, &v| update(p, m, v));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn zero_grad(&self) {
+        self.params.iter().for_each(Tensor::zero_grad);
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state_dict(&self) -> OptimizerState {
+        let mut s = OptimizerState::new(self.kind());
+        let scalars = [
+            ("params", self.params.len() as f64),
+            ("lr", self.lr),
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("amsgrad", f64::from(u8::from(self.amsgrad))),
+            ("maximize", f64::from(u8::from(self.maximize))),
+        ];
+        for (key, v) in scalars {
+            s.scalars.insert(key.into(), v);
+        }
+        for (i, st) in self.state.iter().enumerate() {
+            let Some(st) = st else { continue };
+            s.scalars.insert(format!("step.{i}"), f64::from(st.step));
+            s.tensors.insert(format!("exp_avg.{i}"), st.exp_avg.clone());
+            s.tensors
+                .insert(format!("exp_avg_sq.{i}"), st.exp_avg_sq.clone());
+            if let Some(max_v) = &st.max_exp_avg_sq {
+                s.tensors
+                    .insert(format!("max_exp_avg_sq.{i}"), max_v.clone());
+            }
+        }
+        s
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        let mut r = StateReader::new(state, self.kind(), self.params.len())?;
+        let lr = r.scalar("lr")?;
+        let (beta1, beta2) = (r.scalar("beta1")?, r.scalar("beta2")?);
+        let eps = r.scalar("eps")?;
+        let weight_decay = r.scalar("weight_decay")?;
+        let amsgrad = r.flag("amsgrad")?;
+        let maximize = r.flag("maximize")?;
+        let as_state_error = |e: Error| match e {
+            Error::Invalid(m) => Error::StateDict(m),
+            other => other,
+        };
+        check_non_negative("learning rate", lr).map_err(as_state_error)?;
+        check_betas(beta1, beta2).map_err(as_state_error)?;
+        check_non_negative("epsilon value", eps).map_err(as_state_error)?;
+        check_non_negative("weight_decay value", weight_decay).map_err(as_state_error)?;
+
+        let mut per_param = Vec::with_capacity(self.params.len());
+        for (i, p) in self.params.iter().enumerate() {
+            let shape = p.shape();
+            let Some(step) = r.optional_scalar(&format!("step.{i}")) else {
+                for key in ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] {
+                    if r.tensor(&format!("{key}.{i}"), &shape)?.is_some() {
+                        return Err(Error::StateDict(format!(
+                            "\"{key}.{i}\" is present but \"step.{i}\" is not"
+                        )));
+                    }
+                }
+                per_param.push(None);
+                continue;
+            };
+            if !(step.is_finite() && step >= 0.0 && step == f64::from(step as f32)) {
+                return Err(Error::StateDict(format!(
+                    "\"step.{i}\" must be a step count (a non-negative f32 value), got {step}"
+                )));
+            }
+            let exp_avg = r.required_tensor(&format!("exp_avg.{i}"), &shape)?;
+            let exp_avg_sq = r.required_tensor(&format!("exp_avg_sq.{i}"), &shape)?;
+            let max_key = format!("max_exp_avg_sq.{i}");
+            let max_exp_avg_sq = if amsgrad {
+                Some(r.required_tensor(&max_key, &shape)?)
+            } else {
+                r.tensor(&max_key, &shape)?
+            };
+            per_param.push(Some(ParamState {
+                step: step as f32,
+                exp_avg,
+                exp_avg_sq,
+                max_exp_avg_sq,
+            }));
+        }
+        r.finish()?;
+        self.lr = lr;
+        self.beta1 = beta1;
+        self.beta2 = beta2;
+        self.eps = eps;
+        self.weight_decay = weight_decay;
+        self.amsgrad = amsgrad;
+        self.maximize = maximize;
+        self.state = per_param;
+        Ok(())
+    }
+}
+
+/// `torch.optim.AdamW`: Adam with decoupled weight decay, `p ← p·(1 − lr·λ)` before the Adam
+/// update, λ = 0.01 by default. Its state's kind is `"adamw"`.
+///
+/// ```
+/// use ndarray::array;
+/// use rnn::optim::{AdamW, Optimizer};
+/// use rnn::Tensor;
+///
+/// let w = Tensor::parameter(array![2.0f32].into_dyn());
+/// let mut opt = AdamW::new(vec![w.clone()], 0.1).unwrap().with_weight_decay(0.5).unwrap();
+/// w.set_grad(Some(array![0.0f32].into_dyn()));
+/// opt.step().unwrap(); // a zero gradient: only the decay acts, 2 · (1 − 0.1 · 0.5)
+/// assert_eq!(w.to_array(), array![1.9f32].into_dyn());
+/// ```
+#[derive(Debug)]
+pub struct AdamW(Adam);
+
+impl AdamW {
+    /// `AdamW(params, lr)` with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay
+    /// 0.01. Fails as [`Adam::new`] does.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Result<AdamW> {
+        Adam::build(params, lr, 0.01, true).map(AdamW)
+    }
+
+    /// `betas=(β₁, β₂)`, each in [0, 1).
+    pub fn with_betas(self, beta1: f64, beta2: f64) -> Result<AdamW> {
+        self.0.with_betas(beta1, beta2).map(AdamW)
+    }
+
+    /// `eps` (default 1e-8), added to the denominator.
+    pub fn with_eps(self, eps: f64) -> Result<AdamW> {
+        self.0.with_eps(eps).map(AdamW)
+    }
+
+    /// `weight_decay=λ` (default 0.01): `p ← p·(1 − lr·λ)` at each step.
+    pub fn with_weight_decay(self, weight_decay: f64) -> Result<AdamW> {
+        self.0.with_weight_decay(weight_decay).map(AdamW)
+    }
+
+    /// `amsgrad=True`: normalise by the running maximum of the second moment.
+    pub fn with_amsgrad(self, amsgrad: bool) -> AdamW {
+        AdamW(self.0.with_amsgrad(amsgrad))
+    }
+
+    /// `maximize=True`: ascend the objective instead of descending it.
+    pub fn with_maximize(self, maximize: bool) -> AdamW {
+        AdamW(self.0.with_maximize(maximize))
+    }
+
+    /// The parameters, in the order given.
+    pub fn params(&self) -> &[Tensor] {
+        self.0.params()
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self) -> Result<()> {
+        self.0.step()
+    }
+    fn zero_grad(&self) {
+        self.0.zero_grad()
+    }
+    fn lr(&self) -> f64 {
+        self.0.lr()
+    }
+    fn set_lr(&mut self, lr: f64) {
+        self.0.set_lr(lr)
+    }
+    fn state_dict(&self) -> OptimizerState {
+        self.0.state_dict()
+    }
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        self.0.load_state_dict(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn lerp_matches_both_formulas() {
+        assert_eq!(lerp(1.0, 3.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0, 3.0, 0.75), 2.5);
+        assert_eq!(lerp(1.0, 3.0, 1.0), 3.0);
+    }
+
+    #[test]
+    fn first_step_moves_by_lr() {
+        // At step 1, m/√v̂ = g/|g| after bias correction: the update is lr·sign(g) (up to eps).
+        let w = Tensor::parameter(array![0.0f32, 0.0, 0.0].into_dyn());
+        let mut opt = Adam::new(vec![w.clone()], 0.01).unwrap();
+        w.set_grad(Some(array![5.0f32, -0.001, 0.0].into_dyn()));
+        opt.step().unwrap();
+        let got = w.to_array();
+        assert!((got[0] + 0.01).abs() < 1e-7, "{got}");
+        assert!((got[1] - 0.01).abs() < 1e-6, "{got}");
+        assert_eq!(got[2], 0.0);
+        assert_eq!(opt.state_dict().scalars["step.0"], 1.0);
+    }
+
+    #[test]
+    fn invalid_hyperparameters_are_named() {
+        let w = || vec![Tensor::parameter(array![0.0f32].into_dyn())];
+        let err = Adam::new(w(), f64::NAN).unwrap_err().to_string();
+        assert!(err.contains("Invalid learning rate: NaN"), "{err}");
+        let err = Adam::new(w(), 0.1)
+            .unwrap()
+            .with_betas(0.9, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Invalid beta parameter at index 1: 1"),
+            "{err}"
+        );
+        let err = AdamW::new(w(), 0.1)
+            .unwrap()
+            .with_eps(-1e-8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Invalid epsilon value"), "{err}");
+    }
+
+    #[test]
+    fn load_checks_kind_shapes_and_keys() {
+        let a = Tensor::parameter(array![1.0f32, 2.0].into_dyn());
+        let mut adam = Adam::new(vec![a.clone()], 0.1).unwrap().with_amsgrad(true);
+        a.set_grad(Some(array![1.0f32, -1.0].into_dyn()));
+        adam.step().unwrap();
+        let state = adam.state_dict();
+        assert!(state.tensors.contains_key("max_exp_avg_sq.0"));
+
+        let mut adamw = AdamW::new(vec![a.clone()], 0.1).unwrap();
+        let err = adamw.load_state_dict(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("\"adam\"") && err.contains("\"adamw\""),
+            "{err}"
+        );
+
+        let b = Tensor::parameter(array![1.0f32, 2.0, 3.0].into_dyn());
+        let mut other = Adam::new(vec![b], 0.1).unwrap();
+        let err = other.load_state_dict(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("exp_avg.0") && err.contains("(2,)") && err.contains("(3,)"),
+            "{err}"
+        );
+
+        let mut extra = state.clone();
+        extra.scalars.insert("momentum".into(), 0.9);
+        let mut fresh = Adam::new(vec![a.clone()], 0.5).unwrap();
+        let err = fresh.load_state_dict(&extra).unwrap_err().to_string();
+        assert!(
+            err.contains("unexpected") && err.contains("\"momentum\""),
+            "{err}"
+        );
+        assert_eq!(fresh.lr(), 0.5, "a failed load changes nothing");
+
+        let mut missing = state.clone();
+        missing.tensors.remove("max_exp_avg_sq.0");
+        let err = fresh.load_state_dict(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing buffer \"max_exp_avg_sq.0\""), "{err}");
+
+        fresh.load_state_dict(&state).unwrap();
+        assert_eq!(fresh.state_dict(), state);
+    }
+}

@@ -1,0 +1,350 @@
+//! Stochastic gradient descent with momentum, as `torch.optim.SGD(foreach=False)`.
+//!
+//! For each parameter `p` with gradient `g`, with learning rate `lr`, momentum `μ`, dampening
+//! `τ`, weight decay `λ`:
+//!
+//! ```text
+//! g ← −g                         if maximize
+//! g ← g + λ·p                    if λ ≠ 0
+//! b ← g                          on the first step (no dampening then)
+//! b ← μ·b + (1 − τ)·g            afterwards              } if μ ≠ 0
+//! g ← g + μ·b  if nesterov, else g ← b                   }
+//! p ← p − lr·g
+//! ```
+//!
+//! Each line is one f32 operation of PyTorch's kernels, fused multiply-adds included (PyTorch's
+//! `add(x, alpha=a)` is one `fmadd` in its vector kernels), so the parameters are PyTorch's bit
+//! for bit.
+
+use ndarray::{ArrayD, Zip};
+
+use super::{check_non_negative, check_params, gradients, Optimizer, OptimizerState, StateReader};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// `torch.optim.SGD`: gradient descent with optional momentum, dampening, Nesterov momentum,
+/// L2 weight decay and maximization.
+///
+/// ```
+/// use ndarray::array;
+/// use rnn::optim::{Optimizer, Sgd};
+/// use rnn::Tensor;
+///
+/// let w = Tensor::parameter(array![1.0f32, -1.0].into_dyn());
+/// let mut opt = Sgd::new(vec![w.clone()], 0.1).unwrap().with_momentum(0.9).unwrap();
+/// w.set_grad(Some(array![1.0f32, 2.0].into_dyn()));
+/// opt.step().unwrap();
+/// assert_eq!(w.to_array(), array![0.9f32, -1.2].into_dyn());
+/// ```
+#[derive(Debug)]
+pub struct Sgd {
+    params: Vec<Tensor>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    maximize: bool,
+    /// `state[p]["momentum_buffer"]`: `None` until the parameter's first step with momentum.
+    momentum_buffers: Vec<Option<ArrayD<f32>>>,
+}
+
+impl Sgd {
+    /// `SGD(params, lr)`: no momentum, dampening, weight decay; minimizes. Fails on an empty
+    /// list, a non-leaf or repeated parameter, or a learning rate that is negative or not finite.
+    pub fn new(params: Vec<Tensor>, lr: f64) -> Result<Sgd> {
+        check_params(&params)?;
+        check_non_negative("learning rate", lr)?;
+        let n = params.len();
+        Ok(Sgd {
+            params,
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            maximize: false,
+            momentum_buffers: vec![None; n],
+        })
+    }
+
+    /// `momentum=μ` (default 0: no momentum buffer).
+    pub fn with_momentum(mut self, momentum: f64) -> Result<Sgd> {
+        check_non_negative("momentum value", momentum)?;
+        self.momentum = momentum;
+        self.check_nesterov()?;
+        Ok(self)
+    }
+
+    /// `dampening=τ` (default 0): the new gradient enters the momentum buffer with weight
+    /// `1 − τ` (except on the first step).
+    pub fn with_dampening(mut self, dampening: f64) -> Result<Sgd> {
+        if !dampening.is_finite() {
+            return Err(Error::Invalid(format!(
+                "Invalid dampening value: {dampening} (must be finite)"
+            )));
+        }
+        self.dampening = dampening;
+        self.check_nesterov()?;
+        Ok(self)
+    }
+
+    /// `nesterov=True`: Nesterov momentum. Needs a momentum > 0 and zero dampening (set those
+    /// first; PyTorch: "Nesterov momentum requires a momentum and zero dampening").
+    pub fn with_nesterov(mut self, nesterov: bool) -> Result<Sgd> {
+        self.nesterov = nesterov;
+        self.check_nesterov()?;
+        Ok(self)
+    }
+
+    /// `weight_decay=λ` (default 0): L2 penalty, `g ← g + λ·p`.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Result<Sgd> {
+        check_non_negative("weight_decay value", weight_decay)?;
+        self.weight_decay = weight_decay;
+        Ok(self)
+    }
+
+    /// `maximize=True`: ascend the objective instead of descending it.
+    pub fn with_maximize(mut self, maximize: bool) -> Sgd {
+        self.maximize = maximize;
+        self
+    }
+
+    /// The parameters, in the order given.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    fn check_nesterov(&self) -> Result<()> {
+        check_nesterov(self.nesterov, self.momentum, self.dampening)
+    }
+}
+
+fn check_nesterov(nesterov: bool, momentum: f64, dampening: f64) -> Result<()> {
+    if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+        return Err(Error::Invalid(format!(
+            "Nesterov momentum requires a momentum and zero dampening (momentum = {momentum}, \
+             dampening = {dampening})"
+        )));
+    }
+    Ok(())
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        let grads = gradients(&self.params)?;
+        // PyTorch casts each Python-float factor to the tensor's f32 inside the kernel.
+        let weight_decay = self.weight_decay as f32;
+        let momentum = self.momentum as f32;
+        let one_minus_dampening = (1.0 - self.dampening) as f32;
+        let neg_lr = (-self.lr) as f32;
+        for ((param, grad), buffer) in self
+            .params
+            .iter()
+            .zip(grads)
+            .zip(&mut self.momentum_buffers)
+        {
+            let Some(mut g) = grad else { continue };
+            let mut p = param.data_mut();
+            if self.maximize {
+                g.mapv_inplace(|v| -v);
+            }
+            if self.weight_decay != 0.0 {
+                // grad = grad.add(param, alpha=weight_decay)
+                Zip::from(&mut g)
+                    .and(&*p)
+                    .for_each(|g, &p| *g = p.mul_add(weight_decay, *g));
+            }
+            if self.momentum != 0.0 {
+                let buf = match buffer {
+                    None => buffer.insert(g.clone()),
+                    Some(buf) => {
+                        // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                        Zip::from(&mut *buf)
+                            .and(&g)
+                            .for_each(|b, &g| *b = g.mul_add(one_minus_dampening, *b * momentum));
+                        buf
+                    }
+                };
+                if self.nesterov {
+                    // grad = grad.add(buf, alpha=momentum)
+                    Zip::from(&mut g)
+                        .and(&*buf)
+                        .for_each(|g, &b| *g = b.mul_add(momentum, *g));
+                } else {
+                    g.assign(buf);
+                }
+            }
+            // param.add_(grad, alpha=-lr)
+            Zip::from(&mut *p)
+                .and(&g)
+                .for_each(|p, &g| *p = g.mul_add(neg_lr, *p));
+        }
+        Ok(())
+    }
+
+    fn zero_grad(&self) {
+        self.params.iter().for_each(Tensor::zero_grad);
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state_dict(&self) -> OptimizerState {
+        let mut s = OptimizerState::new("sgd");
+        s.scalars.insert("params".into(), self.params.len() as f64);
+        s.scalars.insert("lr".into(), self.lr);
+        s.scalars.insert("momentum".into(), self.momentum);
+        s.scalars.insert("dampening".into(), self.dampening);
+        s.scalars.insert("weight_decay".into(), self.weight_decay);
+        s.scalars
+            .insert("nesterov".into(), f64::from(u8::from(self.nesterov)));
+        s.scalars
+            .insert("maximize".into(), f64::from(u8::from(self.maximize)));
+        for (i, buf) in self.momentum_buffers.iter().enumerate() {
+            if let Some(buf) = buf {
+                s.tensors
+                    .insert(format!("momentum_buffer.{i}"), buf.clone());
+            }
+        }
+        s
+    }
+
+    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+        let mut r = StateReader::new(state, "sgd", self.params.len())?;
+        let lr = r.scalar("lr")?;
+        let momentum = r.scalar("momentum")?;
+        let dampening = r.scalar("dampening")?;
+        let weight_decay = r.scalar("weight_decay")?;
+        let nesterov = r.flag("nesterov")?;
+        let maximize = r.flag("maximize")?;
+        check_non_negative("learning rate", lr).map_err(loaded)?;
+        check_non_negative("momentum value", momentum).map_err(loaded)?;
+        check_non_negative("weight_decay value", weight_decay).map_err(loaded)?;
+        if !dampening.is_finite() {
+            return Err(Error::StateDict(format!(
+                "Invalid dampening value: {dampening}"
+            )));
+        }
+        check_nesterov(nesterov, momentum, dampening).map_err(loaded)?;
+        let buffers = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| r.tensor(&format!("momentum_buffer.{i}"), &p.shape()))
+            .collect::<Result<Vec<_>>>()?;
+        r.finish()?;
+        self.lr = lr;
+        self.momentum = momentum;
+        self.dampening = dampening;
+        self.weight_decay = weight_decay;
+        self.nesterov = nesterov;
+        self.maximize = maximize;
+        self.momentum_buffers = buffers;
+        Ok(())
+    }
+}
+
+/// A hyperparameter check failed on a loaded state: report it as a state_dict error.
+fn loaded(e: Error) -> Error {
+    match e {
+        Error::Invalid(m) => Error::StateDict(m),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn param() -> Tensor {
+        Tensor::parameter(array![1.0f32, -2.0, 0.5].into_dyn())
+    }
+
+    #[test]
+    fn plain_step_is_p_minus_lr_g() {
+        let p = param();
+        let mut opt = Sgd::new(vec![p.clone()], 0.5).unwrap();
+        p.set_grad(Some(array![2.0f32, 2.0, -1.0].into_dyn()));
+        opt.step().unwrap();
+        assert_eq!(p.to_array(), array![0.0f32, -3.0, 1.0].into_dyn());
+    }
+
+    #[test]
+    fn momentum_buffer_starts_as_the_gradient() {
+        let p = param();
+        let mut opt = Sgd::new(vec![p.clone()], 1.0)
+            .unwrap()
+            .with_momentum(0.5)
+            .unwrap()
+            .with_dampening(0.5)
+            .unwrap();
+        p.set_grad(Some(array![1.0f32, 1.0, 1.0].into_dyn()));
+        opt.step().unwrap(); // buf = g = 1 (no dampening on the first step)
+        assert_eq!(p.to_array(), array![0.0f32, -3.0, -0.5].into_dyn());
+        opt.step().unwrap(); // buf = 0.5 * 1 + 0.5 * 1 = 1
+        assert_eq!(p.to_array(), array![-1.0f32, -4.0, -1.5].into_dyn());
+        let s = opt.state_dict();
+        assert_eq!(
+            s.tensors["momentum_buffer.0"],
+            array![1.0f32, 1.0, 1.0].into_dyn()
+        );
+    }
+
+    #[test]
+    fn invalid_hyperparameters_are_named() {
+        let err = Sgd::new(vec![param()], -0.1).unwrap_err().to_string();
+        assert!(err.contains("Invalid learning rate: -0.1"), "{err}");
+        let err = Sgd::new(vec![param()], 0.1)
+            .unwrap()
+            .with_momentum(f64::NAN)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("momentum"), "{err}");
+        let err = Sgd::new(vec![param()], 0.1)
+            .unwrap()
+            .with_weight_decay(-1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weight_decay"), "{err}");
+        let err = Sgd::new(vec![param()], 0.1)
+            .unwrap()
+            .with_nesterov(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Nesterov momentum requires a momentum and zero dampening"),
+            "{err}"
+        );
+        let with_dampening = Sgd::new(vec![param()], 0.1)
+            .unwrap()
+            .with_momentum(0.9)
+            .unwrap()
+            .with_dampening(0.1)
+            .unwrap();
+        assert!(with_dampening.with_nesterov(true).is_err());
+    }
+
+    #[test]
+    fn parameters_without_grad_are_skipped_and_bad_grads_change_nothing() {
+        let (a, b) = (param(), param());
+        let mut opt = Sgd::new(vec![a.clone(), b.clone()], 0.1)
+            .unwrap()
+            .with_weight_decay(0.5)
+            .unwrap();
+        a.set_grad(Some(array![0.0f32, 0.0, 0.0].into_dyn()));
+        opt.step().unwrap();
+        assert_ne!(a.to_array(), param().to_array());
+        assert_eq!(b.to_array(), param().to_array());
+        b.set_grad(Some(array![1.0f32].into_dyn()));
+        let before = a.to_array();
+        assert!(opt.step().is_err());
+        assert_eq!(a.to_array(), before);
+    }
+}

@@ -1,0 +1,670 @@
+//! The layers `Rnn`, `Lstm` and `Gru` (PyTorch's `nn.RNN`, `nn.LSTM`, `nn.GRU`).
+//!
+//! All three are a [`Recurrent`] with a different [`CellKind`]: same parameters (PyTorch's
+//! names, shapes, order and initialisation), same shape rules, same engine. A whole pass
+//! (every timestep, layer and direction) is one node of the autograd graph, whose backward is
+//! the engine's backprop through time.
+//!
+//! Shapes, as in PyTorch (`D` = 2 if bidirectional, `H_out` = `proj_size` or `hidden_size`):
+//!
+//! | tensor | `batch_first=False` | `batch_first=True` | unbatched |
+//! |---|---|---|---|
+//! | input | (L, N, H_in) | (N, L, H_in) | (L, H_in) |
+//! | output | (L, N, D*H_out) | (N, L, D*H_out) | (L, D*H_out) |
+//! | h0, h_n | (D*num_layers, N, H_out) | same | (D*num_layers, H_out) |
+//! | c0, c_n (LSTM) | (D*num_layers, N, H_cell) | same | (D*num_layers, H_cell) |
+//!
+//! `batch_first` changes only how the input and output are read; the states keep their layout.
+
+use std::fmt;
+
+use ndarray::{Array2, Array3, ArrayD, Axis, Ix1, Ix2, IxDyn};
+
+use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
+use crate::engine::{self, Batches, DirWeights, Saved};
+use crate::error::{Error, Result, Shape};
+use crate::module::Module;
+use crate::rng::{with_global_rng, Rng};
+use crate::tensor::{is_grad_enabled, Backward, Tensor};
+
+/// The parameters of one layer and direction.
+#[derive(Clone, Debug)]
+pub(crate) struct DirParams {
+    pub w_ih: Tensor,
+    pub w_hh: Tensor,
+    pub b_ih: Option<Tensor>,
+    pub b_hh: Option<Tensor>,
+    pub w_hr: Option<Tensor>,
+}
+
+impl DirParams {
+    /// Draws every parameter uniform in (-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as
+    /// PyTorch's `reset_parameters`, in `state_dict` order.
+    fn init(config: &RecurrentConfig, layer: usize, rng: &mut Rng) -> Self {
+        let gh = config.cell.gates() * config.hidden_size;
+        let k = 1.0 / (config.hidden_size as f32).sqrt();
+        let mut draw = |shape: &[usize]| {
+            Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-k, k)))
+        };
+        let w_ih = draw(&[gh, config.layer_input_size(layer)]);
+        let w_hh = draw(&[gh, config.state_size()]);
+        let (b_ih, b_hh) = if config.bias {
+            (Some(draw(&[gh])), Some(draw(&[gh])))
+        } else {
+            (None, None)
+        };
+        let w_hr = (config.proj_size > 0).then(|| draw(&[config.proj_size, config.hidden_size]));
+        DirParams {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            w_hr,
+        }
+    }
+
+    /// `(suffix-less name, tensor)` in PyTorch's order: weight_ih, weight_hh, bias_ih,
+    /// bias_hh, weight_hr.
+    fn named(&self) -> Vec<(&'static str, Tensor)> {
+        let mut v = vec![("weight_ih", self.w_ih.clone()), ("weight_hh", self.w_hh.clone())];
+        if let (Some(bi), Some(bh)) = (&self.b_ih, &self.b_hh) {
+            v.push(("bias_ih", bi.clone()));
+            v.push(("bias_hh", bh.clone()));
+        }
+        if let Some(w) = &self.w_hr {
+            v.push(("weight_hr", w.clone()));
+        }
+        v
+    }
+}
+
+/// A multi-layer, optionally bidirectional recurrent layer of any cell: the shared body of
+/// [`Rnn`], [`Lstm`] and [`Gru`].
+#[derive(Clone, Debug)]
+pub struct Recurrent {
+    config: RecurrentConfig,
+    params: Vec<DirParams>,
+    training: bool,
+}
+
+/// How the user's input is laid out, to convert to and from the engine's packed rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// (L, N, F)
+    SeqFirst,
+    /// (N, L, F)
+    BatchFirst,
+    /// (L, F)
+    Unbatched,
+    /// Already packed rows (R, F).
+    Rows,
+}
+
+impl Layout {
+    /// (L, N, F) or similar → rows `t * N + b`.
+    fn to_rows(self, a: &ArrayD<f32>) -> Array2<f32> {
+        let width = *a.shape().last().expect("checked ndim");
+        match self {
+            Layout::BatchFirst => {
+                let a3 = a.view().into_dimensionality::<ndarray::Ix3>().expect("checked ndim");
+                let tm = a3.permuted_axes([1, 0, 2]);
+                let rows = tm.len() / width.max(1);
+                let v: Vec<f32> = tm.iter().copied().collect();
+                Array2::from_shape_vec((rows, width), v).expect("sizes agree")
+            }
+            _ => {
+                let rows = a.len() / width.max(1);
+                let v: Vec<f32> = if a.is_standard_layout() {
+                    a.as_slice().expect("standard layout").to_vec()
+                } else {
+                    a.iter().copied().collect()
+                };
+                Array2::from_shape_vec((rows, width), v).expect("sizes agree")
+            }
+        }
+    }
+
+    /// Rows back to the user's layout, with `len` steps of `batch` rows.
+    fn from_rows(self, rows: Array2<f32>, len: usize, batch: usize) -> ArrayD<f32> {
+        let width = rows.ncols();
+        match self {
+            Layout::SeqFirst => rows.into_shape_with_order(IxDyn(&[len, batch, width])),
+            Layout::Unbatched => rows.into_shape_with_order(IxDyn(&[len, width])),
+            Layout::Rows => Ok(rows.into_dyn()),
+            Layout::BatchFirst => {
+                let tm = rows
+                    .into_shape_with_order((len, batch, width))
+                    .expect("sizes agree");
+                Ok(tm.permuted_axes([1, 0, 2]).as_standard_layout().into_owned().into_dyn())
+            }
+        }
+        .expect("sizes agree")
+    }
+}
+
+/// The outputs of a [`Recurrent`] pass.
+#[derive(Clone, Debug)]
+pub struct RecurrentOutput {
+    /// All timesteps of the last layer, in the input's layout.
+    pub output: Tensor,
+    /// Final hidden state of every layer and direction.
+    pub h_n: Tensor,
+    /// Final cell state (LSTM only).
+    pub c_n: Option<Tensor>,
+}
+
+impl Recurrent {
+    /// A layer initialised from the global generator (see [`crate::manual_seed`]).
+    pub fn new(config: RecurrentConfig) -> Result<Self> {
+        config.validate()?;
+        with_global_rng(|rng| Recurrent::with_rng(config, rng))
+    }
+
+    /// A layer initialised from `rng`.
+    pub fn with_rng(config: RecurrentConfig, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let mut params = Vec::new();
+        for layer in 0..config.num_layers {
+            for _ in 0..config.num_directions() {
+                params.push(DirParams::init(&config, layer, rng));
+            }
+        }
+        Ok(Recurrent {
+            config,
+            params,
+            training: true,
+        })
+    }
+
+    /// The constructor arguments.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// Whether the module is in training mode (inter-layer dropout active).
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    fn name(&self) -> &'static str {
+        self.config.cell.torch_name()
+    }
+
+    /// Runs the layer on `input` laid out as the configuration says (see the module docs),
+    /// with optional initial states (zeros when absent).
+    pub fn forward_states(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+    ) -> Result<RecurrentOutput> {
+        let c = &self.config;
+        let name = self.name();
+        let shape = input.shape();
+        let layout = match (shape.len(), c.batch_first) {
+            (3, false) => Layout::SeqFirst,
+            (3, true) => Layout::BatchFirst,
+            (2, _) => Layout::Unbatched,
+            _ => {
+                return Err(Error::shape_hint(
+                    format!("{name} input"),
+                    if c.batch_first {
+                        format!("(N, L, {}) batched or (L, {}) unbatched", c.input_size, c.input_size)
+                    } else {
+                        format!("(L, N, {}) batched or (L, {}) unbatched", c.input_size, c.input_size)
+                    },
+                    &shape,
+                    format!("{name}: Expected input to be 2D or 3D, got {}D tensor instead", shape.len()),
+                ))
+            }
+        };
+        let (len, batch) = match layout {
+            Layout::SeqFirst => (shape[0], shape[1]),
+            Layout::BatchFirst => (shape[1], shape[0]),
+            _ => (shape[0], 1),
+        };
+        let features = *shape.last().expect("2D or 3D");
+        if features != c.input_size {
+            return Err(Error::shape_hint(
+                format!("{name} input"),
+                expected_input(c, layout),
+                &shape,
+                format!("input.size(-1) must be equal to input_size. Expected {}, got {features}", c.input_size),
+            ));
+        }
+        if len == 0 || batch == 0 {
+            return Err(Error::shape_hint(
+                format!("{name} input"),
+                expected_input(c, layout),
+                &shape,
+                "the sequence length and the batch size must be at least 1",
+            ));
+        }
+        self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape)
+    }
+
+    /// Runs the layer on packed rows (R, H_in) laid out by `batches` (time-major, sorted by
+    /// decreasing length). States are in the packed (sorted) batch order. Output (R, D*H_out).
+    pub fn forward_rows(
+        &self,
+        rows: &Tensor,
+        batches: &Batches,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+    ) -> Result<RecurrentOutput> {
+        let c = &self.config;
+        let shape = rows.shape();
+        if shape.len() != 2 || shape[0] != batches.rows() || shape[1] != c.input_size {
+            return Err(Error::shape(
+                format!("{} packed input data", self.name()),
+                Shape(vec![batches.rows(), c.input_size]).to_string(),
+                &shape,
+            ));
+        }
+        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape)
+    }
+
+    fn check_state(&self, what: &str, t: Option<&Tensor>, layout: Layout, batch: usize, width: usize, input_shape: &[usize]) -> Result<Option<Array3<f32>>> {
+        let Some(t) = t else { return Ok(None) };
+        let c = &self.config;
+        let ld = c.num_layers * c.num_directions();
+        let shape = t.shape();
+        let expected: Vec<usize> = if layout == Layout::Unbatched {
+            vec![ld, width]
+        } else {
+            vec![ld, batch, width]
+        };
+        if shape != expected {
+            let hint = match layout {
+                Layout::Unbatched => "for unbatched input the states are (D*num_layers, H_out)".to_string(),
+                _ => format!(
+                    "states are (D*num_layers, batch, size) whatever batch_first says; the input {} with \
+                     batch_first={} has batch {batch}",
+                    Shape::of(input_shape),
+                    if c.batch_first { "True" } else { "False" }
+                ),
+            };
+            return Err(Error::shape_hint(
+                format!("{} {what}", self.name()),
+                Shape(expected).to_string(),
+                &shape,
+                hint,
+            ));
+        }
+        let a = t.to_array();
+        let a = a
+            .into_shape_with_order((ld, batch, width))
+            .expect("size checked");
+        Ok(Some(a))
+    }
+
+    fn run(
+        &self,
+        input: &Tensor,
+        layout: Layout,
+        batches: Batches,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        input_shape: &[usize],
+    ) -> Result<RecurrentOutput> {
+        let c = &self.config;
+        let is_lstm = c.cell == CellKind::Lstm;
+        if c0.is_some() && !is_lstm {
+            return Err(Error::Invalid(format!("{} has no cell state c0", self.name())));
+        }
+        if is_lstm && (h0.is_some() != c0.is_some()) {
+            return Err(Error::Invalid(
+                "LSTM: give both h0 and c0, or neither (PyTorch takes them as one tuple (h0, c0))".into(),
+            ));
+        }
+        let n = batches.batch();
+        let ld = c.num_layers * c.num_directions();
+        let h0a = self.check_state("h0", h0, layout, n, c.state_size(), input_shape)?;
+        let c0a = self.check_state("c0", c0, layout, n, c.hidden_size, input_shape)?;
+        let h0a = h0a.unwrap_or_else(|| Array3::zeros((ld, n, c.state_size())));
+        let c0a = is_lstm.then(|| c0a.unwrap_or_else(|| Array3::zeros((ld, n, c.hidden_size))));
+
+        let x_rows = layout.to_rows(&input.data());
+        let mut inputs = vec![input.clone()];
+        inputs.extend(h0.cloned());
+        inputs.extend(c0.cloned());
+        let params = self.parameters();
+        inputs.extend(params.iter().cloned());
+        let record = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+
+        let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
+        let weights = dir_weights(c, &guards);
+        let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
+        let fwd = if dropout {
+            with_global_rng(|rng| {
+                engine::forward(c, &weights, x_rows.view(), &batches, h0a.view(), c0a.as_ref().map(|a| a.view()), Some(rng), record)
+            })
+        } else {
+            engine::forward(c, &weights, x_rows.view(), &batches, h0a.view(), c0a.as_ref().map(|a| a.view()), None, record)
+        };
+        drop(guards);
+
+        let len = batches.steps();
+        let unbatched = layout == Layout::Unbatched;
+        let state_out = |a: Array3<f32>| -> ArrayD<f32> {
+            if unbatched {
+                a.index_axis_move(Axis(1), 0).into_dyn()
+            } else {
+                a.into_dyn()
+            }
+        };
+        let mut outputs = vec![
+            layout.from_rows(fwd.output, len, n),
+            state_out(fwd.h_n),
+        ];
+        if let Some(c_n) = fwd.c_n {
+            outputs.push(state_out(c_n));
+        }
+        let op = RecurrentBackward {
+            config: c.clone(),
+            layout,
+            batches,
+            x_rows: if record { x_rows } else { Array2::zeros((0, 0)) },
+            saved: fwd.saved,
+            has_h0: h0.is_some(),
+            has_c0: c0.is_some(),
+            input_shape: input_shape.to_vec(),
+        };
+        let mut out = Tensor::from_op(outputs, inputs, op).into_iter();
+        Ok(RecurrentOutput {
+            output: out.next().expect("output"),
+            h_n: out.next().expect("h_n"),
+            c_n: out.next(),
+        })
+    }
+}
+
+fn expected_input(c: &RecurrentConfig, layout: Layout) -> String {
+    match layout {
+        Layout::BatchFirst => format!("(N, L, {}) with batch_first=True", c.input_size),
+        Layout::SeqFirst => format!("(L, N, {}) with batch_first=False", c.input_size),
+        Layout::Unbatched => format!("(L, {}) unbatched", c.input_size),
+        Layout::Rows => format!("(rows, {})", c.input_size),
+    }
+}
+
+/// Views of the parameters as the engine wants them, from read guards in `parameters()` order.
+fn dir_weights<'a>(
+    c: &RecurrentConfig,
+    guards: &'a [std::sync::RwLockReadGuard<'_, ArrayD<f32>>],
+) -> Vec<DirWeights<'a, f32>> {
+    let view2 = |g: &'a ArrayD<f32>| g.view().into_dimensionality::<Ix2>().expect("2-D weight");
+    let view1 = |g: &'a ArrayD<f32>| g.view().into_dimensionality::<Ix1>().expect("1-D bias");
+    let mut it = guards.iter();
+    let mut out = Vec::new();
+    for _ in 0..c.num_layers * c.num_directions() {
+        let w_ih = view2(it.next().expect("weight_ih"));
+        let w_hh = view2(it.next().expect("weight_hh"));
+        let (b_ih, b_hh) = if c.bias {
+            (Some(view1(it.next().expect("bias_ih"))), Some(view1(it.next().expect("bias_hh"))))
+        } else {
+            (None, None)
+        };
+        let w_hr = (c.proj_size > 0).then(|| view2(it.next().expect("weight_hr")));
+        out.push(DirWeights {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            w_hr,
+        });
+    }
+    out
+}
+
+/// The autograd node of a whole recurrent pass.
+struct RecurrentBackward {
+    config: RecurrentConfig,
+    layout: Layout,
+    batches: Batches,
+    x_rows: Array2<f32>,
+    saved: Option<Saved<f32>>,
+    has_h0: bool,
+    has_c0: bool,
+    input_shape: Vec<usize>,
+}
+
+impl Backward for RecurrentBackward {
+    fn name(&self) -> &'static str {
+        "RecurrentBackward"
+    }
+
+    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+        let c = &self.config;
+        let saved = self.saved.as_ref().expect("saved when recorded");
+        let n = self.batches.batch();
+        let ld = c.num_layers * c.num_directions();
+        let rows = self.batches.rows();
+        let d_output = match &grads[0] {
+            Some(g) => self.layout.to_rows(g),
+            None => Array2::zeros((rows, c.output_size())),
+        };
+        let state = |g: &Option<ArrayD<f32>>, width: usize| {
+            g.as_ref().map(|g| {
+                g.clone()
+                    .into_shape_with_order((ld, n, width))
+                    .expect("state gradient shape")
+            })
+        };
+        let dh_n = state(&grads[1], c.state_size());
+        let dc_n = grads.get(2).and_then(|g| state(g, c.hidden_size));
+        let param_start = 1 + self.has_h0 as usize + self.has_c0 as usize;
+        let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
+        let weights = dir_weights(c, &guards);
+        let b = engine::backward(
+            c,
+            &weights,
+            saved,
+            self.x_rows.view(),
+            &self.batches,
+            d_output.view(),
+            dh_n.as_ref().map(|a| a.view()),
+            dc_n.as_ref().map(|a| a.view()),
+        );
+        drop(guards);
+        let unbatched = self.layout == Layout::Unbatched;
+        let state_grad = |a: Array3<f32>| -> ArrayD<f32> {
+            if unbatched {
+                a.index_axis_move(Axis(1), 0).into_dyn()
+            } else {
+                a.into_dyn()
+            }
+        };
+        let mut out = Vec::with_capacity(inputs.len());
+        let d_input = self.layout.from_rows(b.input, self.batches.steps(), n);
+        debug_assert_eq!(d_input.shape(), self.input_shape.as_slice());
+        out.push(Some(d_input));
+        if self.has_h0 {
+            out.push(Some(state_grad(b.h0)));
+        }
+        if self.has_c0 {
+            out.push(b.c0.map(state_grad));
+        }
+        for g in b.weights {
+            out.push(Some(g.w_ih.into_dyn()));
+            out.push(Some(g.w_hh.into_dyn()));
+            if let (Some(bi), Some(bh)) = (g.b_ih, g.b_hh) {
+                out.push(Some(bi.into_dyn()));
+                out.push(Some(bh.into_dyn()));
+            }
+            if let Some(w) = g.w_hr {
+                out.push(Some(w.into_dyn()));
+            }
+        }
+        out
+    }
+}
+
+impl Module for Recurrent {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let dirs = self.config.num_directions();
+        let mut v = Vec::new();
+        for (idx, p) in self.params.iter().enumerate() {
+            let (layer, d) = (idx / dirs, idx % dirs);
+            let suffix = if d == 1 { "_reverse" } else { "" };
+            for (name, t) in p.named() {
+                v.push((format!("{name}_l{layer}{suffix}"), t));
+            }
+        }
+        v
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+}
+
+impl fmt::Display for Recurrent {
+    /// PyTorch's repr, then the parameter count: `LSTM(4, 8, num_layers=2)  # 1,000 parameters`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        write!(f, "{}({}, {}", c.cell.torch_name(), c.input_size, c.hidden_size)?;
+        if c.proj_size != 0 {
+            write!(f, ", proj_size={}", c.proj_size)?;
+        }
+        if c.num_layers != 1 {
+            write!(f, ", num_layers={}", c.num_layers)?;
+        }
+        if c.nonlinearity != Nonlinearity::Tanh {
+            write!(f, ", nonlinearity='relu'")?;
+        }
+        if !c.bias {
+            write!(f, ", bias=False")?;
+        }
+        if c.batch_first {
+            write!(f, ", batch_first=True")?;
+        }
+        if c.dropout != 0.0 {
+            write!(f, ", dropout={}", c.dropout)?;
+        }
+        if c.bidirectional {
+            write!(f, ", bidirectional=True")?;
+        }
+        write!(f, ")  # {} parameters", self.num_parameters())
+    }
+}
+
+/// Defines a named layer type over [`Recurrent`] with PyTorch's constructors.
+macro_rules! layer_type {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name(Recurrent);
+
+        impl $name {
+            /// A layer with PyTorch's defaults for everything but the two sizes.
+            pub fn new(input_size: usize, hidden_size: usize) -> Result<Self> {
+                Self::from_config(RecurrentConfig::new($kind, input_size, hidden_size))
+            }
+
+            /// A layer from a full configuration, initialised from the global generator.
+            /// The configuration's `cell` must be this layer's.
+            pub fn from_config(config: RecurrentConfig) -> Result<Self> {
+                Self::check_kind(&config)?;
+                Recurrent::new(config).map($name)
+            }
+
+            /// A layer from a full configuration, initialised from `rng`.
+            pub fn with_rng(config: RecurrentConfig, rng: &mut Rng) -> Result<Self> {
+                Self::check_kind(&config)?;
+                Recurrent::with_rng(config, rng).map($name)
+            }
+
+            fn check_kind(config: &RecurrentConfig) -> Result<()> {
+                if config.cell != $kind {
+                    return Err(Error::Config(format!(
+                        "{} built from a {} configuration",
+                        $kind.torch_name(),
+                        config.cell.torch_name()
+                    )));
+                }
+                Ok(())
+            }
+
+            /// The shared implementation (configuration, packed input, states).
+            pub fn inner(&self) -> &Recurrent {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = Recurrent;
+            fn deref(&self) -> &Recurrent {
+                &self.0
+            }
+        }
+
+        impl Module for $name {
+            fn named_parameters(&self) -> Vec<(String, Tensor)> {
+                self.0.named_parameters()
+            }
+            fn set_training(&mut self, training: bool) {
+                self.0.set_training(training)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+layer_type!(
+    /// `torch.nn.RNN`: `h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`, act = tanh or relu.
+    ///
+    /// `forward` returns `(output, h_n)`.
+    Rnn,
+    CellKind::Rnn
+);
+layer_type!(
+    /// `torch.nn.LSTM`, gates i, f, g, o:
+    /// `c_t = f * c_{t-1} + i * g`, `h_t = o * tanh(c_t)` (then `W_hr h_t` with `proj_size`).
+    ///
+    /// `forward` returns `(output, (h_n, c_n))`.
+    Lstm,
+    CellKind::Lstm
+);
+layer_type!(
+    /// `torch.nn.GRU`, gates r, z, n:
+    /// `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`, `h_t = (1 - z) * n + z * h_{t-1}`.
+    ///
+    /// `forward` returns `(output, h_n)`.
+    Gru,
+    CellKind::Gru
+);
+
+impl Rnn {
+    /// `output, h_n = rnn(input, h0)`; shapes in the [module docs](self).
+    pub fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let out = self.0.forward_states(input, h0, None)?;
+        Ok((out.output, out.h_n))
+    }
+}
+
+impl Gru {
+    /// `output, h_n = gru(input, h0)`; shapes in the [module docs](self).
+    pub fn forward(&self, input: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let out = self.0.forward_states(input, h0, None)?;
+        Ok((out.output, out.h_n))
+    }
+}
+
+impl Lstm {
+    /// `output, (h_n, c_n) = lstm(input, (h0, c0))`; shapes in the [module docs](self).
+    pub fn forward(
+        &self,
+        input: &Tensor,
+        state: Option<(&Tensor, &Tensor)>,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let (h0, c0) = state.unzip();
+        let out = self.0.forward_states(input, h0, c0)?;
+        Ok((out.output, (out.h_n, out.c_n.expect("LSTM has c_n"))))
+    }
+}

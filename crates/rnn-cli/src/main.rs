@@ -1,2 +1,106 @@
-//! The `rnn` command-line tool.
-fn main() {}
+//! The `rnn` command-line tool: run PyTorch recurrent models saved as safetensors, and the
+//! lessons.
+//!
+//! One file per subcommand (`run.rs`, `basics.rs`, ...), each with an `Args` struct (clap
+//! derive) and a `pub fn main(args) -> anyhow::Result<()>`; this file only dispatches.
+//! Every error is printed as one line, `error: ...`, on stderr, with exit status 1 (2 for a
+//! usage error, as clap decides).
+
+mod basics;
+mod run;
+mod show;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// PyTorch's RNN, LSTM and GRU in pure Rust.
+#[derive(Debug, Parser)]
+#[command(name = "rnn", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model file on an input file and write the outputs (and gradients, when the input
+    /// holds upstream gradients).
+    Run(run::Args),
+    /// The first lesson: one-hot letters through one RNN layer, and what the shapes mean.
+    Basics(basics::Args),
+}
+
+fn main() -> ExitCode {
+    set_panic_hook();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Basics(args) => basics::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause that the message already
+/// quotes (`rnn::Error::Io` prints its `std::io::Error`, which is also its source).
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Prints `error: <message>` as one line on stderr.
+fn report(message: &str) {
+    let line: String = message
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {line}");
+}
+
+/// A closed stdout (`rnn basics | head`) ends the program quietly, as for other Unix tools.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A bug must still print one line, not a backtrace: `error: internal error: ...`.
+fn set_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        report(&format!(
+            "internal error: {what}{place}; this is a bug in rnn, please report it"
+        ));
+    }));
+}

@@ -76,11 +76,19 @@ impl CellCore {
             )));
         }
         let layer_only = [
-            ("num_layers", config.num_layers != 1, config.num_layers.to_string()),
+            (
+                "num_layers",
+                config.num_layers != 1,
+                config.num_layers.to_string(),
+            ),
             ("bidirectional", config.bidirectional, "True".to_string()),
             ("batch_first", config.batch_first, "True".to_string()),
             ("dropout", config.dropout != 0.0, config.dropout.to_string()),
-            ("proj_size", config.proj_size != 0, config.proj_size.to_string()),
+            (
+                "proj_size",
+                config.proj_size != 0,
+                config.proj_size.to_string(),
+            ),
         ];
         if let Some((arg, _, value)) = layer_only.into_iter().find(|(_, set, _)| *set) {
             return Err(Error::Config(format!(
@@ -94,9 +102,14 @@ impl CellCore {
                 "{name}: nonlinearity is an argument of RNNCell only"
             )));
         }
-        for (arg, size) in [("input_size", config.input_size), ("hidden_size", config.hidden_size)] {
+        for (arg, size) in [
+            ("input_size", config.input_size),
+            ("hidden_size", config.hidden_size),
+        ] {
             if size == 0 {
-                return Err(Error::Config(format!("{name}: {arg} must be greater than zero")));
+                return Err(Error::Config(format!(
+                    "{name}: {arg} must be greater than zero"
+                )));
             }
         }
         config.validate()
@@ -153,24 +166,40 @@ impl CellCore {
                 format!("{name} input"),
                 format!("(N, {input_size}) or ({input_size},)"),
                 &ishape,
-                format!("{name}: Expected input to be 1D or 2D, got {}D instead", ishape.len()),
+                format!(
+                    "{name}: Expected input to be 1D or 2D, got {}D instead",
+                    ishape.len()
+                ),
             ));
         }
         let sshapes: Vec<Vec<usize>> = states.iter().map(|s| s.shape()).collect();
         for (k, sshape) in sshapes.iter().enumerate() {
             if !(1..=2).contains(&sshape.len()) {
-                let label = if is_lstm { format!("hx[{k}]") } else { "hidden".to_string() };
+                let label = if is_lstm {
+                    format!("hx[{k}]")
+                } else {
+                    "hidden".to_string()
+                };
                 return Err(Error::shape_hint(
                     state_what(k),
                     format!("(N, {hidden}) or ({hidden},)"),
                     sshape,
-                    format!("{name}: Expected {label} to be 1D or 2D, got {}D instead", sshape.len()),
+                    format!(
+                        "{name}: Expected {label} to be 1D or 2D, got {}D instead",
+                        sshape.len()
+                    ),
                 ));
             }
         }
         let batched = ishape.len() == 2;
         let n = if batched { ishape[0] } else { 1 };
-        let layout = |width: usize| if batched { Shape(vec![n, width]) } else { Shape(vec![width]) };
+        let layout = |width: usize| {
+            if batched {
+                Shape(vec![n, width])
+            } else {
+                Shape(vec![width])
+            }
+        };
         let features = ishape[ishape.len() - 1];
         if features != input_size {
             return Err(Error::shape_hint(
@@ -183,7 +212,11 @@ impl CellCore {
         for (k, sshape) in sshapes.iter().enumerate() {
             let expected = layout(hidden).to_string();
             // PyTorch unsqueezes the state of an unbatched input before checking that it is 2-D.
-            let rank = if batched { sshape.len() } else { sshape.len() + 1 };
+            let rank = if batched {
+                sshape.len()
+            } else {
+                sshape.len() + 1
+            };
             if rank != 2 {
                 let why = if batched {
                     "a batched input (N, H_in) takes states (N, H)"
@@ -212,12 +245,18 @@ impl CellCore {
                     state_what(k),
                     expected,
                     sshape,
-                    format!("hidden{k} has inconsistent hidden_size: got {width}, expected {hidden}"),
+                    format!(
+                        "hidden{k} has inconsistent hidden_size: got {width}, expected {hidden}"
+                    ),
                 ));
             }
         }
 
-        let out_shape: Vec<usize> = if batched { vec![n, hidden] } else { vec![hidden] };
+        let out_shape: Vec<usize> = if batched {
+            vec![n, hidden]
+        } else {
+            vec![hidden]
+        };
         if n == 0 {
             // PyTorch returns empty states for an empty batch; the engine needs a row.
             let zeros = || Tensor::zeros(&out_shape);
@@ -231,7 +270,9 @@ impl CellCore {
             .iter()
             .map(|s| s.reshape(&[1, n, hidden]))
             .collect::<Result<Vec<_>>>()?;
-        let out = self.inner.forward_states(&x, states.first(), states.get(1))?;
+        let out = self
+            .inner
+            .forward_states(&x, states.first(), states.get(1))?;
         let back: Vec<isize> = out_shape.iter().map(|&d| d as isize).collect();
         let h = out.h_n.reshape(&back)?;
         let c = out.c_n.map(|c| c.reshape(&back)).transpose()?;
@@ -376,7 +417,11 @@ impl GruCell {
 impl LstmCell {
     /// `h', c' = cell(input, (hx, cx))`: input (N, H_in) or (H_in,), hx and cx (N, H) or (H,)
     /// (both zeros when `None`); h' and c' have hx's shape.
-    pub fn forward(&self, input: &Tensor, hx: Option<(&Tensor, &Tensor)>) -> Result<(Tensor, Tensor)> {
+    pub fn forward(
+        &self,
+        input: &Tensor,
+        hx: Option<(&Tensor, &Tensor)>,
+    ) -> Result<(Tensor, Tensor)> {
         let states: Vec<&Tensor> = hx.map(|(h, c)| vec![h, c]).unwrap_or_default();
         let (h, c) = self.0.step(input, &states)?;
         Ok((h, c.expect("an LSTM step returns a cell state")))

@@ -306,7 +306,9 @@ mod tests {
             .with_dropout(1.5)
             .validate()
             .is_err());
-        assert!(RecurrentConfig::new(CellKind::Rnn, 4, 0).validate().is_err());
+        assert!(RecurrentConfig::new(CellKind::Rnn, 4, 0)
+            .validate()
+            .is_err());
         assert!(RecurrentConfig::new(CellKind::Rnn, 4, 2)
             .with_num_layers(0)
             .validate()
@@ -329,7 +331,10 @@ mod tests {
         assert_eq!(c.output_size(), 6);
         assert_eq!(RecurrentConfig::from_json(&c.to_json()).unwrap(), c);
         assert!(RecurrentConfig::from_json(r#"{"cell": "lstm"}"#).is_err());
-        assert!(RecurrentConfig::from_json(r#"{"cell": "cnn", "input_size": 1, "hidden_size": 1}"#).is_err());
+        assert!(RecurrentConfig::from_json(
+            r#"{"cell": "cnn", "input_size": 1, "hidden_size": 1}"#
+        )
+        .is_err());
         assert!(RecurrentConfig::from_json("{not json").is_err());
     }
 }

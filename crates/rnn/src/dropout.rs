@@ -32,7 +32,9 @@ pub struct Dropout {
 
 fn check_p(p: f32) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(Error::Config(format!("dropout probability has to be between 0 and 1, but got {p}")));
+        return Err(Error::Config(format!(
+            "dropout probability has to be between 0 and 1, but got {p}"
+        )));
     }
     Ok(())
 }
@@ -92,7 +94,11 @@ impl Backward for Mask {
         "DropoutBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| g * &self.0)]
     }
 }
@@ -129,16 +135,25 @@ mod tests {
         y.sum().backward().unwrap();
         let g = x.grad().unwrap();
         // The gradient goes through the same mask.
-        assert!(g.iter().zip(v.iter()).all(|(&g, &a)| (g == 0.0) == (a == 0.0)));
+        assert!(g
+            .iter()
+            .zip(v.iter())
+            .all(|(&g, &a)| (g == 0.0) == (a == 0.0)));
         // Same seed, same mask.
-        assert_eq!(dropout(&x, 0.3, true, &mut Rng::new(5)).unwrap().to_array(), v);
+        assert_eq!(
+            dropout(&x, 0.3, true, &mut Rng::new(5)).unwrap().to_array(),
+            v
+        );
     }
 
     #[test]
     fn edge_probabilities_and_modes() {
         let x = Tensor::new(ArrayD::from_elem(IxDyn(&[3, 4]), 1.0f32));
         let mut rng = Rng::new(0);
-        assert_eq!(dropout(&x, 1.0, true, &mut rng).unwrap().to_array().sum(), 0.0);
+        assert_eq!(
+            dropout(&x, 1.0, true, &mut rng).unwrap().to_array().sum(),
+            0.0
+        );
         assert!(dropout(&x, 0.0, true, &mut rng).unwrap().same(&x));
         assert!(dropout(&x, 0.9, false, &mut rng).unwrap().same(&x));
         assert!(dropout(&x, 1.5, true, &mut rng).is_err());

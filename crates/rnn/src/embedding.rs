@@ -39,12 +39,27 @@ impl Embedding {
     }
 
     /// `nn.Embedding(num_embeddings, embedding_dim)`, weights N(0, 1) drawn from `rng` row by row.
-    pub fn with_rng(num_embeddings: usize, embedding_dim: usize, rng: &mut Rng) -> Result<Embedding> {
-        if num_embeddings.checked_mul(embedding_dim).is_none_or(|n| n > isize::MAX as usize / 4) {
-            return Err(Error::Config(format!("Embedding({num_embeddings}, {embedding_dim}) is too large")));
+    pub fn with_rng(
+        num_embeddings: usize,
+        embedding_dim: usize,
+        rng: &mut Rng,
+    ) -> Result<Embedding> {
+        if num_embeddings
+            .checked_mul(embedding_dim)
+            .is_none_or(|n| n > isize::MAX as usize / 4)
+        {
+            return Err(Error::Config(format!(
+                "Embedding({num_embeddings}, {embedding_dim}) is too large"
+            )));
         }
-        let w = ArrayD::from_shape_simple_fn(IxDyn(&[num_embeddings, embedding_dim]), || rng.normal());
-        Ok(Embedding { num_embeddings, embedding_dim, padding_idx: None, weight: Tensor::parameter(w) })
+        let w =
+            ArrayD::from_shape_simple_fn(IxDyn(&[num_embeddings, embedding_dim]), || rng.normal());
+        Ok(Embedding {
+            num_embeddings,
+            embedding_dim,
+            padding_idx: None,
+            weight: Tensor::parameter(w),
+        })
     }
 
     /// A table with the given weight `(num_embeddings, embedding_dim)`, as
@@ -52,10 +67,19 @@ impl Embedding {
     pub fn from_weight(weight: Tensor, padding_idx: Option<usize>) -> Result<Embedding> {
         let s = weight.shape();
         if s.len() != 2 {
-            return Err(Error::shape("Embedding weight", "(num_embeddings, embedding_dim)", &s));
+            return Err(Error::shape(
+                "Embedding weight",
+                "(num_embeddings, embedding_dim)",
+                &s,
+            ));
         }
         check_padding(padding_idx, s[0])?;
-        Ok(Embedding { num_embeddings: s[0], embedding_dim: s[1], padding_idx, weight })
+        Ok(Embedding {
+            num_embeddings: s[0],
+            embedding_dim: s[1],
+            padding_idx,
+            weight,
+        })
     }
 
     /// Sets `padding_idx` (`nn.Embedding(..., padding_idx=p)`): row `p` is zeroed and gets no
@@ -110,14 +134,20 @@ impl Embedding {
             }
         }
         let out = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("indices.len() * dim values");
-        let op = Gather { indices: flat, padding_idx: self.padding_idx, rows: n };
+        let op = Gather {
+            indices: flat,
+            padding_idx: self.padding_idx,
+            rows: n,
+        };
         Ok(Tensor::from_unary_op(out, vec![self.weight.clone()], op))
     }
 }
 
 fn check_padding(padding_idx: Option<usize>, n: usize) -> Result<()> {
     match padding_idx {
-        Some(p) if p >= n => Err(Error::Config(format!("Padding_idx must be within num_embeddings (got {p} for {n})"))),
+        Some(p) if p >= n => Err(Error::Config(format!(
+            "Padding_idx must be within num_embeddings (got {p} for {n})"
+        ))),
         _ => Ok(()),
     }
 }
@@ -135,7 +165,11 @@ impl Backward for Gather {
         "EmbeddingBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| {
             let d = g.shape().last().copied().unwrap_or(0);
             let g2 = g.to_shape((self.indices.len(), d)).expect("(n, dim)");
@@ -159,7 +193,11 @@ impl Module for Embedding {
 
 impl fmt::Display for Embedding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Embedding({}, {}", self.num_embeddings, self.embedding_dim)?;
+        write!(
+            f,
+            "Embedding({}, {}",
+            self.num_embeddings, self.embedding_dim
+        )?;
         if let Some(p) = self.padding_idx {
             write!(f, ", padding_idx={p}")?;
         }
@@ -174,15 +212,33 @@ mod tests {
 
     #[test]
     fn lookup_padding_and_gradient() {
-        let emb = Embedding::with_rng(5, 2, &mut Rng::new(3)).unwrap().with_padding_idx(Some(1)).unwrap();
+        let emb = Embedding::with_rng(5, 2, &mut Rng::new(3))
+            .unwrap()
+            .with_padding_idx(Some(1))
+            .unwrap();
         let w = emb.weight().to_array();
-        assert_eq!(w.index_axis(Axis(0), 1).to_vec(), [0.0, 0.0]);
-        let y = emb.forward(&array![[4usize, 1], [4, 0]].into_dyn()).unwrap();
+        assert!(w.index_axis(Axis(0), 1).iter().all(|&v| v == 0.0));
+        let y = emb
+            .forward(&array![[4usize, 1], [4, 0]].into_dyn())
+            .unwrap();
         assert_eq!(y.shape(), [2, 2, 2]);
-        assert_eq!(y.to_array().index_axis(Axis(0), 1).index_axis(Axis(0), 0), w.index_axis(Axis(0), 4));
+        assert_eq!(
+            y.to_array().index_axis(Axis(0), 1).index_axis(Axis(0), 0),
+            w.index_axis(Axis(0), 4)
+        );
         y.sum().backward().unwrap();
         let g = emb.weight().grad().unwrap();
-        assert_eq!(g, array![[1.0f32, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [2.0, 2.0]].into_dyn());
+        assert_eq!(
+            g,
+            array![
+                [1.0f32, 1.0],
+                [0.0, 0.0],
+                [0.0, 0.0],
+                [0.0, 0.0],
+                [2.0, 2.0]
+            ]
+            .into_dyn()
+        );
         assert_eq!(emb.to_string(), "Embedding(5, 2, padding_idx=1)");
         assert_eq!(emb.named_parameters()[0].0, "weight");
     }
@@ -190,9 +246,18 @@ mod tests {
     #[test]
     fn errors() {
         let emb = Embedding::new(3, 2).unwrap();
-        let e = emb.forward(&array![0usize, 3].into_dyn()).unwrap_err().to_string();
-        assert!(e.contains("index 3 is out of range for 3 embeddings"), "{e}");
-        assert!(Embedding::new(3, 2).unwrap().with_padding_idx(Some(3)).is_err());
+        let e = emb
+            .forward(&array![0usize, 3].into_dyn())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("index 3 is out of range for 3 embeddings"),
+            "{e}"
+        );
+        assert!(Embedding::new(3, 2)
+            .unwrap()
+            .with_padding_idx(Some(3))
+            .is_err());
         assert_eq!(emb.to_string(), "Embedding(3, 2)");
     }
 }

@@ -44,7 +44,11 @@ fn yes() -> bool {
 impl LinearConfig {
     /// `nn.Linear(in_features, out_features)` with a bias.
     pub fn new(in_features: usize, out_features: usize) -> Self {
-        LinearConfig { in_features, out_features, bias: true }
+        LinearConfig {
+            in_features,
+            out_features,
+            bias: true,
+        }
     }
 
     /// Sets `bias`.
@@ -69,10 +73,16 @@ impl LinearConfig {
         // PyTorch uses 0 when fan_in = 0.
         let bound = if i > 0 { 1.0 / (i as f32).sqrt() } else { 0.0 };
         let weight = ArrayD::from_shape_simple_fn(IxDyn(&[o, i]), || rng.uniform(-bound, bound));
-        let bias = self
-            .bias
-            .then(|| Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(&[o]), || rng.uniform(-bound, bound))));
-        Ok(Linear { config: self.clone(), weight: Tensor::parameter(weight), bias })
+        let bias = self.bias.then(|| {
+            Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(&[o]), || {
+                rng.uniform(-bound, bound)
+            }))
+        });
+        Ok(Linear {
+            config: self.clone(),
+            weight: Tensor::parameter(weight),
+            bias,
+        })
     }
 }
 
@@ -102,15 +112,31 @@ impl Linear {
     pub fn from_parameters(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         let ws = weight.shape();
         if ws.len() != 2 {
-            return Err(Error::shape("Linear weight", "(out_features, in_features)", &ws));
+            return Err(Error::shape(
+                "Linear weight",
+                "(out_features, in_features)",
+                &ws,
+            ));
         }
         if let Some(b) = &bias {
             if b.shape() != [ws[0]] {
-                return Err(Error::shape("Linear bias", Shape(vec![ws[0]]).to_string(), &b.shape()));
+                return Err(Error::shape(
+                    "Linear bias",
+                    Shape(vec![ws[0]]).to_string(),
+                    &b.shape(),
+                ));
             }
         }
-        let config = LinearConfig { in_features: ws[1], out_features: ws[0], bias: bias.is_some() };
-        Ok(Linear { config, weight, bias })
+        let config = LinearConfig {
+            in_features: ws[1],
+            out_features: ws[0],
+            bias: bias.is_some(),
+        };
+        Ok(Linear {
+            config,
+            weight,
+            bias,
+        })
     }
 
     /// The configuration.
@@ -156,7 +182,9 @@ impl Linear {
             }
             let mut shape = xs[..xs.len() - 1].to_vec();
             shape.push(o);
-            y.into_dyn().into_shape_with_order(IxDyn(&shape)).expect("same size")
+            y.into_dyn()
+                .into_shape_with_order(IxDyn(&shape))
+                .expect("same size")
         };
         let mut inputs = vec![x.clone(), self.weight.clone()];
         inputs.extend(self.bias.iter().cloned());
@@ -175,7 +203,11 @@ impl Backward for LinearBackward {
         "AddmmBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None; inputs.len()];
         };
@@ -188,7 +220,9 @@ impl Backward for LinearBackward {
         let dx = x.requires_grad().then(|| {
             let wd = w.data();
             let dx = mm(g2.view(), as_matrix(&wd, o, i).view());
-            dx.into_dyn().into_shape_with_order(IxDyn(&x.shape())).expect("same size")
+            dx.into_dyn()
+                .into_shape_with_order(IxDyn(&x.shape()))
+                .expect("same size")
         });
         let dw = w.requires_grad().then(|| {
             let xd = x.data();
@@ -216,7 +250,11 @@ impl fmt::Display for Linear {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
         let bias = if c.bias { "True" } else { "False" };
-        write!(f, "Linear(in_features={}, out_features={}, bias={bias})", c.in_features, c.out_features)
+        write!(
+            f,
+            "Linear(in_features={}, out_features={}, bias={bias})",
+            c.in_features, c.out_features
+        )
     }
 }
 
@@ -245,27 +283,47 @@ mod tests {
     #[test]
     fn without_bias_and_display() {
         let fc = LinearConfig::new(5, 2).with_bias(false).init().unwrap();
-        assert_eq!(fc.to_string(), "Linear(in_features=5, out_features=2, bias=False)");
+        assert_eq!(
+            fc.to_string(),
+            "Linear(in_features=5, out_features=2, bias=False)"
+        );
         assert_eq!(fc.named_parameters().len(), 1);
-        let cfg: LinearConfig = serde_json::from_str(r#"{"in_features":5,"out_features":2}"#).unwrap();
+        let cfg: LinearConfig =
+            serde_json::from_str(r#"{"in_features":5,"out_features":2}"#).unwrap();
         assert_eq!(cfg, LinearConfig::new(5, 2));
     }
 
     #[test]
     fn forward_values_and_errors() {
-        let w = Tensor::parameter(ndarray::array![[1.0f32, 2.0], [0.0, -1.0], [3.0, 0.5]].into_dyn());
+        let w =
+            Tensor::parameter(ndarray::array![[1.0f32, 2.0], [0.0, -1.0], [3.0, 0.5]].into_dyn());
         let b = Tensor::parameter(ndarray::array![0.5f32, 0.0, -1.0].into_dyn());
         let fc = Linear::from_parameters(w, Some(b.clone())).unwrap();
         let x = Tensor::new(ndarray::array![[[1.0f32, 1.0]], [[2.0, 0.0]]].into_dyn());
         let y = fc.forward(&x).unwrap();
-        assert_eq!(y.to_array(), ndarray::array![[[3.5f32, -1.0, 2.5]], [[2.5, 0.0, 5.0]]].into_dyn());
+        assert_eq!(
+            y.to_array(),
+            ndarray::array![[[3.5f32, -1.0, 2.5]], [[2.5, 0.0, 5.0]]].into_dyn()
+        );
         y.sum().backward().unwrap();
-        assert_eq!(b.grad().unwrap(), ndarray::array![2.0f32, 2.0, 2.0].into_dyn());
-        assert_eq!(fc.weight().grad().unwrap(), ndarray::array![[3.0f32, 1.0], [3.0, 1.0], [3.0, 1.0]].into_dyn());
+        assert_eq!(
+            b.grad().unwrap(),
+            ndarray::array![2.0f32, 2.0, 2.0].into_dyn()
+        );
+        assert_eq!(
+            fc.weight().grad().unwrap(),
+            ndarray::array![[3.0f32, 1.0], [3.0, 1.0], [3.0, 1.0]].into_dyn()
+        );
         let e = fc.forward(&Tensor::zeros(&[4, 3])).unwrap_err().to_string();
-        assert!(e.contains("expected shape (*, 2), got (4, 3)") && e.contains("(4x3 and 2x3)"), "{e}");
+        assert!(
+            e.contains("expected shape (*, 2), got (4, 3)") && e.contains("(4x3 and 2x3)"),
+            "{e}"
+        );
         assert!(fc.forward(&Tensor::scalar(1.0)).is_err());
         let bad = Linear::from_parameters(Tensor::zeros(&[3, 2]), Some(Tensor::zeros(&[2])));
-        assert!(bad.unwrap_err().to_string().contains("expected shape (3,), got (2,)"));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("expected shape (3,), got (2,)"));
     }
 }

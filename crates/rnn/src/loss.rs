@@ -60,7 +60,12 @@ pub struct CrossEntropyLoss {
 
 impl Default for CrossEntropyLoss {
     fn default() -> Self {
-        CrossEntropyLoss { weight: None, ignore_index: -100, label_smoothing: 0.0, reduction: Reduction::Mean }
+        CrossEntropyLoss {
+            weight: None,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -97,10 +102,16 @@ impl CrossEntropyLoss {
     /// The loss of class scores `input` against class-index `target` (see the module docs for
     /// the shapes). Errors on mismatched shapes and on targets outside `0..C` that are not
     /// `ignore_index`.
-    pub fn forward<S: Data<Elem = i64>, D: Dimension>(&self, input: &Tensor, target: &ArrayBase<S, D>) -> Result<Tensor> {
+    pub fn forward<S: Data<Elem = i64>, D: Dimension>(
+        &self,
+        input: &Tensor,
+        target: &ArrayBase<S, D>,
+    ) -> Result<Tensor> {
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
-            return Err(Error::Invalid(format!("label_smoothing must be between 0.0 and 1.0. Got: {eps}")));
+            return Err(Error::Invalid(format!(
+                "label_smoothing must be between 0.0 and 1.0. Got: {eps}"
+            )));
         }
         let spec = ClassLoss {
             what: "CrossEntropyLoss",
@@ -124,7 +135,11 @@ pub struct NLLLoss {
 
 impl Default for NLLLoss {
     fn default() -> Self {
-        NLLLoss { weight: None, ignore_index: -100, reduction: Reduction::Mean }
+        NLLLoss {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
@@ -153,7 +168,11 @@ impl NLLLoss {
     }
 
     /// `-w[t] * input[t]` per element, reduced; shapes as for [`CrossEntropyLoss::forward`].
-    pub fn forward<S: Data<Elem = i64>, D: Dimension>(&self, input: &Tensor, target: &ArrayBase<S, D>) -> Result<Tensor> {
+    pub fn forward<S: Data<Elem = i64>, D: Dimension>(
+        &self,
+        input: &Tensor,
+        target: &ArrayBase<S, D>,
+    ) -> Result<Tensor> {
         let spec = ClassLoss {
             what: "NLLLoss",
             weight: self.weight.as_ref(),
@@ -206,7 +225,11 @@ impl MSELoss {
                 }
             })
         })?;
-        Ok(Tensor::from_unary_op(out, vec![input.clone(), target.clone()], MseBackward { scale }))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![input.clone(), target.clone()],
+            MseBackward { scale },
+        ))
     }
 }
 
@@ -220,23 +243,35 @@ impl Backward for MseBackward {
         "MseLossBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None, None];
         };
-        let dx = read2(&inputs[0], &inputs[1], |x, y| (x - y) * &g.mapv(|v| 2.0 * v * self.scale));
+        let dx = read2(&inputs[0], &inputs[1], |x, y| {
+            (x - y) * &g.mapv(|v| 2.0 * v * self.scale)
+        });
         let dy = inputs[1].requires_grad().then(|| -&dx);
         vec![inputs[0].requires_grad().then_some(dx), dy]
     }
 }
 
 /// `F.cross_entropy(input, target)` with PyTorch's defaults.
-pub fn cross_entropy<S: Data<Elem = i64>, D: Dimension>(input: &Tensor, target: &ArrayBase<S, D>) -> Result<Tensor> {
+pub fn cross_entropy<S: Data<Elem = i64>, D: Dimension>(
+    input: &Tensor,
+    target: &ArrayBase<S, D>,
+) -> Result<Tensor> {
     CrossEntropyLoss::default().forward(input, target)
 }
 
 /// `F.nll_loss(input, target)` with PyTorch's defaults.
-pub fn nll_loss<S: Data<Elem = i64>, D: Dimension>(input: &Tensor, target: &ArrayBase<S, D>) -> Result<Tensor> {
+pub fn nll_loss<S: Data<Elem = i64>, D: Dimension>(
+    input: &Tensor,
+    target: &ArrayBase<S, D>,
+) -> Result<Tensor> {
     NLLLoss::default().forward(input, target)
 }
 

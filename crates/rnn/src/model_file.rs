@@ -88,12 +88,8 @@ pub fn config_of(file: &TensorFile, path: impl AsRef<Path>) -> Result<RecurrentC
             format!("not a model file: no \"{CONFIG_KEY}\" metadata ({present}); {HOW_TO_WRITE}"),
         ));
     };
-    RecurrentConfig::from_json(json).map_err(|e| {
-        Error::format(
-            path,
-            format!("metadata \"{CONFIG_KEY}\" {json:?}: {e}"),
-        )
-    })
+    RecurrentConfig::from_json(json)
+        .map_err(|e| Error::format(path, format!("metadata \"{CONFIG_KEY}\" {json:?}: {e}")))
 }
 
 /// Writes `model` as a model file, atomically: every parameter as F32 under its PyTorch key
@@ -242,14 +238,24 @@ mod tests {
         let msg = message(load_model(&p));
         assert!(msg.contains("metadata keys are \"format\""), "{msg}");
 
-        write(&p, good.tensors.clone(), &[("config", "{\"cell\": \"gru\", ")]);
+        write(
+            &p,
+            good.tensors.clone(),
+            &[("config", "{\"cell\": \"gru\", ")],
+        );
         let msg = message(load_model(&p));
-        assert!(msg.starts_with(&ps) && msg.contains("bad JSON config"), "{msg}");
+        assert!(
+            msg.starts_with(&ps) && msg.contains("bad JSON config"),
+            "{msg}"
+        );
 
         write(
             &p,
             good.tensors.clone(),
-            &[("config", r#"{"cell": "gru", "input_size": 3, "hidden_size": 5, "proj_size": 2}"#)],
+            &[(
+                "config",
+                r#"{"cell": "gru", "input_size": 3, "hidden_size": 5, "proj_size": 2}"#,
+            )],
         );
         let msg = message(load_model(&p));
         assert!(msg.starts_with(&ps) && msg.contains("proj_size"), "{msg}");
@@ -258,7 +264,10 @@ mod tests {
         write(
             &p,
             good.tensors.clone(),
-            &[("config", r#"{"cell": "gru", "input_size": 3, "hidden_size": 6}"#)],
+            &[(
+                "config",
+                r#"{"cell": "gru", "input_size": 3, "hidden_size": 6}"#,
+            )],
         );
         let msg = message(load_model(&p));
         assert!(
@@ -272,7 +281,14 @@ mod tests {
         let mut t = good.tensors.clone();
         let w = t.remove("weight_ih_l0").unwrap();
         t.insert("rnn.weight_ih_l0".into(), w);
-        write(&p, t, &[("config", r#"{"cell": "gru", "input_size": 3, "hidden_size": 5}"#)]);
+        write(
+            &p,
+            t,
+            &[(
+                "config",
+                r#"{"cell": "gru", "input_size": 3, "hidden_size": 5}"#,
+            )],
+        );
         let msg = message(load_model(&p));
         assert!(
             msg.contains("Missing key(s) in state_dict: \"weight_ih_l0\"")

@@ -15,7 +15,10 @@ pub trait Module {
 
     /// The parameters, in order.
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// Clears every parameter's gradient.

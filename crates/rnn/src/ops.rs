@@ -110,19 +110,33 @@ pub(crate) fn wrap_dim(what: &str, dim: isize, rank: usize, shape: &[usize]) -> 
     let d = if dim < 0 { dim + r } else { dim };
     if d < 0 || d >= r {
         let range = if rank == 0 {
-            "Dimension specified as {dim} but tensor has no dimensions".replace("{dim}", &dim.to_string())
+            "Dimension specified as {dim} but tensor has no dimensions"
+                .replace("{dim}", &dim.to_string())
         } else {
-            format!("Dimension out of range (expected to be in range of [{}, {}], but got {dim})", -r, r - 1)
+            format!(
+                "Dimension out of range (expected to be in range of [{}, {}], but got {dim})",
+                -r,
+                r - 1
+            )
         };
         let need = if dim < 0 { -dim } else { dim + 1 };
-        return Err(Error::shape_hint(what, format!("a tensor with at least {need} dimension(s)"), shape, range));
+        return Err(Error::shape_hint(
+            what,
+            format!("a tensor with at least {need} dimension(s)"),
+            shape,
+            range,
+        ));
     }
     Ok(d as usize)
 }
 
 /// Runs `f` on the data of `a` and `b` with one read guard each (one in all if they are the
 /// same tensor, so that `x.mul(&x)` never locks twice).
-pub(crate) fn read2<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&ArrayD<f32>, &ArrayD<f32>) -> R) -> R {
+pub(crate) fn read2<R>(
+    a: &Tensor,
+    b: &Tensor,
+    f: impl FnOnce(&ArrayD<f32>, &ArrayD<f32>) -> R,
+) -> R {
     let ga = a.data();
     if a.same(b) {
         f(&ga, &ga)
@@ -141,8 +155,13 @@ pub(crate) fn mm(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> 
 }
 
 /// `a` seen as a `(rows, cols)` matrix in row-major order (a view when `a` is contiguous).
-pub(crate) fn as_matrix(a: &ArrayD<f32>, rows: usize, cols: usize) -> ndarray::CowArray<'_, f32, ndarray::Ix2> {
-    a.to_shape((rows, cols)).expect("rows * cols equals the number of elements")
+pub(crate) fn as_matrix(
+    a: &ArrayD<f32>,
+    rows: usize,
+    cols: usize,
+) -> ndarray::CowArray<'_, f32, ndarray::Ix2> {
+    a.to_shape((rows, cols))
+        .expect("rows * cols equals the number of elements")
 }
 
 /// Class indices accepted by [`one_hot`]: slices, vectors and ndarray arrays of `usize`.
@@ -206,13 +225,15 @@ impl Tensor {
     /// A constant of shape `shape` from row-major `data`, as `torch.tensor(data).view(shape)`.
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         let n = data.len();
-        ArrayD::from_shape_vec(IxDyn(shape), data).map(Tensor::new).map_err(|_| {
-            Error::shape_hint(
-                "from_vec",
-                format!("a shape with {n} elements"),
-                shape,
-                format!("shape '{}' is invalid for input of size {n}", list(shape)),
-            )
-        })
+        ArrayD::from_shape_vec(IxDyn(shape), data)
+            .map(Tensor::new)
+            .map_err(|_| {
+                Error::shape_hint(
+                    "from_vec",
+                    format!("a shape with {n} elements"),
+                    shape,
+                    format!("shape '{}' is invalid for input of size {n}", list(shape)),
+                )
+            })
     }
 }

@@ -44,7 +44,9 @@ impl DirParams {
         let gh = config.cell.gates() * config.hidden_size;
         let k = 1.0 / (config.hidden_size as f32).sqrt();
         let mut draw = |shape: &[usize]| {
-            Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-k, k)))
+            Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(shape), || {
+                rng.uniform(-k, k)
+            }))
         };
         let w_ih = draw(&[gh, config.layer_input_size(layer)]);
         let w_hh = draw(&[gh, config.state_size()]);
@@ -66,7 +68,10 @@ impl DirParams {
     /// `(suffix-less name, tensor)` in PyTorch's order: weight_ih, weight_hh, bias_ih,
     /// bias_hh, weight_hr.
     fn named(&self) -> Vec<(&'static str, Tensor)> {
-        let mut v = vec![("weight_ih", self.w_ih.clone()), ("weight_hh", self.w_hh.clone())];
+        let mut v = vec![
+            ("weight_ih", self.w_ih.clone()),
+            ("weight_hh", self.w_hh.clone()),
+        ];
         if let (Some(bi), Some(bh)) = (&self.b_ih, &self.b_hh) {
             v.push(("bias_ih", bi.clone()));
             v.push(("bias_hh", bh.clone()));
@@ -106,7 +111,10 @@ impl Layout {
         let width = *a.shape().last().expect("checked ndim");
         match self {
             Layout::BatchFirst => {
-                let a3 = a.view().into_dimensionality::<ndarray::Ix3>().expect("checked ndim");
+                let a3 = a
+                    .view()
+                    .into_dimensionality::<ndarray::Ix3>()
+                    .expect("checked ndim");
                 let tm = a3.permuted_axes([1, 0, 2]);
                 let rows = tm.len() / width.max(1);
                 let v: Vec<f32> = tm.iter().copied().collect();
@@ -125,7 +133,7 @@ impl Layout {
     }
 
     /// Rows back to the user's layout, with `len` steps of `batch` rows.
-    fn from_rows(self, rows: Array2<f32>, len: usize, batch: usize) -> ArrayD<f32> {
+    fn to_layout(self, rows: Array2<f32>, len: usize, batch: usize) -> ArrayD<f32> {
         let width = rows.ncols();
         match self {
             Layout::SeqFirst => rows.into_shape_with_order(IxDyn(&[len, batch, width])),
@@ -135,7 +143,11 @@ impl Layout {
                 let tm = rows
                     .into_shape_with_order((len, batch, width))
                     .expect("sizes agree");
-                Ok(tm.permuted_axes([1, 0, 2]).as_standard_layout().into_owned().into_dyn())
+                Ok(tm
+                    .permuted_axes([1, 0, 2])
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_dyn())
             }
         }
         .expect("sizes agree")
@@ -209,12 +221,21 @@ impl Recurrent {
                 return Err(Error::shape_hint(
                     format!("{name} input"),
                     if c.batch_first {
-                        format!("(N, L, {}) batched or (L, {}) unbatched", c.input_size, c.input_size)
+                        format!(
+                            "(N, L, {}) batched or (L, {}) unbatched",
+                            c.input_size, c.input_size
+                        )
                     } else {
-                        format!("(L, N, {}) batched or (L, {}) unbatched", c.input_size, c.input_size)
+                        format!(
+                            "(L, N, {}) batched or (L, {}) unbatched",
+                            c.input_size, c.input_size
+                        )
                     },
                     &shape,
-                    format!("{name}: Expected input to be 2D or 3D, got {}D tensor instead", shape.len()),
+                    format!(
+                        "{name}: Expected input to be 2D or 3D, got {}D tensor instead",
+                        shape.len()
+                    ),
                 ))
             }
         };
@@ -229,7 +250,10 @@ impl Recurrent {
                 format!("{name} input"),
                 expected_input(c, layout),
                 &shape,
-                format!("input.size(-1) must be equal to input_size. Expected {}, got {features}", c.input_size),
+                format!(
+                    "input.size(-1) must be equal to input_size. Expected {}, got {features}",
+                    c.input_size
+                ),
             ));
         }
         if len == 0 || batch == 0 {
@@ -264,7 +288,15 @@ impl Recurrent {
         self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape)
     }
 
-    fn check_state(&self, what: &str, t: Option<&Tensor>, layout: Layout, batch: usize, width: usize, input_shape: &[usize]) -> Result<Option<Array3<f32>>> {
+    fn check_state(
+        &self,
+        what: &str,
+        t: Option<&Tensor>,
+        layout: Layout,
+        batch: usize,
+        width: usize,
+        input_shape: &[usize],
+    ) -> Result<Option<Array3<f32>>> {
         let Some(t) = t else { return Ok(None) };
         let c = &self.config;
         let ld = c.num_layers * c.num_directions();
@@ -310,11 +342,15 @@ impl Recurrent {
         let c = &self.config;
         let is_lstm = c.cell == CellKind::Lstm;
         if c0.is_some() && !is_lstm {
-            return Err(Error::Invalid(format!("{} has no cell state c0", self.name())));
+            return Err(Error::Invalid(format!(
+                "{} has no cell state c0",
+                self.name()
+            )));
         }
         if is_lstm && (h0.is_some() != c0.is_some()) {
             return Err(Error::Invalid(
-                "LSTM: give both h0 and c0, or neither (PyTorch takes them as one tuple (h0, c0))".into(),
+                "LSTM: give both h0 and c0, or neither (PyTorch takes them as one tuple (h0, c0))"
+                    .into(),
             ));
         }
         let n = batches.batch();
@@ -337,10 +373,28 @@ impl Recurrent {
         let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
         let fwd = if dropout {
             with_global_rng(|rng| {
-                engine::forward(c, &weights, x_rows.view(), &batches, h0a.view(), c0a.as_ref().map(|a| a.view()), Some(rng), record)
+                engine::forward(
+                    c,
+                    &weights,
+                    x_rows.view(),
+                    &batches,
+                    h0a.view(),
+                    c0a.as_ref().map(|a| a.view()),
+                    Some(rng),
+                    record,
+                )
             })
         } else {
-            engine::forward(c, &weights, x_rows.view(), &batches, h0a.view(), c0a.as_ref().map(|a| a.view()), None, record)
+            engine::forward(
+                c,
+                &weights,
+                x_rows.view(),
+                &batches,
+                h0a.view(),
+                c0a.as_ref().map(|a| a.view()),
+                None,
+                record,
+            )
         };
         drop(guards);
 
@@ -353,10 +407,7 @@ impl Recurrent {
                 a.into_dyn()
             }
         };
-        let mut outputs = vec![
-            layout.from_rows(fwd.output, len, n),
-            state_out(fwd.h_n),
-        ];
+        let mut outputs = vec![layout.to_layout(fwd.output, len, n), state_out(fwd.h_n)];
         if let Some(c_n) = fwd.c_n {
             outputs.push(state_out(c_n));
         }
@@ -364,7 +415,6 @@ impl Recurrent {
             config: c.clone(),
             layout,
             batches,
-            x_rows: if record { x_rows } else { Array2::zeros((0, 0)) },
             saved: fwd.saved,
             has_h0: h0.is_some(),
             has_c0: c0.is_some(),
@@ -401,7 +451,10 @@ fn dir_weights<'a>(
         let w_ih = view2(it.next().expect("weight_ih"));
         let w_hh = view2(it.next().expect("weight_hh"));
         let (b_ih, b_hh) = if c.bias {
-            (Some(view1(it.next().expect("bias_ih"))), Some(view1(it.next().expect("bias_hh"))))
+            (
+                Some(view1(it.next().expect("bias_ih"))),
+                Some(view1(it.next().expect("bias_hh"))),
+            )
         } else {
             (None, None)
         };
@@ -422,7 +475,6 @@ struct RecurrentBackward {
     config: RecurrentConfig,
     layout: Layout,
     batches: Batches,
-    x_rows: Array2<f32>,
     saved: Option<Saved<f32>>,
     has_h0: bool,
     has_c0: bool,
@@ -434,7 +486,11 @@ impl Backward for RecurrentBackward {
         "RecurrentBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let c = &self.config;
         let saved = self.saved.as_ref().expect("saved when recorded");
         let n = self.batches.batch();
@@ -456,11 +512,13 @@ impl Backward for RecurrentBackward {
         let param_start = 1 + self.has_h0 as usize + self.has_c0 as usize;
         let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
+        // The input rows are rebuilt from the input tensor rather than kept twice.
+        let x_rows = self.layout.to_rows(&inputs[0].data());
         let b = engine::backward(
             c,
             &weights,
             saved,
-            self.x_rows.view(),
+            x_rows.view(),
             &self.batches,
             d_output.view(),
             dh_n.as_ref().map(|a| a.view()),
@@ -476,7 +534,7 @@ impl Backward for RecurrentBackward {
             }
         };
         let mut out = Vec::with_capacity(inputs.len());
-        let d_input = self.layout.from_rows(b.input, self.batches.steps(), n);
+        let d_input = self.layout.to_layout(b.input, self.batches.steps(), n);
         debug_assert_eq!(d_input.shape(), self.input_shape.as_slice());
         out.push(Some(d_input));
         if self.has_h0 {
@@ -520,10 +578,16 @@ impl Module for Recurrent {
 }
 
 impl fmt::Display for Recurrent {
-    /// PyTorch's repr, then the parameter count: `LSTM(4, 8, num_layers=2)  # 1,000 parameters`.
+    /// PyTorch's repr, then the parameter count: `LSTM(4, 8, num_layers=2)  # 1000 parameters`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
-        write!(f, "{}({}, {}", c.cell.torch_name(), c.input_size, c.hidden_size)?;
+        write!(
+            f,
+            "{}({}, {}",
+            c.cell.torch_name(),
+            c.input_size,
+            c.hidden_size
+        )?;
         if c.proj_size != 0 {
             write!(f, ", proj_size={}", c.proj_size)?;
         }

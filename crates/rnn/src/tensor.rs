@@ -53,7 +53,11 @@ pub trait Backward: Send + Sync {
     /// The operation's name, for error messages and `Debug`.
     fn name(&self) -> &'static str;
     /// Gradients with respect to the inputs, given the gradients with respect to the outputs.
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>>;
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>>;
 }
 
 /// One node of the graph: an operation, its inputs and the gradients reaching its outputs.
@@ -162,8 +166,14 @@ impl Tensor {
     }
 
     /// Like [`Tensor::from_op`] for a single output.
-    pub fn from_unary_op(output: ArrayD<f32>, inputs: Vec<Tensor>, op: impl Backward + 'static) -> Tensor {
-        Tensor::from_op(vec![output], inputs, op).pop().expect("one output")
+    pub fn from_unary_op(
+        output: ArrayD<f32>,
+        inputs: Vec<Tensor>,
+        op: impl Backward + 'static,
+    ) -> Tensor {
+        Tensor::from_op(vec![output], inputs, op)
+            .pop()
+            .expect("one output")
     }
 
     /// Whether a gradient flows to this tensor (a parameter, or computed from one).
@@ -222,7 +232,11 @@ impl Tensor {
 
     /// The accumulated gradient (`tensor.grad`), if any.
     pub fn grad(&self) -> Option<ArrayD<f32>> {
-        self.0.grad.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .grad
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Clears the gradient (`tensor.grad = None`).
@@ -259,7 +273,11 @@ impl Tensor {
     pub fn backward_with(&self, gradient: ArrayD<f32>) -> Result<()> {
         let shape = self.shape();
         if gradient.shape() != shape.as_slice() {
-            return Err(Error::shape("backward gradient", Shape::of(&shape).to_string(), gradient.shape()));
+            return Err(Error::shape(
+                "backward gradient",
+                Shape::of(&shape).to_string(),
+                gradient.shape(),
+            ));
         }
         if !self.requires_grad() {
             return Err(Error::Invalid(
@@ -288,7 +306,8 @@ impl Tensor {
             }
         }
         for node in order.iter().rev() {
-            let grads = std::mem::take(&mut *node.output_grads.lock().unwrap_or_else(|e| e.into_inner()));
+            let grads =
+                std::mem::take(&mut *node.output_grads.lock().unwrap_or_else(|e| e.into_inner()));
             let n_out = grads.len();
             if grads.iter().all(|g| g.is_none()) {
                 *node.output_grads.lock().unwrap_or_else(|e| e.into_inner()) = vec![None; n_out];
@@ -334,7 +353,11 @@ mod tests {
         fn name(&self) -> &'static str {
             "Square"
         }
-        fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+        fn backward(
+            &self,
+            grads: &[Option<ArrayD<f32>>],
+            inputs: &[Tensor],
+        ) -> Vec<Option<ArrayD<f32>>> {
             let x = inputs[0].data();
             vec![grads[0].as_ref().map(|g| g * &*x * 2.0)]
         }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayD, IxDyn};
 use rnn::io::{load_state_dict, TensorData, TensorFile};
 use rnn::{
-    CellKind, Gru, GruCell, Lstm, LstmCell, Module, Nonlinearity, RecurrentConfig, Rng, Rnn, RnnCell,
-    Tensor,
+    CellKind, Gru, GruCell, Lstm, LstmCell, Module, Nonlinearity, RecurrentConfig, Rng, Rnn,
+    RnnCell, Tensor,
 };
 use serde_json::Value;
 
@@ -44,7 +44,12 @@ impl AnyCell {
     }
 
     /// One step; `state` is hx, or (hx, cx) for LSTM.
-    fn step(&self, x: &Tensor, hx: Option<&Tensor>, cx: Option<&Tensor>) -> rnn::Result<(Tensor, Option<Tensor>)> {
+    fn step(
+        &self,
+        x: &Tensor,
+        hx: Option<&Tensor>,
+        cx: Option<&Tensor>,
+    ) -> rnn::Result<(Tensor, Option<Tensor>)> {
         match self {
             AnyCell::Rnn(c) => c.forward(x, hx).map(|h| (h, None)),
             AnyCell::Gru(c) => c.forward(x, hx).map(|h| (h, None)),
@@ -63,14 +68,21 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Fixture {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cells.safetensors");
-        let file = TensorFile::read(path).expect("run tools/make_fixtures.sh to create the fixtures");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cells.safetensors"
+        );
+        let file =
+            TensorFile::read(path).expect("run tools/make_fixtures.sh to create the fixtures");
         let cases = serde_json::from_str(&file.metadata["cases"]).expect("`cases` is a JSON list");
         Fixture { file, cases }
     }
 
     fn f32(&self, key: &str) -> ArrayD<f32> {
-        self.file.f64(key).unwrap_or_else(|e| panic!("{key}: {e}")).mapv(|v| v as f32)
+        self.file
+            .f64(key)
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .mapv(|v| v as f32)
     }
 
     /// Compares `actual` with the fixture tensor `key`; a description of the first mismatch.
@@ -80,7 +92,11 @@ impl Fixture {
             return Some(format!("{key}: no value (no gradient reached it)"));
         };
         if expected.shape() != actual.shape() {
-            return Some(format!("{key}: shape {:?}, PyTorch {:?}", actual.shape(), expected.shape()));
+            return Some(format!(
+                "{key}: shape {:?}, PyTorch {:?}",
+                actual.shape(),
+                expected.shape()
+            ));
         }
         for (i, (&a, &e)) in actual.iter().zip(expected.iter()).enumerate() {
             let (a, d) = (a as f64, (a as f64 - e).abs());
@@ -140,7 +156,8 @@ fn run_case(fx: &Fixture, case: &Value) -> Vec<String> {
         loss = loss.add(&lc).unwrap();
     }
     loss.backward().unwrap();
-    let grad = |k: &str, t: &Tensor| fx.check(&key(&format!("grad.{k}")), t.grad(), GRAD_ABS, GRAD_REL);
+    let grad =
+        |k: &str, t: &Tensor| fx.check(&key(&format!("grad.{k}")), t.grad(), GRAD_ABS, GRAD_REL);
     bad.extend(grad("input", &x));
     if let Some(hx) = &hx {
         bad.extend(grad("hx", hx));
@@ -153,7 +170,9 @@ fn run_case(fx: &Fixture, case: &Value) -> Vec<String> {
     for (pname, p) in &params {
         bad.extend(grad(pname, p));
     }
-    bad.into_iter().map(|m| format!("{name} ({case}): {m}")).collect()
+    bad.into_iter()
+        .map(|m| format!("{name} ({case}): {m}"))
+        .collect()
 }
 
 #[test]
@@ -165,7 +184,12 @@ fn every_fixture_case_matches_pytorch() {
     }
     assert!(fx.cases.iter().any(|c| c["nonlinearity"] == "relu"));
     let bad: Vec<String> = fx.cases.iter().flat_map(|c| run_case(&fx, c)).collect();
-    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -175,13 +199,17 @@ fn gradients_of_h_and_c_add_up_over_two_backward_calls() {
     let case = fx
         .cases
         .iter()
-        .find(|c| c["cell"] == "lstm" && c["has_hx"] == true && c["batched"] == true && c["bias"] == true)
+        .find(|c| {
+            c["cell"] == "lstm" && c["has_hx"] == true && c["batched"] == true && c["bias"] == true
+        })
         .expect("a batched LSTM case with hx");
     let name = case["name"].as_str().unwrap();
     let key = |k: &str| format!("{name}.{k}");
     let cell = LstmCell::with_rng(config_of(case), &mut Rng::new(1)).unwrap();
-    let map: BTreeMap<String, TensorData> =
-        PARAMS.iter().map(|p| (p.to_string(), fx.file.get(&key(p)).unwrap().clone())).collect();
+    let map: BTreeMap<String, TensorData> = PARAMS
+        .iter()
+        .map(|p| (p.to_string(), fx.file.get(&key(p)).unwrap().clone()))
+        .collect();
     load_state_dict(&cell, &map, true).unwrap();
     let x = Tensor::parameter(fx.f32(&key("input")));
     let hx = Tensor::parameter(fx.f32(&key("hx")));
@@ -217,30 +245,147 @@ fn shape_errors_use_pytorchs_words() {
     let rnn = AnyCell::from_config(RecurrentConfig::new(CellKind::Rnn, 4, 2), &mut rng).unwrap();
     let lstm = AnyCell::from_config(RecurrentConfig::new(CellKind::Lstm, 4, 2), &mut rng).unwrap();
     let gru = AnyCell::from_config(RecurrentConfig::new(CellKind::Gru, 4, 2), &mut rng).unwrap();
-    type Case<'a> = (&'a AnyCell, &'a [usize], Option<&'a [usize]>, Option<&'a [usize]>, &'a str);
+    type Case<'a> = (
+        &'a AnyCell,
+        &'a [usize],
+        Option<&'a [usize]>,
+        Option<&'a [usize]>,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
-        (&rnn, &[2, 3, 4], None, None, "RNNCell: Expected input to be 1D or 2D, got 3D instead"),
-        (&rnn, &[], None, None, "RNNCell: Expected input to be 1D or 2D, got 0D instead"),
-        (&rnn, &[3, 5], None, None, "input has inconsistent input_size: got 5 expected 4"),
-        (&rnn, &[5], None, None, "input has inconsistent input_size: got 5 expected 4"),
-        (&rnn, &[3, 4], Some(&[2, 2]), None, "Input batch size 3 doesn't match hidden0 batch size 2"),
-        (&rnn, &[3, 4], Some(&[3, 5]), None, "hidden0 has inconsistent hidden_size: got 5, expected 2"),
-        (&rnn, &[4], Some(&[3]), None, "hidden0 has inconsistent hidden_size: got 3, expected 2"),
-        (&rnn, &[4], Some(&[3, 2]), None, "Expected 2D hidden0 (batch x hidden_size), but got 3D tensor"),
-        (&rnn, &[3, 4], Some(&[2]), None, "Expected 2D hidden0 (batch x hidden_size), but got 1D tensor"),
-        (&rnn, &[3, 4], Some(&[1, 3, 2]), None, "RNNCell: Expected hidden to be 1D or 2D, got 3D instead"),
-        (&gru, &[1, 2, 4], None, None, "GRUCell: Expected input to be 1D or 2D, got 3D instead"),
-        (&gru, &[3, 4], Some(&[3, 2, 2]), None, "GRUCell: Expected hidden to be 1D or 2D, got 3D instead"),
-        (&lstm, &[3, 4], Some(&[3, 2]), Some(&[2, 2]), "Input batch size 3 doesn't match hidden1 batch size 2"),
-        (&lstm, &[3, 4], Some(&[3, 2]), Some(&[3, 5]), "hidden1 has inconsistent hidden_size: got 5, expected 2"),
-        (&lstm, &[3, 4], Some(&[3, 2, 1]), Some(&[3, 2]), "LSTMCell: Expected hx[0] to be 1D or 2D, got 3D instead"),
-        (&lstm, &[3, 4], Some(&[3, 2]), Some(&[3, 2, 1]), "LSTMCell: Expected hx[1] to be 1D or 2D, got 3D instead"),
-        (&lstm, &[3, 4], Some(&[2]), Some(&[2]), "Expected 2D hidden0 (batch x hidden_size), but got 1D tensor"),
-        (&lstm, &[3, 3], Some(&[3, 2]), Some(&[3, 2]), "input has inconsistent input_size: got 3 expected 4"),
+        (
+            &rnn,
+            &[2, 3, 4],
+            None,
+            None,
+            "RNNCell: Expected input to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &rnn,
+            &[],
+            None,
+            None,
+            "RNNCell: Expected input to be 1D or 2D, got 0D instead",
+        ),
+        (
+            &rnn,
+            &[3, 5],
+            None,
+            None,
+            "input has inconsistent input_size: got 5 expected 4",
+        ),
+        (
+            &rnn,
+            &[5],
+            None,
+            None,
+            "input has inconsistent input_size: got 5 expected 4",
+        ),
+        (
+            &rnn,
+            &[3, 4],
+            Some(&[2, 2]),
+            None,
+            "Input batch size 3 doesn't match hidden0 batch size 2",
+        ),
+        (
+            &rnn,
+            &[3, 4],
+            Some(&[3, 5]),
+            None,
+            "hidden0 has inconsistent hidden_size: got 5, expected 2",
+        ),
+        (
+            &rnn,
+            &[4],
+            Some(&[3]),
+            None,
+            "hidden0 has inconsistent hidden_size: got 3, expected 2",
+        ),
+        (
+            &rnn,
+            &[4],
+            Some(&[3, 2]),
+            None,
+            "Expected 2D hidden0 (batch x hidden_size), but got 3D tensor",
+        ),
+        (
+            &rnn,
+            &[3, 4],
+            Some(&[2]),
+            None,
+            "Expected 2D hidden0 (batch x hidden_size), but got 1D tensor",
+        ),
+        (
+            &rnn,
+            &[3, 4],
+            Some(&[1, 3, 2]),
+            None,
+            "RNNCell: Expected hidden to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &gru,
+            &[1, 2, 4],
+            None,
+            None,
+            "GRUCell: Expected input to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &gru,
+            &[3, 4],
+            Some(&[3, 2, 2]),
+            None,
+            "GRUCell: Expected hidden to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &lstm,
+            &[3, 4],
+            Some(&[3, 2]),
+            Some(&[2, 2]),
+            "Input batch size 3 doesn't match hidden1 batch size 2",
+        ),
+        (
+            &lstm,
+            &[3, 4],
+            Some(&[3, 2]),
+            Some(&[3, 5]),
+            "hidden1 has inconsistent hidden_size: got 5, expected 2",
+        ),
+        (
+            &lstm,
+            &[3, 4],
+            Some(&[3, 2, 1]),
+            Some(&[3, 2]),
+            "LSTMCell: Expected hx[0] to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &lstm,
+            &[3, 4],
+            Some(&[3, 2]),
+            Some(&[3, 2, 1]),
+            "LSTMCell: Expected hx[1] to be 1D or 2D, got 3D instead",
+        ),
+        (
+            &lstm,
+            &[3, 4],
+            Some(&[2]),
+            Some(&[2]),
+            "Expected 2D hidden0 (batch x hidden_size), but got 1D tensor",
+        ),
+        (
+            &lstm,
+            &[3, 3],
+            Some(&[3, 2]),
+            Some(&[3, 2]),
+            "input has inconsistent input_size: got 3 expected 4",
+        ),
     ];
     for (cell, x, hx, cx, want) in cases {
         let msg = step_error(cell, x, hx, cx);
-        assert!(msg.contains(want), "{x:?} {hx:?} {cx:?}: {msg:?} lacks {want:?}");
+        assert!(
+            msg.contains(want),
+            "{x:?} {hx:?} {cx:?}: {msg:?} lacks {want:?}"
+        );
     }
     // The rest of the message names the argument and the expected and actual shapes.
     assert_eq!(
@@ -252,7 +397,8 @@ fn shape_errors_use_pytorchs_words() {
         "LSTMCell input: expected shape (N, 4) or (4,), got (2, 3, 4); LSTMCell: Expected input to be 1D or 2D, \
          got 3D instead"
     );
-    assert!(step_error(&lstm, &[3, 4], Some(&[3, 2]), Some(&[3, 5])).starts_with("LSTMCell hx[1]: expected shape (3, 2)"));
+    assert!(step_error(&lstm, &[3, 4], Some(&[3, 2]), Some(&[3, 5]))
+        .starts_with("LSTMCell hx[1]: expected shape (3, 2)"));
 }
 
 #[test]
@@ -266,22 +412,40 @@ fn repr_display_and_parameter_names_follow_pytorch() {
     let relu = RnnCell::with_rng(relu, &mut rng).unwrap();
     // torch 2.15 prints the nonlinearity without quotes.
     assert_eq!(relu.repr(), "RNNCell(3, 4, bias=False, nonlinearity=relu)");
-    assert_eq!(relu.to_string(), "RNNCell(3, 4, bias=False, nonlinearity=relu)  # 28 parameters");
+    assert_eq!(
+        relu.to_string(),
+        "RNNCell(3, 4, bias=False, nonlinearity=relu)  # 28 parameters"
+    );
     let lstm = LstmCell::with_rng(RecurrentConfig::new(CellKind::Lstm, 3, 4), &mut rng).unwrap();
     assert_eq!(lstm.to_string(), "LSTMCell(3, 4)  # 144 parameters");
-    let gru = GruCell::with_rng(RecurrentConfig::new(CellKind::Gru, 3, 4).with_bias(false), &mut rng).unwrap();
+    let gru = GruCell::with_rng(
+        RecurrentConfig::new(CellKind::Gru, 3, 4).with_bias(false),
+        &mut rng,
+    )
+    .unwrap();
     assert_eq!(gru.repr(), "GRUCell(3, 4, bias=False)");
     assert_eq!((gru.input_size(), gru.hidden_size()), (3, 4));
 
     let names_shapes = |m: &dyn Module| -> Vec<(String, Vec<usize>)> {
-        m.named_parameters().into_iter().map(|(n, t)| (n, t.shape())).collect()
+        m.named_parameters()
+            .into_iter()
+            .map(|(n, t)| (n, t.shape()))
+            .collect()
     };
     let s = |n: &str, d: &[usize]| (n.to_string(), d.to_vec());
     assert_eq!(
         names_shapes(&lstm),
-        [s("weight_ih", &[16, 3]), s("weight_hh", &[16, 4]), s("bias_ih", &[16]), s("bias_hh", &[16])]
+        [
+            s("weight_ih", &[16, 3]),
+            s("weight_hh", &[16, 4]),
+            s("bias_ih", &[16]),
+            s("bias_hh", &[16])
+        ]
     );
-    assert_eq!(names_shapes(&gru), [s("weight_ih", &[12, 3]), s("weight_hh", &[12, 4])]);
+    assert_eq!(
+        names_shapes(&gru),
+        [s("weight_ih", &[12, 3]), s("weight_hh", &[12, 4])]
+    );
     assert_eq!(names_shapes(&plain).len(), 4);
     // The inner layer keeps PyTorch's layer names.
     assert_eq!(lstm.inner().named_parameters()[0].0, "weight_ih_l0");
@@ -296,18 +460,35 @@ fn layer_only_arguments_are_refused() {
         (base().with_batch_first(true), "batch_first"),
         (base().with_dropout(0.5), "dropout"),
         (base().with_proj_size(2), "proj_size"),
-        (base().with_nonlinearity(Nonlinearity::Relu), "nonlinearity is an argument of RNNCell only"),
-        (RecurrentConfig::new(CellKind::Lstm, 0, 4), "LSTMCell: input_size must be greater than zero"),
-        (RecurrentConfig::new(CellKind::Lstm, 3, 0), "LSTMCell: hidden_size must be greater than zero"),
-        (RecurrentConfig::new(CellKind::Gru, 3, 4), "LSTMCell built from a GRUCell configuration"),
+        (
+            base().with_nonlinearity(Nonlinearity::Relu),
+            "nonlinearity is an argument of RNNCell only",
+        ),
+        (
+            RecurrentConfig::new(CellKind::Lstm, 0, 4),
+            "LSTMCell: input_size must be greater than zero",
+        ),
+        (
+            RecurrentConfig::new(CellKind::Lstm, 3, 0),
+            "LSTMCell: hidden_size must be greater than zero",
+        ),
+        (
+            RecurrentConfig::new(CellKind::Gru, 3, 4),
+            "LSTMCell built from a GRUCell configuration",
+        ),
     ];
     for (config, want) in bad {
-        let err = LstmCell::with_rng(config.clone(), &mut Rng::new(0)).unwrap_err().to_string();
+        let err = LstmCell::with_rng(config.clone(), &mut Rng::new(0))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{config:?}: {err:?} lacks {want:?}");
         assert!(LstmCell::from_config(config).is_err());
     }
     assert!(RnnCell::new(3, 4).is_ok());
-    assert!(RnnCell::from_config(RecurrentConfig::new(CellKind::Rnn, 3, 4).with_nonlinearity(Nonlinearity::Relu)).is_ok());
+    assert!(RnnCell::from_config(
+        RecurrentConfig::new(CellKind::Rnn, 3, 4).with_nonlinearity(Nonlinearity::Relu)
+    )
+    .is_ok());
 }
 
 #[test]
@@ -317,7 +498,11 @@ fn init_is_uniform_in_one_over_sqrt_hidden_and_seeded() {
     let b = GruCell::with_rng(config.clone(), &mut Rng::new(42)).unwrap();
     let other = GruCell::with_rng(config, &mut Rng::new(43)).unwrap();
     let k = 1.0 / 4.0; // 1/sqrt(16)
-    let values: Vec<f32> = a.parameters().iter().flat_map(|p| p.to_array().into_iter()).collect();
+    let values: Vec<f32> = a
+        .parameters()
+        .iter()
+        .flat_map(|p| p.to_array().into_iter())
+        .collect();
     assert_eq!(values.len(), 48 * 5 + 48 * 16 + 2 * 48);
     assert!(values.iter().all(|v| v.abs() <= k), "outside ±{k}");
     // Spread over the whole range, not squeezed near zero.
@@ -351,7 +536,10 @@ fn random(shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
 
 fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -380,25 +568,42 @@ fn unrolled_cells_match_the_layers() {
                 CellKind::Rnn => {
                     let l = Rnn::with_rng(config.clone(), &mut rng).unwrap();
                     copy_to_layer(cell.module(), &l);
-                    (l.parameters(), l.forward(&x_layer, Some(&h0_layer)).unwrap().0)
+                    (
+                        l.parameters(),
+                        l.forward(&x_layer, Some(&h0_layer)).unwrap().0,
+                    )
                 }
                 CellKind::Gru => {
                     let l = Gru::with_rng(config.clone(), &mut rng).unwrap();
                     copy_to_layer(cell.module(), &l);
-                    (l.parameters(), l.forward(&x_layer, Some(&h0_layer)).unwrap().0)
+                    (
+                        l.parameters(),
+                        l.forward(&x_layer, Some(&h0_layer)).unwrap().0,
+                    )
                 }
                 CellKind::Lstm => {
                     let l = Lstm::with_rng(config.clone(), &mut rng).unwrap();
                     copy_to_layer(cell.module(), &l);
-                    (l.parameters(), l.forward(&x_layer, Some((&h0_layer, &c0_layer))).unwrap().0)
+                    (
+                        l.parameters(),
+                        l.forward(&x_layer, Some((&h0_layer, &c0_layer))).unwrap().0,
+                    )
                 }
             };
             out.backward_with(gout.clone()).unwrap();
 
             // The cell, unrolled.
             let x_cell = Tensor::parameter(xs.clone());
-            let h0_cell = Tensor::parameter(h0.clone().into_shape_with_order(IxDyn(&[n, hidden])).unwrap());
-            let c0_cell = Tensor::parameter(c0.clone().into_shape_with_order(IxDyn(&[n, hidden])).unwrap());
+            let h0_cell = Tensor::parameter(
+                h0.clone()
+                    .into_shape_with_order(IxDyn(&[n, hidden]))
+                    .unwrap(),
+            );
+            let c0_cell = Tensor::parameter(
+                c0.clone()
+                    .into_shape_with_order(IxDyn(&[n, hidden]))
+                    .unwrap(),
+            );
             let mut h = h0_cell.clone();
             let mut c = (kind == CellKind::Lstm).then(|| c0_cell.clone());
             let mut hs = Vec::new();
@@ -410,20 +615,33 @@ fn unrolled_cells_match_the_layers() {
                 c = c2;
             }
             let out_cell = Tensor::stack(&hs, 0).unwrap();
-            assert!(max_diff(&out_cell.to_array(), &out.to_array()) < 1e-5, "{kind:?} output");
+            assert!(
+                max_diff(&out_cell.to_array(), &out.to_array()) < 1e-5,
+                "{kind:?} output"
+            );
             out_cell.backward_with(gout).unwrap();
 
             let tol = 1e-4;
             let g = |t: &Tensor| t.grad().expect("a gradient");
-            assert!(max_diff(&g(&x_cell), &g(&x_layer)) < tol, "{kind:?} grad input");
-            let gh0 = g(&h0_layer).into_shape_with_order(IxDyn(&[n, hidden])).unwrap();
+            assert!(
+                max_diff(&g(&x_cell), &g(&x_layer)) < tol,
+                "{kind:?} grad input"
+            );
+            let gh0 = g(&h0_layer)
+                .into_shape_with_order(IxDyn(&[n, hidden]))
+                .unwrap();
             assert!(max_diff(&g(&h0_cell), &gh0) < tol, "{kind:?} grad h0");
             if kind == CellKind::Lstm {
-                let gc0 = g(&c0_layer).into_shape_with_order(IxDyn(&[n, hidden])).unwrap();
+                let gc0 = g(&c0_layer)
+                    .into_shape_with_order(IxDyn(&[n, hidden]))
+                    .unwrap();
                 assert!(max_diff(&g(&c0_cell), &gc0) < tol, "{kind:?} grad c0");
             }
             for ((name, p), q) in cell.module().named_parameters().iter().zip(&layer_params) {
-                assert!(max_diff(&g(p), &g(q)) < tol, "{kind:?} {nonlinearity:?} grad {name}");
+                assert!(
+                    max_diff(&g(p), &g(q)) < tol,
+                    "{kind:?} {nonlinearity:?} grad {name}"
+                );
             }
         }
     }
@@ -436,20 +654,30 @@ fn unbatched_and_empty_batches() {
     // Unbatched is the batched computation on one row.
     let x = random(&[3], &mut rng);
     let h = random(&[4], &mut rng);
-    let one = cell.forward(&Tensor::new(x.clone()), Some(&Tensor::new(h.clone()))).unwrap();
+    let one = cell
+        .forward(&Tensor::new(x.clone()), Some(&Tensor::new(h.clone())))
+        .unwrap();
     assert_eq!(one.shape(), [4]);
     let row = cell
         .forward(
             &Tensor::new(x.into_shape_with_order(IxDyn(&[1, 3])).unwrap()),
-            Some(&Tensor::new(h.into_shape_with_order(IxDyn(&[1, 4])).unwrap())),
+            Some(&Tensor::new(
+                h.into_shape_with_order(IxDyn(&[1, 4])).unwrap(),
+            )),
         )
         .unwrap();
-    assert_eq!(row.to_array().into_shape_with_order(IxDyn(&[4])).unwrap(), one.to_array());
+    assert_eq!(
+        row.to_array().into_shape_with_order(IxDyn(&[4])).unwrap(),
+        one.to_array()
+    );
     // An empty batch gives empty states, as PyTorch.
     let lstm = LstmCell::with_rng(RecurrentConfig::new(CellKind::Lstm, 3, 4), &mut rng).unwrap();
     let (h, c) = lstm.forward(&Tensor::zeros(&[0, 3]), None).unwrap();
     assert_eq!((h.shape(), c.shape()), (vec![0, 4], vec![0, 4]));
     // Nothing is recorded under no_grad.
-    let h = rnn::no_grad(|| cell.forward(&Tensor::parameter(random(&[2, 3], &mut rng)), None).unwrap());
+    let h = rnn::no_grad(|| {
+        cell.forward(&Tensor::parameter(random(&[2, 3], &mut rng)), None)
+            .unwrap()
+    });
     assert!(!h.requires_grad());
 }

@@ -21,8 +21,12 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Fixture {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/losses.safetensors");
-        let file = TensorFile::read(path).expect("run tools/make_fixtures.sh to create the fixtures");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/losses.safetensors"
+        );
+        let file =
+            TensorFile::read(path).expect("run tools/make_fixtures.sh to create the fixtures");
         let cases = serde_json::from_str(&file.metadata["cases"]).expect("`cases` is a JSON list");
         Fixture { file, cases }
     }
@@ -50,11 +54,19 @@ impl Fixture {
     fn check(&self, key: &str, actual: &ArrayD<f32>) -> Option<String> {
         let expected = self.f64(key);
         if expected.shape() != actual.shape() {
-            return Some(format!("{key}: shape {:?}, expected {:?}", actual.shape(), expected.shape()));
+            return Some(format!(
+                "{key}: shape {:?}, expected {:?}",
+                actual.shape(),
+                expected.shape()
+            ));
         }
         for (i, (&a, &e)) in actual.iter().zip(expected.iter()).enumerate() {
             let a = a as f64;
-            let ok = if e.is_nan() { a.is_nan() } else { (a - e).abs() <= ABS + REL * e.abs() };
+            let ok = if e.is_nan() {
+                a.is_nan()
+            } else {
+                (a - e).abs() <= ABS + REL * e.abs()
+            };
             if !ok {
                 return Some(format!("{key}[{i}]: got {a}, PyTorch {e}"));
             }
@@ -75,13 +87,20 @@ fn reduction(case: &Value) -> Reduction {
 /// Backward from `out`: with the fixture's `grad_output` for reduction "none", else 1.
 fn backward(fx: &Fixture, name: &str, out: &Tensor) {
     match fx.file.contains(&format!("{name}.grad_output")) {
-        true => out.backward_with(fx.f32(&format!("{name}.grad_output"))).unwrap(),
+        true => out
+            .backward_with(fx.f32(&format!("{name}.grad_output")))
+            .unwrap(),
         false => out.backward().unwrap(),
     }
 }
 
 fn assert_no_failures(failures: Vec<String>) {
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn class_loss_case(fx: &Fixture, case: &Value) -> Vec<Option<String>> {
@@ -89,8 +108,8 @@ fn class_loss_case(fx: &Fixture, case: &Value) -> Vec<Option<String>> {
     let key = |s: &str| format!("{name}.{s}");
     let input = fx.param(&key("input"));
     let target = fx.file.i64(&key("target")).unwrap();
-    let weight: Option<Array1<f32>> =
-        (case["weight"] == true).then(|| fx.f32(&key("weight")).into_dimensionality::<Ix1>().unwrap());
+    let weight: Option<Array1<f32>> = (case["weight"] == true)
+        .then(|| fx.f32(&key("weight")).into_dimensionality::<Ix1>().unwrap());
     let ignore = case["ignore_index"].as_i64().unwrap();
     let out = if case["kind"] == "cross_entropy" {
         let mut l = CrossEntropyLoss::new()
@@ -102,7 +121,9 @@ fn class_loss_case(fx: &Fixture, case: &Value) -> Vec<Option<String>> {
         }
         l.forward(&input, &target)
     } else {
-        let mut l = NLLLoss::new().with_ignore_index(ignore).with_reduction(reduction(case));
+        let mut l = NLLLoss::new()
+            .with_ignore_index(ignore)
+            .with_reduction(reduction(case));
         if let Some(w) = weight {
             l = l.with_weight(w);
         }
@@ -113,7 +134,10 @@ fn class_loss_case(fx: &Fixture, case: &Value) -> Vec<Option<String>> {
         Err(e) => return vec![Some(format!("{name}: {e}"))],
     };
     backward(fx, name, &out);
-    vec![fx.check(&key("loss"), &out.to_array()), fx.check(&key("grad.input"), &input.grad().unwrap())]
+    vec![
+        fx.check(&key("loss"), &out.to_array()),
+        fx.check(&key("grad.input"), &input.grad().unwrap()),
+    ]
 }
 
 #[test]
@@ -121,17 +145,33 @@ fn cross_entropy_matches_pytorch() {
     let fx = Fixture::load();
     let cases = fx.cases("cross_entropy");
     // Every option is covered: smoothing with weights, ignore_index, (N, C, d...), (C).
-    assert!(cases.iter().any(|c| c["label_smoothing"].as_f64() > Some(0.0) && c["weight"] == true));
-    assert!(cases.iter().any(|c| c["input_shape"].as_array().unwrap().len() == 3));
+    assert!(cases
+        .iter()
+        .any(|c| c["label_smoothing"].as_f64() > Some(0.0) && c["weight"] == true));
+    assert!(cases
+        .iter()
+        .any(|c| c["input_shape"].as_array().unwrap().len() == 3));
     assert!(cases.len() >= 40, "{}", cases.len());
-    assert_no_failures(cases.iter().flat_map(|c| class_loss_case(&fx, c)).flatten().collect());
+    assert_no_failures(
+        cases
+            .iter()
+            .flat_map(|c| class_loss_case(&fx, c))
+            .flatten()
+            .collect(),
+    );
 }
 
 #[test]
 fn nll_matches_pytorch() {
     let fx = Fixture::load();
     let cases = fx.cases("nll");
-    assert_no_failures(cases.iter().flat_map(|c| class_loss_case(&fx, c)).flatten().collect());
+    assert_no_failures(
+        cases
+            .iter()
+            .flat_map(|c| class_loss_case(&fx, c))
+            .flatten()
+            .collect(),
+    );
 }
 
 #[test]
@@ -142,7 +182,10 @@ fn mse_matches_pytorch() {
         let name = case["name"].as_str().unwrap();
         let key = |s: &str| format!("{name}.{s}");
         let (x, y) = (fx.param(&key("input")), fx.param(&key("target")));
-        let out = MSELoss::new().with_reduction(reduction(case)).forward(&x, &y).unwrap();
+        let out = MSELoss::new()
+            .with_reduction(reduction(case))
+            .forward(&x, &y)
+            .unwrap();
         backward(&fx, name, &out);
         failures.push(fx.check(&key("loss"), &out.to_array()));
         failures.push(fx.check(&key("grad.input"), &x.grad().unwrap()));
@@ -161,7 +204,12 @@ fn softmax_and_log_softmax_match_pytorch() {
             let key = |s: &str| format!("{name}.{s}");
             let x = fx.param(&key("input"));
             let dim = case["dim"].as_i64().unwrap() as isize;
-            let y = if kind == "softmax" { x.softmax(dim) } else { x.log_softmax(dim) }.unwrap();
+            let y = if kind == "softmax" {
+                x.softmax(dim)
+            } else {
+                x.log_softmax(dim)
+            }
+            .unwrap();
             backward(&fx, name, &y);
             failures.push(fx.check(&key("output"), &y.to_array()));
             failures.push(fx.check(&key("grad.input"), &x.grad().unwrap()));
@@ -232,21 +280,47 @@ fn linear_and_embedding_match_pytorch() {
 #[test]
 fn loss_errors_name_what_is_wrong() {
     let x = Tensor::zeros(&[3, 5]);
-    let e = loss::cross_entropy(&x, &array![0i64, 5, 1]).unwrap_err().to_string();
+    let e = loss::cross_entropy(&x, &array![0i64, 5, 1])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("target 5 is out of bounds for 5 classes"), "{e}");
-    let e = loss::cross_entropy(&x, &array![0i64, -1, 1]).unwrap_err().to_string();
+    let e = loss::cross_entropy(&x, &array![0i64, -1, 1])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("target -1"), "{e}");
     // ignore_index itself is fine, in or out of range.
-    assert!(CrossEntropyLoss::new().with_ignore_index(-1).forward(&x, &array![0i64, -1, 1]).is_ok());
-    let e = loss::cross_entropy(&x, &array![0i64, 1]).unwrap_err().to_string();
-    assert!(e.contains("expected shape (3,), got (2,)") && e.contains("batch_size (3)"), "{e}");
-    let e = loss::nll_loss(&Tensor::zeros(&[2, 4, 3]), &array![[0i64, 1], [1, 1]]).unwrap_err().to_string();
+    assert!(CrossEntropyLoss::new()
+        .with_ignore_index(-1)
+        .forward(&x, &array![0i64, -1, 1])
+        .is_ok());
+    let e = loss::cross_entropy(&x, &array![0i64, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expected shape (3,), got (2,)") && e.contains("batch_size (3)"),
+        "{e}"
+    );
+    let e = loss::nll_loss(&Tensor::zeros(&[2, 4, 3]), &array![[0i64, 1], [1, 1]])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected shape (2, 3), got (2, 2)"), "{e}");
-    let e = CrossEntropyLoss::new().with_weight(array![1.0f32, 2.0]).forward(&x, &array![0i64, 1, 1]);
-    assert!(e.unwrap_err().to_string().contains("expected shape (5,), got (2,)"));
-    let e = CrossEntropyLoss::new().with_label_smoothing(1.5).forward(&x, &array![0i64, 1, 1]);
-    assert!(e.unwrap_err().to_string().contains("label_smoothing must be between 0.0 and 1.0"));
-    let e = loss::mse_loss(&x, &Tensor::zeros(&[3, 1])).unwrap_err().to_string();
+    let e = CrossEntropyLoss::new()
+        .with_weight(array![1.0f32, 2.0])
+        .forward(&x, &array![0i64, 1, 1]);
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("expected shape (5,), got (2,)"));
+    let e = CrossEntropyLoss::new()
+        .with_label_smoothing(1.5)
+        .forward(&x, &array![0i64, 1, 1]);
+    assert!(e
+        .unwrap_err()
+        .to_string()
+        .contains("label_smoothing must be between 0.0 and 1.0"));
+    let e = loss::mse_loss(&x, &Tensor::zeros(&[3, 1]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected shape (3, 5), got (3, 1)"), "{e}");
     assert!(loss::cross_entropy(&Tensor::scalar(1.0), &ndarray::arr0(0i64)).is_err());
 }

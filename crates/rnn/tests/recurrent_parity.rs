@@ -25,7 +25,9 @@ struct Case {
 }
 
 fn fixture(name: &str) -> (TensorFile, Vec<Case>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let file = TensorFile::read(&path).unwrap();
     let cases: Vec<Case> = serde_json::from_str(&file.metadata["cases"]).unwrap();
     assert!(!cases.is_empty());
@@ -44,13 +46,22 @@ fn assert_close(what: &str, actual: &ArrayD<f32>, expected: &ArrayD<f64>, abs: f
     }
     let a = actual.iter().nth(worst.1).copied().unwrap_or(0.0);
     let e = expected.iter().nth(worst.1).copied().unwrap_or(0.0);
-    assert!(worst.0 <= abs, "{what}: element {} is {a}, PyTorch says {e}", worst.1);
+    assert!(
+        worst.0 <= abs,
+        "{what}: element {} is {a}, PyTorch says {e}",
+        worst.1
+    );
 }
 
 fn param_map(file: &TensorFile, case: &str, names: &[String]) -> BTreeMap<String, TensorData> {
     names
         .iter()
-        .map(|n| (n.clone(), TensorData::F64(file.f64(&format!("{case}.{n}")).unwrap())))
+        .map(|n| {
+            (
+                n.clone(),
+                TensorData::F64(file.f64(&format!("{case}.{n}")).unwrap()),
+            )
+        })
         .collect()
 }
 
@@ -58,35 +69,68 @@ fn run_f32_case(file: &TensorFile, case: &Case) {
     let name = &case.name;
     let key = |k: &str| format!("{name}.{k}");
     let model = Recurrent::new(case.config.clone()).unwrap();
-    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     load_state_dict(&model, &param_map(file, name, &names), true).unwrap();
 
     let input = Tensor::parameter(file.f32(&key("input")).unwrap());
-    let h0 = case.has_h0.then(|| Tensor::parameter(file.f32(&key("h0")).unwrap()));
+    let h0 = case
+        .has_h0
+        .then(|| Tensor::parameter(file.f32(&key("h0")).unwrap()));
     let is_lstm = case.config.cell == rnn::CellKind::Lstm;
     let c0 = (case.has_h0 && is_lstm).then(|| Tensor::parameter(file.f32(&key("c0")).unwrap()));
-    let out = model.forward_states(&input, h0.as_ref(), c0.as_ref()).unwrap();
+    let out = model
+        .forward_states(&input, h0.as_ref(), c0.as_ref())
+        .unwrap();
 
     let ctx = |k: &str| format!("{name} {:?} {k}", case.config);
-    assert_close(&ctx("output"), &out.output.to_array(), &file.f64(&key("output")).unwrap(), 1e-5, 0.0);
-    assert_close(&ctx("h_n"), &out.h_n.to_array(), &file.f64(&key("h_n")).unwrap(), 1e-5, 0.0);
+    assert_close(
+        &ctx("output"),
+        &out.output.to_array(),
+        &file.f64(&key("output")).unwrap(),
+        1e-5,
+        0.0,
+    );
+    assert_close(
+        &ctx("h_n"),
+        &out.h_n.to_array(),
+        &file.f64(&key("h_n")).unwrap(),
+        1e-5,
+        0.0,
+    );
     if is_lstm {
         let c_n = out.c_n.as_ref().expect("LSTM returns c_n");
-        assert_close(&ctx("c_n"), &c_n.to_array(), &file.f64(&key("c_n")).unwrap(), 1e-5, 0.0);
+        assert_close(
+            &ctx("c_n"),
+            &c_n.to_array(),
+            &file.f64(&key("c_n")).unwrap(),
+            1e-5,
+            0.0,
+        );
     } else {
         assert!(out.c_n.is_none());
     }
 
     // loss = sum(output * g_out) + sum(h_n * g_h) [+ sum(c_n * g_c)]: by linearity, one
     // backward per output accumulates the same gradients.
-    out.output.backward_with(file.f32(&key("grad_output")).unwrap()).unwrap();
-    out.h_n.backward_with(file.f32(&key("grad_h_n")).unwrap()).unwrap();
+    out.output
+        .backward_with(file.f32(&key("grad_output")).unwrap())
+        .unwrap();
+    out.h_n
+        .backward_with(file.f32(&key("grad_h_n")).unwrap())
+        .unwrap();
     if let Some(c_n) = &out.c_n {
-        c_n.backward_with(file.f32(&key("grad_c_n")).unwrap()).unwrap();
+        c_n.backward_with(file.f32(&key("grad_c_n")).unwrap())
+            .unwrap();
     }
     let grad = |t: &Tensor, k: &str| {
         let expected = file.f64(&key(&format!("grad.{k}"))).unwrap();
-        let actual = t.grad().unwrap_or_else(|| panic!("{}: no gradient", ctx(k)));
+        let actual = t
+            .grad()
+            .unwrap_or_else(|| panic!("{}: no gradient", ctx(k)));
         assert_close(&ctx(&format!("grad.{k}")), &actual, &expected, 1e-5, 1e-4);
     };
     grad(&input, "input");
@@ -112,7 +156,11 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         if !case.batched {
             a.insert_axis(Axis(1)).into_dimensionality().unwrap()
         } else if c.batch_first {
-            a.into_dimensionality::<Ix3>().unwrap().permuted_axes([1, 0, 2]).as_standard_layout().to_owned()
+            a.into_dimensionality::<Ix3>()
+                .unwrap()
+                .permuted_axes([1, 0, 2])
+                .as_standard_layout()
+                .to_owned()
         } else {
             a.into_dimensionality().unwrap()
         }
@@ -130,18 +178,46 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
     let batches = Batches::uniform(len, n);
     let ld = c.num_layers * c.num_directions();
     let is_lstm = c.cell == rnn::CellKind::Lstm;
-    let h0 = if case.has_h0 { state(f("h0")) } else { Array3::zeros((ld, n, c.state_size())) };
-    let c0 = is_lstm.then(|| if case.has_h0 { state(f("c0")) } else { Array3::zeros((ld, n, c.hidden_size)) });
+    let h0 = if case.has_h0 {
+        state(f("h0"))
+    } else {
+        Array3::zeros((ld, n, c.state_size()))
+    };
+    let c0 = is_lstm.then(|| {
+        if case.has_h0 {
+            state(f("c0"))
+        } else {
+            Array3::zeros((ld, n, c.hidden_size))
+        }
+    });
 
     let model = Recurrent::new(c.clone()).unwrap();
-    let names: Vec<String> = model.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let params: BTreeMap<String, ArrayD<f64>> = names.iter().map(|n| (n.clone(), f(n))).collect();
     let dirs = c.num_directions();
     let weights: Vec<DirWeights<f64>> = (0..ld)
         .map(|idx| {
-            let sfx = format!("_l{}{}", idx / dirs, if idx % dirs == 1 { "_reverse" } else { "" });
-            let w2 = |k: &str| params[&format!("{k}{sfx}")].view().into_dimensionality::<Ix2>().unwrap();
-            let w1 = |k: &str| params[&format!("{k}{sfx}")].view().into_dimensionality::<Ix1>().unwrap();
+            let sfx = format!(
+                "_l{}{}",
+                idx / dirs,
+                if idx % dirs == 1 { "_reverse" } else { "" }
+            );
+            let w2 = |k: &str| {
+                params[&format!("{k}{sfx}")]
+                    .view()
+                    .into_dimensionality::<Ix2>()
+                    .unwrap()
+            };
+            let w1 = |k: &str| {
+                params[&format!("{k}{sfx}")]
+                    .view()
+                    .into_dimensionality::<Ix1>()
+                    .unwrap()
+            };
             DirWeights {
                 w_ih: w2("weight_ih"),
                 w_hh: w2("weight_hh"),
@@ -151,18 +227,45 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
             }
         })
         .collect();
-    let fwd = engine::forward(c, &weights, x.view(), &batches, h0.view(), c0.as_ref().map(|a| a.view()), None, true);
+    let fwd = engine::forward(
+        c,
+        &weights,
+        x.view(),
+        &batches,
+        h0.view(),
+        c0.as_ref().map(|a| a.view()),
+        None,
+        true,
+    );
     let close = |what: &str, a: ArrayD<f64>, e: ArrayD<f64>| {
         assert_eq!(a.shape(), e.shape(), "{name} {what}");
-        let err = a.iter().zip(e.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        let err = a
+            .iter()
+            .zip(e.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
         assert!(err <= 1e-10, "{name} {c:?} {what}: max error {err}");
     };
-    let rows_to_tm = |rows: &Array2<f64>| rows.clone().into_shape_with_order((len, n, rows.ncols())).unwrap();
-    close("output", rows_to_tm(&fwd.output).into_dyn(), to_tm(f("output")).into_dyn());
-    close("h_n", fwd.h_n.clone().into_dyn(), state(f("h_n")).into_dyn());
+    let rows_to_tm = |rows: &Array2<f64>| {
+        rows.clone()
+            .into_shape_with_order((len, n, rows.ncols()))
+            .unwrap()
+    };
+    close(
+        "output",
+        rows_to_tm(&fwd.output).into_dyn(),
+        to_tm(f("output")).into_dyn(),
+    );
+    close(
+        "h_n",
+        fwd.h_n.clone().into_dyn(),
+        state(f("h_n")).into_dyn(),
+    );
 
     let g_out = to_tm(f("grad_output"));
-    let g_out = g_out.into_shape_with_order((len * n, c.output_size())).unwrap();
+    let g_out = g_out
+        .into_shape_with_order((len * n, c.output_size()))
+        .unwrap();
     let g_h = state(f("grad_h_n"));
     let g_c = is_lstm.then(|| state(f("grad_c_n")));
     let b = engine::backward(
@@ -175,7 +278,11 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         Some(g_h.view()),
         g_c.as_ref().map(|a| a.view()),
     );
-    close("grad.input", rows_to_tm(&b.input).into_dyn(), to_tm(f("grad.input")).into_dyn());
+    close(
+        "grad.input",
+        rows_to_tm(&b.input).into_dyn(),
+        to_tm(f("grad.input")).into_dyn(),
+    );
     if case.has_h0 {
         close("grad.h0", b.h0.into_dyn(), state(f("grad.h0")).into_dyn());
         if let Some(c0) = b.c0 {
@@ -183,7 +290,11 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         }
     }
     for (idx, g) in b.weights.into_iter().enumerate() {
-        let sfx = format!("_l{}{}", idx / dirs, if idx % dirs == 1 { "_reverse" } else { "" });
+        let sfx = format!(
+            "_l{}{}",
+            idx / dirs,
+            if idx % dirs == 1 { "_reverse" } else { "" }
+        );
         let e = |k: &str| f(&format!("grad.{k}{sfx}"));
         close("grad.weight_ih", g.w_ih.into_dyn(), e("weight_ih"));
         close("grad.weight_hh", g.w_hh.into_dyn(), e("weight_hh"));

@@ -18,6 +18,7 @@
 //! time loop allocates nothing.
 
 pub mod cell;
+pub mod math;
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 
@@ -26,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::linalg::{matmul, Float};
 use crate::rng::Rng;
 pub use cell::Cell;
+pub use math::Activations;
 
 /// The packed layout of a batch: how many sequences are active at each step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +188,7 @@ fn cell_of(config: &RecurrentConfig) -> Cell {
 ///
 /// Shapes must already have been checked by the caller (the layer modules check user input).
 #[allow(clippy::too_many_arguments)]
-pub fn forward<F: Float>(
+pub fn forward<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
     x: ArrayView2<'_, F>,
@@ -212,28 +214,78 @@ pub fn forward<F: Float>(
     for layer in 0..config.num_layers {
         let input = layer_input.as_ref().map_or(x.view(), |a| a.view());
         let mut out = Array2::zeros((batches.rows(), dirs * h_out));
-        for d in 0..dirs {
-            let idx = layer * dirs + d;
-            let mut c_state = c_n.as_mut().map(|c| c.index_axis_mut(Axis(0), idx));
-            if let (Some(c), Some(c0)) = (c_state.as_mut(), c0.as_ref()) {
-                c.assign(&c0.index_axis(Axis(0), idx));
+        let layer_states = layer * dirs..(layer + 1) * dirs;
+        h_n.slice_mut(s![layer_states.clone(), .., ..])
+            .assign(&h0.slice(s![layer_states.clone(), .., ..]));
+        let mut c_views: Vec<Option<ArrayViewMut2<'_, F>>> = match c_n.as_mut() {
+            Some(c) => {
+                let mut c = c.slice_mut(s![layer_states.clone(), .., ..]);
+                if let Some(c0) = c0.as_ref() {
+                    c.assign(&c0.slice(s![layer_states.clone(), .., ..]));
+                }
+                split_dirs(c, Axis(0), dirs)
+                    .into_iter()
+                    .map(|v| Some(v.index_axis_move(Axis(0), 0)))
+                    .collect()
             }
-            let mut h_state = h_n.index_axis_mut(Axis(0), idx);
-            h_state.assign(&h0.index_axis(Axis(0), idx));
-            let dir_saved = direction_forward(
+            None => (0..dirs).map(|_| None).collect(),
+        };
+        let mut h_views: Vec<ArrayViewMut2<'_, F>> =
+            split_dirs(h_n.slice_mut(s![layer_states, .., ..]), Axis(0), dirs)
+                .into_iter()
+                .map(|v| v.index_axis_move(Axis(0), 0))
+                .collect();
+        let mut out_views = split_dirs(out.view_mut(), Axis(1), dirs);
+        let run = |d: usize, h, c, o| {
+            direction_forward(
                 cell_of(config),
-                &weights[idx],
+                &weights[layer * dirs + d],
                 input,
                 batches,
                 d == 1,
-                h_state,
-                c_state,
-                out.slice_mut(s![.., d * h_out..(d + 1) * h_out]),
+                h,
+                c,
+                o,
                 save,
+            )
+        };
+        // The two directions are independent: run them on both cores.
+        let results = if dirs == 2 {
+            let (h1, c1, o1) = (h_views.pop(), c_views.pop(), out_views.pop());
+            let (h0v, c0v, o0) = (h_views.pop(), c_views.pop(), out_views.pop());
+            let (a, b) = rayon::join(
+                || {
+                    run(
+                        0,
+                        h0v.expect("forward h"),
+                        c0v.flatten(),
+                        o0.expect("forward out"),
+                    )
+                },
+                || {
+                    run(
+                        1,
+                        h1.expect("reverse h"),
+                        c1.flatten(),
+                        o1.expect("reverse out"),
+                    )
+                },
             );
-            if let (Some(saved), Some(ds)) = (saved.as_mut(), dir_saved) {
-                saved.dirs.push(ds);
-            }
+            vec![a, b]
+        } else {
+            vec![run(
+                0,
+                h_views.pop().expect("h"),
+                c_views.pop().flatten(),
+                out_views.pop().expect("out"),
+            )]
+        };
+        if let Some(saved) = saved.as_mut() {
+            saved.dirs.extend(
+                results
+                    .into_iter()
+                    .map(|r| r.expect("saved when requested")),
+            );
         }
         if layer + 1 < config.num_layers {
             let mask = match dropout_rng.as_deref_mut() {
@@ -264,19 +316,13 @@ pub fn forward<F: Float>(
 /// A dropout mask: 0 with probability p, else 1/(1-p).
 fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<F> {
     let keep = F::from_f64(if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
-    Array2::from_shape_simple_fn(dim, || {
-        if rng.next_f64() < p {
-            F::zero()
-        } else {
-            keep
-        }
-    })
+    Array2::from_shape_simple_fn(dim, || if rng.next_f64() < p { F::zero() } else { keep })
 }
 
 /// One layer and direction forward. Writes each step's state into `out` (R, H_out) and leaves
 /// the final states in `h` (N, H_out) and `c` (N, H).
 #[allow(clippy::too_many_arguments)]
-fn direction_forward<F: Float>(
+fn direction_forward<F: Activations>(
     cell: Cell,
     w: &DirWeights<'_, F>,
     x: ArrayView2<'_, F>,
@@ -312,53 +358,72 @@ fn direction_forward<F: Float>(
     };
 
     for step in 0..batches.steps() {
-        let t = if reverse { batches.steps() - 1 - step } else { step };
+        let t = if reverse {
+            batches.steps() - 1 - step
+        } else {
+            step
+        };
         let (r0, bs) = batches.step(t);
         let s0 = if save { r0 } else { 0 };
         if save {
-            h_prev.slice_mut(s![r0..r0 + bs, ..]).assign(&h.slice(s![..bs, ..]));
+            h_prev
+                .slice_mut(s![r0..r0 + bs, ..])
+                .assign(&h.slice(s![..bs, ..]));
         }
         // 2. Recurrence: one GEMM over the active rows.
-        matmul(&mut hw.slice_mut(s![..bs, ..]), &h.slice(s![..bs, ..]), &w.w_hh.t(), false);
+        matmul(
+            &mut hw.slice_mut(s![..bs, ..]),
+            &h.slice(s![..bs, ..]),
+            &w.w_hh.t(),
+            false,
+        );
         // 3. Fused gate math, row by row.
-        for b in 0..bs {
-            let xw_row = xw.row(r0 + b);
-            let hw_row = hw.row(b);
-            let mut gates_row = gates.row_mut(s0 + b);
-            let mut aux_row = aux.row_mut(s0 + b);
-            let mut c_row = c.row_mut(b);
-            let mut h_row = if w.w_hr.is_some() {
-                m.row_mut(b)
-            } else {
-                h.row_mut(b)
-            };
-            cell::forward_row(
-                cell,
-                h_row.as_slice_mut().expect("contiguous"),
-                c_row.as_slice_mut().expect("contiguous"),
-                gates_row.as_slice_mut().expect("contiguous"),
-                aux_row.as_slice_mut().expect("contiguous"),
-                xw_row.as_slice().expect("contiguous"),
-                hw_row.as_slice().expect("contiguous"),
-                b_hn.as_slice(),
-            );
-        }
+        cell::forward_step(
+            cell,
+            hidden,
+            block_mut(
+                if w.w_hr.is_some() {
+                    m.view_mut()
+                } else {
+                    h.view_mut()
+                },
+                0,
+                bs,
+            ),
+            block_mut(c.view_mut(), 0, bs),
+            block_mut(gates.view_mut(), s0, bs),
+            block_mut(aux.view_mut(), s0, bs),
+            block(xw.view(), r0, bs),
+            block(hw.view(), 0, bs),
+            &b_hn,
+        );
         // 4. Projection (LSTM with proj_size).
         if let Some(w_hr) = &w.w_hr {
-            matmul(&mut h.slice_mut(s![..bs, ..]), &m.slice(s![..bs, ..]), &w_hr.t(), false);
+            matmul(
+                &mut h.slice_mut(s![..bs, ..]),
+                &m.slice(s![..bs, ..]),
+                &w_hr.t(),
+                false,
+            );
         }
-        out.slice_mut(s![r0..r0 + bs, ..]).assign(&h.slice(s![..bs, ..]));
+        out.slice_mut(s![r0..r0 + bs, ..])
+            .assign(&h.slice(s![..bs, ..]));
     }
     save.then_some(DirSaved { gates, h_prev, aux })
 }
 
 /// Adds the foldable biases to every row of `xw` and returns GRU's `b_hn` (zeros without bias;
 /// empty for other cells).
-fn add_biases<F: Float>(kind: CellKind, xw: &mut Array2<F>, w: &DirWeights<'_, F>, hidden: usize) -> Vec<F> {
+fn add_biases<F: Float>(
+    kind: CellKind,
+    xw: &mut Array2<F>,
+    w: &DirWeights<'_, F>,
+    hidden: usize,
+) -> Vec<F> {
     let b_hn = if kind == CellKind::Gru {
-        w.b_hh
-            .as_ref()
-            .map_or(vec![F::zero(); hidden], |b| b.slice(s![2 * hidden..]).to_vec())
+        w.b_hh.as_ref().map_or(vec![F::zero(); hidden], |b| {
+            b.slice(s![2 * hidden..]).to_vec()
+        })
     } else {
         Vec::new()
     };
@@ -376,7 +441,8 @@ fn add_biases<F: Float>(kind: CellKind, xw: &mut Array2<F>, w: &DirWeights<'_, F
 ///
 /// * `saved`: from [`forward`] with `save = true`; `x`, `batches`, `weights` as given to it.
 /// * `d_output`: dL/d output (R, D*H_out); `dh_n`, `dc_n`: dL/d final states, if any.
-pub fn backward<F: Float>(
+#[allow(clippy::too_many_arguments)]
+pub fn backward<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
     saved: &Saved<F>,
@@ -406,22 +472,63 @@ pub fn backward<F: Float>(
         } else {
             saved.layer_inputs[layer - 1].view()
         };
-        let mut d_input = Array2::zeros(input.dim());
-        for d in 0..dirs {
-            let idx = layer * dirs + d;
-            let dc = dc0.as_mut().map(|c| c.index_axis_mut(Axis(0), idx));
-            grads[idx] = Some(direction_backward(
+        let layer_states = layer * dirs..(layer + 1) * dirs;
+        let mut dh_views: Vec<ArrayViewMut2<'_, F>> = split_dirs(
+            dh0.slice_mut(s![layer_states.clone(), .., ..]),
+            Axis(0),
+            dirs,
+        )
+        .into_iter()
+        .map(|v| v.index_axis_move(Axis(0), 0))
+        .collect();
+        let mut dc_views: Vec<Option<ArrayViewMut2<'_, F>>> = match dc0.as_mut() {
+            Some(c) => split_dirs(c.slice_mut(s![layer_states, .., ..]), Axis(0), dirs)
+                .into_iter()
+                .map(|v| Some(v.index_axis_move(Axis(0), 0)))
+                .collect(),
+            None => (0..dirs).map(|_| None).collect(),
+        };
+        let run = |d: usize, dh, dc, d_input: &mut Array2<F>| {
+            direction_backward(
                 cell_of(config),
-                &weights[idx],
-                &saved.dirs[idx],
+                &weights[layer * dirs + d],
+                &saved.dirs[layer * dirs + d],
                 input,
                 batches,
                 d == 1,
                 d_top.slice(s![.., d * h_out..(d + 1) * h_out]),
-                dh0.index_axis_mut(Axis(0), idx),
+                dh,
                 dc,
+                d_input,
+            )
+        };
+        let mut d_input = Array2::zeros(input.dim());
+        if dirs == 2 {
+            // The directions are independent until their input gradients are summed.
+            let mut d_input_rev = Array2::zeros(input.dim());
+            let (dh1, dc1) = (
+                dh_views.pop().expect("reverse dh"),
+                dc_views.pop().flatten(),
+            );
+            let (dh0v, dc0v) = (
+                dh_views.pop().expect("forward dh"),
+                dc_views.pop().flatten(),
+            );
+            let (g0, g1) = rayon::join(
+                || run(0, dh0v, dc0v, &mut d_input),
+                || run(1, dh1, dc1, &mut d_input_rev),
+            );
+            d_input += &d_input_rev;
+            grads[layer * dirs] = Some(g0);
+            grads[layer * dirs + 1] = Some(g1);
+        } else {
+            let g = run(
+                0,
+                dh_views.pop().expect("dh"),
+                dc_views.pop().flatten(),
                 &mut d_input,
-            ));
+            );
+            grads[layer * dirs] = Some(g);
         }
         if layer > 0 {
             if let Some(mask) = &saved.masks[layer - 1] {
@@ -434,14 +541,17 @@ pub fn backward<F: Float>(
         input: d_top,
         h0: dh0,
         c0: dc0,
-        weights: grads.into_iter().map(|g| g.expect("every direction ran")).collect(),
+        weights: grads
+            .into_iter()
+            .map(|g| g.expect("every direction ran"))
+            .collect(),
     }
 }
 
 /// One layer and direction backward. `dh` and `dc` enter as the gradients of the final states
 /// and leave as those of the initial states; `d_input` (R, I) accumulates dL/d input.
 #[allow(clippy::too_many_arguments)]
-fn direction_backward<F: Float>(
+fn direction_backward<F: Activations>(
     cell: Cell,
     w: &DirWeights<'_, F>,
     saved: &DirSaved<F>,
@@ -474,7 +584,11 @@ fn direction_backward<F: Float>(
 
     for step in 0..batches.steps() {
         // Reverse of the forward order.
-        let t = if reverse { step } else { batches.steps() - 1 - step };
+        let t = if reverse {
+            step
+        } else {
+            batches.steps() - 1 - step
+        };
         let (r0, bs) = batches.step(t);
         let mut dh_t = dh.slice_mut(s![..bs, ..]);
         dh_t += &d_out.slice(s![r0..r0 + bs, ..]);
@@ -482,26 +596,25 @@ fn direction_backward<F: Float>(
             dh_all.slice_mut(s![r0..r0 + bs, ..]).assign(&dh_t);
             matmul(&mut dm.slice_mut(s![..bs, ..]), &dh_t.view(), w_hr, false);
         }
-        for b in 0..bs {
-            let mut dxw_row = dxw.row_mut(r0 + b);
-            let mut dhw_row = is_gru.then(|| dhw.row_mut(r0 + b));
-            let mut dc_row = dc.row_mut(b);
-            let mut dh_row = if proj { dm.row_mut(b) } else { dh.row_mut(b) };
-            let dhw_slice = match dhw_row.as_mut() {
-                Some(row) => row.as_slice_mut().expect("contiguous"),
-                None => &mut [],
-            };
-            cell::backward_row(
-                cell,
-                dxw_row.as_slice_mut().expect("contiguous"),
-                dhw_slice,
-                dh_row.as_slice_mut().expect("contiguous"),
-                dc_row.as_slice_mut().expect("contiguous"),
-                saved.gates.row(r0 + b).as_slice().expect("contiguous"),
-                saved.aux.row(r0 + b).as_slice().expect("contiguous"),
-                saved.h_prev.row(r0 + b).as_slice().expect("contiguous"),
-            );
-        }
+        cell::backward_step(
+            cell,
+            hidden,
+            block_mut(dxw.view_mut(), r0, bs),
+            if is_gru {
+                block_mut(dhw.view_mut(), r0, bs)
+            } else {
+                &mut []
+            },
+            block_mut(if proj { dm.view_mut() } else { dh.view_mut() }, 0, bs),
+            block_mut(dc.view_mut(), 0, bs),
+            block(saved.gates.view(), r0, bs),
+            block(saved.aux.view(), r0, bs),
+            if is_gru {
+                block(saved.h_prev.view(), r0, bs)
+            } else {
+                &[]
+            },
+        );
         // dL/dh_prev = dHW W_hh (+ GRU's direct path, already in dh).
         let dhw_t = if is_gru {
             dhw.slice(s![r0..r0 + bs, ..])
@@ -516,7 +629,12 @@ fn direction_backward<F: Float>(
     let mut g_ih = Array2::zeros(w.w_ih.dim());
     matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
     let mut g_hh = Array2::zeros(w.w_hh.dim());
-    matmul(&mut g_hh.view_mut(), &dhw_all.t(), &saved.h_prev.view(), false);
+    matmul(
+        &mut g_hh.view_mut(),
+        &dhw_all.t(),
+        &saved.h_prev.view(),
+        false,
+    );
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
         (Some(dxw.sum_axis(Axis(0))), Some(dhw_all.sum_axis(Axis(0))))
     } else {
@@ -539,4 +657,32 @@ fn direction_backward<F: Float>(
         b_hh: g_bhh,
         w_hr: g_hr,
     }
+}
+
+/// Rows `r0..r0 + n` of a row-contiguous matrix as one slice.
+fn block<'a, F>(a: ArrayView2<'a, F>, r0: usize, n: usize) -> &'a [F] {
+    let w = a.ncols();
+    let all = a.to_slice().expect("row-major work buffer");
+    &all[r0 * w..(r0 + n) * w]
+}
+
+/// Rows `r0..r0 + n` of a row-contiguous matrix as one mutable slice.
+fn block_mut<'a, F>(a: ArrayViewMut2<'a, F>, r0: usize, n: usize) -> &'a mut [F] {
+    let w = a.ncols();
+    let all = a.into_slice().expect("row-major work buffer");
+    &mut all[r0 * w..(r0 + n) * w]
+}
+
+/// Splits a view into `dirs` (1 or 2) equal blocks along `axis`, one per direction.
+fn split_dirs<'a, F, D: ndarray::Dimension>(
+    v: ndarray::ArrayViewMut<'a, F, D>,
+    axis: Axis,
+    dirs: usize,
+) -> Vec<ndarray::ArrayViewMut<'a, F, D>> {
+    if dirs == 1 {
+        return vec![v];
+    }
+    let half = v.len_of(axis) / 2;
+    let (a, b) = v.split_at(axis, half);
+    vec![a, b]
 }

@@ -59,12 +59,28 @@ impl ClassLoss<'_> {
         if ts != expected.as_slice() {
             let hint = match xs.len() {
                 1 => "a 1-D input (C) takes a 0-d target".to_string(),
-                2 if ts.len() == 1 => format!("Expected input batch_size ({n}) to match target batch_size ({})", ts[0]),
-                _ => format!("input {} is read as (N, C, d1, ...) with C = {c}", Shape::of(xs)),
+                2 if ts.len() == 1 => format!(
+                    "Expected input batch_size ({n}) to match target batch_size ({})",
+                    ts[0]
+                ),
+                _ => format!(
+                    "input {} is read as (N, C, d1, ...) with C = {c}",
+                    Shape::of(xs)
+                ),
             };
-            return Err(Error::shape_hint(format!("{what} target"), Shape(expected).to_string(), ts, hint));
+            return Err(Error::shape_hint(
+                format!("{what} target"),
+                Shape(expected).to_string(),
+                ts,
+                hint,
+            ));
         }
-        Ok(Layout { n, c, s, out_shape: ts.to_vec() })
+        Ok(Layout {
+            n,
+            c,
+            s,
+            out_shape: ts.to_vec(),
+        })
     }
 
     pub(super) fn forward(&self, input: &Tensor, target: &ArrayViewD<'_, i64>) -> Result<Tensor> {
@@ -78,7 +94,9 @@ impl ClassLoss<'_> {
                         format!("{what} weight"),
                         Shape(vec![c]).to_string(),
                         w.shape(),
-                        format!("weight tensor should be defined either for all {c} classes or no classes"),
+                        format!(
+                        "weight tensor should be defined either for all {c} classes or no classes"
+                    ),
                     ))
                 }
                 Some(w) => w.iter().map(|&v| v as f64).collect(),
@@ -101,7 +119,11 @@ impl ClassLoss<'_> {
             let x = xd.as_standard_layout();
             let x = x.as_slice().expect("standard layout");
             let eps = self.eps as f64;
-            let mut probs = if self.log_softmax { vec![0f32; x.len()] } else { Vec::new() };
+            let mut probs = if self.log_softmax {
+                vec![0f32; x.len()]
+            } else {
+                Vec::new()
+            };
             let mut losses = vec![0f64; n * s];
             let mut den = 0f64;
             let mut lane = vec![0f64; c];
@@ -180,15 +202,23 @@ impl Backward for ClassBackward {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None];
         };
         let (c, s, eps) = (self.c, self.s, self.eps);
         let per_elem: Vec<f64> = match self.reduction {
             Reduction::None => g.iter().map(|&v| v as f64).collect(),
-            Reduction::Sum => vec![g.iter().next().copied().unwrap_or(0.0) as f64; self.targets.len()],
-            Reduction::Mean => vec![g.iter().next().copied().unwrap_or(0.0) as f64 / self.den; self.targets.len()],
+            Reduction::Sum => {
+                vec![g.iter().next().copied().unwrap_or(0.0) as f64; self.targets.len()]
+            }
+            Reduction::Mean => {
+                vec![g.iter().next().copied().unwrap_or(0.0) as f64 / self.den; self.targets.len()]
+            }
         };
         let wsum: f64 = self.w.iter().sum();
         let mut dx = vec![0f32; self.shape.iter().product()];
@@ -210,6 +240,8 @@ impl Backward for ClassBackward {
                 dx[base + t * s] = (-ge * self.w[t]) as f32;
             }
         }
-        vec![Some(ArrayD::from_shape_vec(IxDyn(&self.shape), dx).expect("input-sized gradient"))]
+        vec![Some(
+            ArrayD::from_shape_vec(IxDyn(&self.shape), dx).expect("input-sized gradient"),
+        )]
     }
 }

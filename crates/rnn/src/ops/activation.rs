@@ -49,7 +49,11 @@ impl Backward for Pointwise {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| {
             let d: fn(f32, f32) -> f32 = match self.kind {
                 Kind::Tanh => |g, y| g * (1.0 - y * y),

@@ -30,7 +30,11 @@ impl Backward for Binary {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None, None];
         };
@@ -69,7 +73,11 @@ impl Backward for Affine {
         "AffineBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let f = self.0;
         vec![grads[0].as_ref().map(|g| g.mapv(|v| v * f))]
     }
@@ -85,7 +93,11 @@ impl Backward for MatMul {
         "MmBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None, None];
         };
@@ -97,7 +109,9 @@ impl Backward for MatMul {
             // dA = G @ B^T, shaped back to (..., K); dB = A^T @ G.
             let ga = need_a.then(|| {
                 let ga = mm(g2.view(), b.view().into_dimensionality().expect("2-D").t());
-                ga.into_dyn().into_shape_with_order(IxDyn(a.shape())).expect("same size")
+                ga.into_dyn()
+                    .into_shape_with_order(IxDyn(a.shape()))
+                    .expect("same size")
             });
             let gb = need_b.then(|| {
                 let a2 = as_matrix(a, self.rows, k);
@@ -119,7 +133,11 @@ impl Tensor {
                 BinaryKind::Div => a / b,
             })
         })?;
-        Ok(Tensor::from_unary_op(out, vec![self.clone(), other.clone()], Binary(kind)))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![self.clone(), other.clone()],
+            Binary(kind),
+        ))
     }
 
     /// `self + other`, with broadcasting (`torch.add`).
@@ -204,8 +222,17 @@ impl Tensor {
             let out = mm(a2.view(), b2);
             let mut shape = sa[..sa.len() - 1].to_vec();
             shape.push(sb[1]);
-            Ok((out.into_dyn().into_shape_with_order(IxDyn(&shape)).expect("same size"), rows))
+            Ok((
+                out.into_dyn()
+                    .into_shape_with_order(IxDyn(&shape))
+                    .expect("same size"),
+                rows,
+            ))
         })?;
-        Ok(Tensor::from_unary_op(out, vec![self.clone(), other.clone()], MatMul { rows }))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![self.clone(), other.clone()],
+            MatMul { rows },
+        ))
     }
 }

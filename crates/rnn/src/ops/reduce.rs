@@ -24,7 +24,11 @@ impl Backward for Reduce {
         "SumBackward"
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| {
             let g = match self.squeezed {
                 Some(d) => g.clone().insert_axis(Axis(d)),
@@ -52,7 +56,11 @@ impl Backward for Softmax {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None];
         };
@@ -64,10 +72,16 @@ impl Backward for Softmax {
             .for_each(|mut dx, g, y| {
                 if self.log {
                     let gs: f32 = g.sum();
-                    Zip::from(&mut dx).and(&g).and(&y).for_each(|d, &g, &y| *d = g - y.exp() * gs);
+                    Zip::from(&mut dx)
+                        .and(&g)
+                        .and(&y)
+                        .for_each(|d, &g, &y| *d = g - y.exp() * gs);
                 } else {
                     let gy: f32 = g.iter().zip(y.iter()).map(|(g, y)| g * y).sum();
-                    Zip::from(&mut dx).and(&g).and(&y).for_each(|d, &g, &y| *d = y * (g - gy));
+                    Zip::from(&mut dx)
+                        .and(&g)
+                        .and(&y)
+                        .for_each(|d, &g, &y| *d = y * (g - gy));
                 }
             });
         vec![Some(dx)]
@@ -82,7 +96,9 @@ fn softmax_lane(x: ArrayView1<'_, f32>, mut y: ArrayViewMut1<'_, f32>, log: bool
         let ls = s.ln();
         Zip::from(&mut y).and(&x).for_each(|y, &x| *y = x - m - ls);
     } else {
-        Zip::from(&mut y).and(&x).for_each(|y, &x| *y = (x - m).exp() / s);
+        Zip::from(&mut y)
+            .and(&x)
+            .for_each(|y, &x| *y = (x - m).exp() / s);
     }
 }
 
@@ -93,7 +109,11 @@ impl Tensor {
             let x = self.data();
             (x.sum(), x.shape().to_vec())
         };
-        let op = Reduce { shape, squeezed: None, scale: 1.0 };
+        let op = Reduce {
+            shape,
+            squeezed: None,
+            scale: 1.0,
+        };
         Tensor::from_unary_op(arr0(out).into_dyn(), vec![self.clone()], op)
     }
 
@@ -103,7 +123,11 @@ impl Tensor {
             let x = self.data();
             (x.sum(), x.shape().to_vec(), x.len() as f32)
         };
-        let op = Reduce { shape, squeezed: None, scale: 1.0 / n };
+        let op = Reduce {
+            shape,
+            squeezed: None,
+            scale: 1.0 / n,
+        };
         Tensor::from_unary_op(arr0(out / n).into_dyn(), vec![self.clone()], op)
     }
 
@@ -119,9 +143,21 @@ impl Tensor {
             }
             (out, x.shape().to_vec(), scale, d)
         };
-        let out = if keepdim { out.insert_axis(Axis(d)) } else { out };
+        let out = if keepdim {
+            out.insert_axis(Axis(d))
+        } else {
+            out
+        };
         let squeezed = (!keepdim).then_some(d);
-        Ok(Tensor::from_unary_op(out, vec![self.clone()], Reduce { shape, squeezed, scale }))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![self.clone()],
+            Reduce {
+                shape,
+                squeezed,
+                scale,
+            },
+        ))
     }
 
     /// Sum along `dim` (`tensor.sum(dim, keepdim)`); `dim` may be negative.
@@ -145,7 +181,14 @@ impl Tensor {
                 .for_each(|x, y| softmax_lane(x, y, log));
             (y, d)
         };
-        let op = Softmax { dim: d, log, out: out.clone() };
+        if !self.requires_grad() || !crate::tensor::is_grad_enabled() {
+            return Ok(Tensor::new(out));
+        }
+        let op = Softmax {
+            dim: d,
+            log,
+            out: out.clone(),
+        };
         Ok(Tensor::from_unary_op(out, vec![self.clone()], op))
     }
 

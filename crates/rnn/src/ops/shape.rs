@@ -23,7 +23,11 @@ impl Backward for Layout {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| match self {
             Layout::Reshape(shape) => g.to_shape(IxDyn(shape)).expect("same size").into_owned(),
             Layout::Transpose(a, b) => {
@@ -55,7 +59,11 @@ impl Backward for Slicing {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         vec![grads[0].as_ref().map(|g| {
             let mut dx = ArrayD::zeros(IxDyn(&self.shape));
             let ax = Axis(self.dim);
@@ -86,7 +94,11 @@ impl Backward for Join {
         }
     }
 
-    fn backward(&self, grads: &[Option<ArrayD<f32>>], _inputs: &[Tensor]) -> Vec<Option<ArrayD<f32>>> {
+    fn backward(
+        &self,
+        grads: &[Option<ArrayD<f32>>],
+        _inputs: &[Tensor],
+    ) -> Vec<Option<ArrayD<f32>>> {
         let Some(g) = &grads[0] else {
             return vec![None; self.count];
         };
@@ -103,7 +115,9 @@ impl Backward for Join {
                     })
                     .collect()
             }
-            None => (0..self.count).map(|k| Some(owned(g.index_axis(ax, k)))).collect(),
+            None => (0..self.count)
+                .map(|k| Some(owned(g.index_axis(ax, k))))
+                .collect(),
         }
     }
 }
@@ -115,7 +129,10 @@ fn wrap_index(what: &str, index: isize, dim: usize, shape: &[usize]) -> Result<u
     if i < 0 || i >= size {
         return Err(Error::shape_hint(
             what,
-            format!("a dimension {dim} of size > {}", if index < 0 { -index - 1 } else { index }),
+            format!(
+                "a dimension {dim} of size > {}",
+                if index < 0 { -index - 1 } else { index }
+            ),
             shape,
             format!("index {index} is out of range for dimension {dim} with size {size}"),
         ));
@@ -130,7 +147,14 @@ impl Tensor {
         let (out, old) = {
             let x = self.data();
             let n = x.len();
-            let invalid = |hint: String| Error::shape_hint("reshape", format!("a shape with {n} elements"), x.shape(), hint);
+            let invalid = |hint: String| {
+                Error::shape_hint(
+                    "reshape",
+                    format!("a shape with {n} elements"),
+                    x.shape(),
+                    hint,
+                )
+            };
             let shown = format!("{shape:?}");
             let mut infer = None;
             let mut known = 1usize;
@@ -153,10 +177,17 @@ impl Tensor {
                 None if known != n => return Err(invalid(bad())),
                 None => {}
             }
-            let out = x.to_shape(IxDyn(&dims)).map_err(|_| invalid(bad()))?.into_owned();
+            let out = x
+                .to_shape(IxDyn(&dims))
+                .map_err(|_| invalid(bad()))?
+                .into_owned();
             (out, x.shape().to_vec())
         };
-        Ok(Tensor::from_unary_op(out, vec![self.clone()], Layout::Reshape(old)))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![self.clone()],
+            Layout::Reshape(old),
+        ))
     }
 
     /// `tensor.unsqueeze(dim)`: a new dimension of size 1 at `dim` (in `[-ndim-1, ndim]`).
@@ -178,7 +209,11 @@ impl Tensor {
             v.swap_axes(a, b);
             (owned(v), a, b)
         };
-        Ok(Tensor::from_unary_op(out, vec![self.clone()], Layout::Transpose(a, b)))
+        Ok(Tensor::from_unary_op(
+            out,
+            vec![self.clone()],
+            Layout::Transpose(a, b),
+        ))
     }
 
     /// `tensor.select(dim, index)`, i.e. `tensor[:, index]` for `dim = 1`: the dimension is
@@ -188,7 +223,13 @@ impl Tensor {
             let x = self.data();
             let d = normalize_dim("select", dim, x.shape())?;
             let i = wrap_index("select", index, d, x.shape())?;
-            let op = Slicing { shape: x.shape().to_vec(), dim: d, start: i, len: 1, dropped: true };
+            let op = Slicing {
+                shape: x.shape().to_vec(),
+                dim: d,
+                start: i,
+                len: 1,
+                dropped: true,
+            };
             (owned(x.index_axis(Axis(d), i)), op)
         };
         Ok(Tensor::from_unary_op(out, vec![self.clone()], op))
@@ -201,7 +242,11 @@ impl Tensor {
             let x = self.data();
             let d = normalize_dim("narrow", dim, x.shape())?;
             let size = x.shape()[d];
-            let s = if start < 0 { start + size as isize } else { start };
+            let s = if start < 0 {
+                start + size as isize
+            } else {
+                start
+            };
             if s < 0 || s as usize + length > size {
                 return Err(Error::shape_hint(
                     "narrow",
@@ -211,7 +256,13 @@ impl Tensor {
                 ));
             }
             let s = s as usize;
-            let op = Slicing { shape: x.shape().to_vec(), dim: d, start: s, len: length, dropped: false };
+            let op = Slicing {
+                shape: x.shape().to_vec(),
+                dim: d,
+                start: s,
+                len: length,
+                dropped: false,
+            };
             (owned(x.slice_axis(Axis(d), Slice::from(s..s + length))), op)
         };
         Ok(Tensor::from_unary_op(out, vec![self.clone()], op))
@@ -220,13 +271,19 @@ impl Tensor {
     /// `torch.cat(tensors, dim)`: joins along an existing dimension; the other dimensions must
     /// agree.
     pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::Invalid("torch.cat(): expected a non-empty list of Tensors".into()))?;
+        let first = tensors.first().ok_or_else(|| {
+            Error::Invalid("torch.cat(): expected a non-empty list of Tensors".into())
+        })?;
         let s0 = first.shape();
         let d = normalize_dim("cat", dim, &s0)?;
         let mut sizes = Vec::with_capacity(tensors.len());
         for (k, t) in tensors.iter().enumerate() {
             let s = t.shape();
-            let same = s.len() == s0.len() && s.iter().zip(&s0).enumerate().all(|(i, (a, b))| i == d || a == b);
+            let same = s.len() == s0.len()
+                && s.iter()
+                    .zip(&s0)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a == b);
             if !same {
                 let mut expected: Vec<String> = s0.iter().map(|v| v.to_string()).collect();
                 expected[d] = "*".into();
@@ -242,14 +299,20 @@ impl Tensor {
         let guards: Vec<_> = tensors.iter().map(|t| t.to_array()).collect();
         let views: Vec<ArrayViewD<'_, f32>> = guards.iter().map(|a| a.view()).collect();
         let out = concatenate(Axis(d), &views).map_err(|e| Error::Invalid(format!("cat: {e}")))?;
-        let op = Join { dim: d, sizes: Some(sizes), count: tensors.len() };
+        let op = Join {
+            dim: d,
+            sizes: Some(sizes),
+            count: tensors.len(),
+        };
         Ok(Tensor::from_unary_op(out, tensors.to_vec(), op))
     }
 
     /// `torch.stack(tensors, dim)`: joins equal-shaped tensors along a new dimension `dim`
     /// (in `[-ndim-1, ndim]`).
     pub fn stack(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::Invalid("stack expects a non-empty TensorList".into()))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::Invalid("stack expects a non-empty TensorList".into()))?;
         let s0 = first.shape();
         let d = wrap_dim("stack", dim, s0.len() + 1, &s0)?;
         for (k, t) in tensors.iter().enumerate() {
@@ -266,7 +329,11 @@ impl Tensor {
         let arrays: Vec<_> = tensors.iter().map(|t| t.to_array()).collect();
         let views: Vec<ArrayViewD<'_, f32>> = arrays.iter().map(|a| a.view()).collect();
         let out = stack(Axis(d), &views).map_err(|e| Error::Invalid(format!("stack: {e}")))?;
-        let op = Join { dim: d, sizes: None, count: tensors.len() };
+        let op = Join {
+            dim: d,
+            sizes: None,
+            count: tensors.len(),
+        };
         Ok(Tensor::from_unary_op(out, tensors.to_vec(), op))
     }
 }

@@ -4,9 +4,16 @@
 //! crate (AVX2/AVX-512/NEON micro-kernels chosen at run time, threads from rayon's pool for
 //! large products). [`matmul_reference`] is the plain triple loop it is tested against.
 
+mod kernel;
+mod packed;
+#[cfg(test)]
+mod tests;
+
 use std::fmt::Debug;
 
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
+
+pub use packed::{matmul_packed, PackedWeights};
 
 /// The floating-point types the recurrent kernels run on: `f32` (models) and `f64` (tests and
 /// finite-difference checks).
@@ -127,37 +134,6 @@ pub fn matmul_reference<F: Float>(
             }
             let base = if accumulate { c[[i, j]].to_f64() } else { 0.0 };
             c[[i, j]] = F::from_f64(base + s);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::Rng;
-    use ndarray::{s, Array2};
-
-    fn random(rng: &mut Rng, m: usize, n: usize) -> Array2<f32> {
-        Array2::from_shape_fn((m, n), |_| rng.uniform(-1.0, 1.0))
-    }
-
-    #[test]
-    fn matches_reference_on_strided_views() {
-        let mut rng = Rng::new(7);
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 2), (17, 33, 9), (64, 80, 96), (2, 0, 3)] {
-            let a = random(&mut rng, m, k);
-            let bt = random(&mut rng, n, k); // use b = bt^T, a transposed view
-            for accumulate in [false, true] {
-                let init = random(&mut rng, m, 2 * n);
-                let mut c1 = init.clone();
-                let mut c2 = init.clone();
-                // Write into every other column: a strided output.
-                matmul(&mut c1.slice_mut(s![.., ..;2]), &a.view(), &bt.t(), accumulate);
-                matmul_reference(&mut c2.slice_mut(s![.., ..;2]), &a.view(), &bt.t(), accumulate);
-                for (x, y) in c1.iter().zip(c2.iter()) {
-                    assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
-                }
-            }
         }
     }
 }

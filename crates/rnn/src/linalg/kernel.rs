@@ -1,0 +1,216 @@
+//! Micro-kernels: one `rows x NR` tile of `C (+)= A B` over `kc` steps of the inner dimension.
+//!
+//! A kernel reads `A` through a pointer and two strides (the driver passes its packed copy:
+//! row stride 1, column stride [`MR`]) and `B` from one packed panel: `kc` rows of [`NR`]
+//! contiguous values, zero-padded past the last column. It keeps the tile in registers for the
+//! whole `kc` loop and touches `C` once, at the end: `C = acc` or `C += acc`.
+//!
+//! * [`portable`]: plain loops for any [`Float`]; the fallback for f64 and non-x86 targets,
+//!   and the oracle the SIMD kernel is tested against.
+//! * `avx2::kernel` (x86-64 only): f32 with AVX2 + FMA, 12 `ymm` accumulators for a 6 x 16
+//!   tile; chosen at run time by [`kernels`] when the CPU has both features.
+
+use super::Float;
+
+/// Rows of the register tile (and of a packed `A` micro-panel).
+pub const MR: usize = 6;
+/// Columns of the register tile: the width of a packed `B` panel.
+pub const NR: usize = 16;
+
+/// A micro-kernel: `kernel(kc, a, rsa, csa, b, c, rsc, csc, cols, accumulate)` computes
+/// `C[i, j] (+)= sum_p A[i, p] * B[p, j]` for `i < rows` (the kernel's `M`), `j < cols`.
+///
+/// # Safety
+/// `a + i*rsa + p*csa` must be readable for `i < rows`, `p < kc`; `b` must be readable for
+/// `kc * NR` values; `c + i*rsc + j*csc` must be writable for `i < rows`, `j < cols <= NR`,
+/// and alias neither `a` nor `b`.
+pub type MicroKernel<F> =
+    unsafe fn(usize, *const F, isize, isize, *const F, *mut F, isize, isize, usize, bool);
+
+/// The micro-kernels for one scalar type and instruction set: entry `r - 1` handles `r` rows.
+#[derive(Clone, Copy)]
+pub struct Kernels<F> {
+    /// Kernels by row count, 1 to [`MR`].
+    pub by_rows: [MicroKernel<F>; MR],
+    /// The instruction set, for benchmarks and reports.
+    pub name: &'static str,
+}
+
+/// The portable kernels for `F`.
+pub fn portable<F: Float>() -> Kernels<F> {
+    Kernels {
+        by_rows: [
+            portable_kernel::<F, 1>,
+            portable_kernel::<F, 2>,
+            portable_kernel::<F, 3>,
+            portable_kernel::<F, 4>,
+            portable_kernel::<F, 5>,
+            portable_kernel::<F, 6>,
+        ],
+        name: "portable",
+    }
+}
+
+/// The fastest kernels this CPU runs for `F`: AVX2 + FMA for f32 on x86-64 when the CPU has
+/// them (`is_x86_feature_detected!` caches its answer), the portable loops otherwise.
+pub fn kernels<F: Float>() -> Kernels<F> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            let k: Kernels<f32> = avx2::kernels();
+            // SAFETY: `F` is `f32` (same TypeId), so `Kernels<f32>` and `Kernels<F>` are the
+            // same type and the copy is a plain bitwise copy of function pointers.
+            return unsafe { std::mem::transmute_copy::<Kernels<f32>, Kernels<F>>(&k) };
+        }
+    }
+    portable()
+}
+
+/// Stores the accumulated tile: `C = acc` or `C += acc`, rows `< M`, columns `< cols`.
+///
+/// # Safety
+/// As for [`MicroKernel`]: `c + i*rsc + j*csc` writable for `i < M`, `j < cols`.
+#[inline(always)]
+unsafe fn store_tile<F: Float, const M: usize>(
+    acc: &[[F; NR]; M],
+    c: *mut F,
+    rsc: isize,
+    csc: isize,
+    cols: usize,
+    accumulate: bool,
+) {
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate().take(cols) {
+            // SAFETY: i < M and j < cols, inside the tile the caller vouched for.
+            let p = unsafe { c.offset(i as isize * rsc + j as isize * csc) };
+            // SAFETY: as above; `p` is valid for reads and writes.
+            unsafe { *p = if accumulate { *p + v } else { v } };
+        }
+    }
+}
+
+/// Plain loops over the packed layout; the compiler vectorises the `NR`-wide inner loop with
+/// the target's baseline SIMD.
+///
+/// # Safety
+/// See [`MicroKernel`].
+unsafe fn portable_kernel<F: Float, const M: usize>(
+    kc: usize,
+    a: *const F,
+    rsa: isize,
+    csa: isize,
+    b: *const F,
+    c: *mut F,
+    rsc: isize,
+    csc: isize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[F::zero(); NR]; M];
+    // SAFETY: `b` holds `kc * NR` readable values (kernel contract).
+    let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
+    for (p, bp) in b.chunks_exact(NR).enumerate() {
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: i < M and p < kc (kernel contract on `a`).
+            let ai = unsafe { *a.offset(i as isize * rsa + p as isize * csa) };
+            for (x, &bj) in acc_row.iter_mut().zip(bp) {
+                *x += ai * bj;
+            }
+        }
+    }
+    // SAFETY: the kernel contract on `c`.
+    unsafe { store_tile(&acc, c, rsc, csc, cols, accumulate) };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The f32 kernel for AVX2 + FMA: a 6 x 16 tile is 12 `ymm` accumulators; each step of
+    //! the inner dimension loads two `ymm` of `B`, broadcasts 6 values of `A` and issues 12
+    //! FMAs, enough independent chains to keep both FMA pipes busy (latency 4 or 5, 2 per
+    //! cycle).
+
+    use super::{Kernels, MR, NR};
+    use std::arch::x86_64::*;
+
+    pub fn kernels() -> Kernels<f32> {
+        Kernels {
+            by_rows: [
+                kernel::<1>,
+                kernel::<2>,
+                kernel::<3>,
+                kernel::<4>,
+                kernel::<5>,
+                kernel::<6>,
+            ],
+            name: "avx2+fma",
+        }
+    }
+
+    /// See [`super::MicroKernel`].
+    ///
+    /// # Safety
+    /// The [`super::MicroKernel`] contract, and the CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel<const M: usize>(
+        kc: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        const { assert!(M >= 1 && M <= MR && NR == 16) };
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        let mut a = a;
+        let mut b = b;
+        for _ in 0..kc {
+            // SAFETY (whole block): `b` walks the `kc * NR` panel, `a` walks `kc` columns of
+            // `M` rows, both within the kernel contract.
+            unsafe {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_broadcast_ss(&*a.offset(i as isize * rsa));
+                    acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+                }
+                a = a.offset(csa);
+                b = b.add(NR);
+            }
+        }
+        if cols == NR && csc == 1 {
+            for (i, acc) in acc.iter().enumerate() {
+                // SAFETY: row `i < M` of the tile is 16 contiguous writable floats.
+                unsafe {
+                    let p = c.offset(i as isize * rsc);
+                    let (mut v0, mut v1) = (acc[0], acc[1]);
+                    if accumulate {
+                        v0 = _mm256_add_ps(_mm256_loadu_ps(p), v0);
+                        v1 = _mm256_add_ps(_mm256_loadu_ps(p.add(8)), v1);
+                    }
+                    _mm256_storeu_ps(p, v0);
+                    _mm256_storeu_ps(p.add(8), v1);
+                }
+            }
+        } else {
+            let mut tile = [[0.0f32; NR]; M];
+            for (t, acc) in tile.iter_mut().zip(&acc) {
+                // SAFETY: `t` is 16 floats on the stack.
+                unsafe {
+                    _mm256_storeu_ps(t.as_mut_ptr(), acc[0]);
+                    _mm256_storeu_ps(t.as_mut_ptr().add(8), acc[1]);
+                }
+            }
+            // SAFETY: the kernel contract on `c`.
+            unsafe { super::store_tile(&tile, c, rsc, csc, cols, accumulate) };
+        }
+    }
+}

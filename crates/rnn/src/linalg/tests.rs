@@ -1,0 +1,286 @@
+//! Tests of the products against the f64 triple loop.
+
+use ndarray::{s, Array2, ArrayView2};
+
+use super::kernel::{kernels, portable, Kernels};
+use super::packed::{matmul_packed_with, PARALLEL_MIN_WORK};
+use super::*;
+use crate::rng::Rng;
+
+fn random<F: Float>(rng: &mut Rng, m: usize, n: usize) -> Array2<F> {
+    Array2::from_shape_fn((m, n), |_| F::from_f64(rng.uniform(-1.0, 1.0) as f64))
+}
+
+/// Asserts `|got - want| <= tol * (sum_p |a_ip b_pj| + |c0_ij|)` element by element: the scale
+/// of the rounding error of any summation order.
+fn assert_close<F: Float>(
+    got: &ArrayView2<'_, F>,
+    want: &ArrayView2<'_, F>,
+    a: &ArrayView2<'_, F>,
+    b: &ArrayView2<'_, F>,
+    c0: &ArrayView2<'_, F>,
+    tol: f64,
+    what: &str,
+) {
+    assert_eq!(got.dim(), want.dim());
+    for ((i, j), &x) in got.indexed_iter() {
+        let y = want[[i, j]];
+        let scale: f64 = (0..a.ncols())
+            .map(|p| (a[[i, p]].to_f64() * b[[p, j]].to_f64()).abs())
+            .sum::<f64>()
+            + c0[[i, j]].to_f64().abs();
+        let err = (x.to_f64() - y.to_f64()).abs();
+        assert!(
+            err <= tol * scale + 1e-30,
+            "{what}: C[{i}, {j}] = {x:?}, expected {y:?} (error {err:e}, scale {scale:e})"
+        );
+    }
+}
+
+/// Runs the packed product on strided views of many shapes (A plain, A with a column stride of
+/// 2, A a transposed view, A with reversed rows; C every other column; B = W^T and B = W) and
+/// compares with [`matmul_reference`].
+fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize, usize, usize)]) {
+    let mut rng = Rng::new(11);
+    let tol = if std::mem::size_of::<F>() == 4 {
+        1e-5
+    } else {
+        1e-13
+    };
+    for &(m, k, n) in shapes {
+        let a_plain = random::<F>(&mut rng, m, k);
+        let a_wide = random::<F>(&mut rng, m, 2 * k);
+        let a_t = random::<F>(&mut rng, k, m);
+        let w = random::<F>(&mut rng, n, k); // PyTorch layout (out, in): B = W^T
+        let b_plain = random::<F>(&mut rng, k, n); // B = W, row-major
+        let a_views: [(&str, ArrayView2<'_, F>); 4] = [
+            ("A", a_plain.view()),
+            ("A[:, ::2]", a_wide.slice(s![.., ..;2])),
+            ("A^T view", a_t.t()),
+            ("A[::-1]", a_plain.slice(s![..;-1, ..])),
+        ];
+        for (b_name, b) in [("W^T", w.t()), ("W", b_plain.view())] {
+            let packed = PackedWeights::new(&b);
+            for (a_name, a) in &a_views {
+                for accumulate in [false, true] {
+                    let init = random::<F>(&mut rng, m, 2 * n);
+                    let mut got = init.clone();
+                    let mut want = init.clone();
+                    let mut got_view = got.slice_mut(s![.., ..;2]);
+                    matmul_packed_with(kernels, threads, &mut got_view, a, &packed, accumulate);
+                    matmul_reference(&mut want.slice_mut(s![.., ..;2]), a, &b, accumulate);
+                    let c0 = if accumulate {
+                        init.slice(s![.., ..;2]).to_owned()
+                    } else {
+                        Array2::zeros((m, n))
+                    };
+                    let what = format!(
+                        "{} {m}x{k}x{n} {a_name} {b_name} acc={accumulate} threads={threads}",
+                        kernels.name
+                    );
+                    assert_close(&got.view(), &want.view(), a, &b, &c0.view(), tol, &what);
+                    // The skipped columns of C are untouched.
+                    assert_eq!(
+                        got.slice(s![.., 1..;2]),
+                        init.slice(s![.., 1..;2]),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Edge sizes around the tile (6 x 16) and the blocking (KC = 256, MC = 72).
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 1),
+    (5, 1, 17),
+    (6, 16, 16),
+    (7, 3, 15),
+    (13, 33, 33),
+    (2, 257, 31),
+    (73, 19, 5),
+    (64, 300, 48),
+];
+
+#[test]
+fn packed_matches_reference_f32_best_kernel() {
+    check_packed::<f32>(&kernels(), 1, SHAPES);
+}
+
+#[test]
+fn packed_matches_reference_f32_portable() {
+    check_packed::<f32>(&portable(), 1, SHAPES);
+}
+
+#[test]
+fn packed_matches_reference_f64() {
+    check_packed::<f64>(&kernels(), 1, SHAPES);
+}
+
+#[test]
+fn packed_matches_reference_split_over_threads() {
+    // Above the parallel threshold: split by columns (wide B) and by rows (narrow B), with an
+    // odd thread count so the shares are unequal.
+    let shapes = [(70, 300, 100), (150, 530, 18), (64, 257, 130)];
+    for &(m, k, n) in &shapes {
+        assert!(m * n * k >= PARALLEL_MIN_WORK / 2);
+    }
+    let big: Vec<_> = shapes
+        .iter()
+        .map(|&(m, k, n)| {
+            let scale = (PARALLEL_MIN_WORK / (m * n * k)).max(1);
+            (m * scale, k, n)
+        })
+        .collect();
+    for threads in [2, 3] {
+        check_packed::<f32>(&kernels(), threads, &big);
+    }
+    check_packed::<f64>(&kernels(), 2, &big[..1]);
+}
+
+#[test]
+fn packed_empty_dimensions() {
+    let packed = PackedWeights::<f32>::new(&Array2::zeros((0, 3)).view());
+    let mut c = Array2::from_elem((2, 3), f32::NAN);
+    matmul_packed(
+        &mut c.view_mut(),
+        &Array2::zeros((2, 0)).view(),
+        &packed,
+        false,
+    );
+    assert!(c.iter().all(|&x| x == 0.0), "k = 0 overwrites C with zeros");
+    let mut c = Array2::from_elem((2, 3), 4.0f32);
+    matmul_packed(
+        &mut c.view_mut(),
+        &Array2::zeros((2, 0)).view(),
+        &packed,
+        true,
+    );
+    assert!(
+        c.iter().all(|&x| x == 4.0),
+        "k = 0 leaves C when accumulating"
+    );
+    let packed = PackedWeights::<f32>::new(&Array2::zeros((4, 0)).view());
+    let mut c = Array2::<f32>::zeros((3, 0));
+    matmul_packed(
+        &mut c.view_mut(),
+        &Array2::zeros((3, 4)).view(),
+        &packed,
+        false,
+    );
+    let packed = PackedWeights::<f32>::new(&Array2::ones((4, 5)).view());
+    let mut c = Array2::<f32>::zeros((0, 5));
+    matmul_packed(
+        &mut c.view_mut(),
+        &Array2::zeros((0, 4)).view(),
+        &packed,
+        false,
+    );
+}
+
+#[test]
+fn overwrite_ignores_nan_in_c() {
+    let mut rng = Rng::new(3);
+    let a = random::<f32>(&mut rng, 9, 20);
+    let w = random::<f32>(&mut rng, 21, 20);
+    let packed = PackedWeights::transposed(&w.view());
+    let mut c = Array2::from_elem((9, 21), f32::NAN);
+    matmul_packed(&mut c.view_mut(), &a.view(), &packed, false);
+    let mut want = Array2::zeros((9, 21));
+    matmul_reference(&mut want.view_mut(), &a.view(), &w.t(), false);
+    let zero = Array2::zeros((9, 21));
+    assert_close(
+        &c.view(),
+        &want.view(),
+        &a.view(),
+        &w.t(),
+        &zero.view(),
+        1e-5,
+        "NaN C",
+    );
+}
+
+#[test]
+fn repack_reuses_and_resizes() {
+    let mut rng = Rng::new(5);
+    let a = random::<f32>(&mut rng, 10, 40);
+    let mut packed = PackedWeights::new(&random::<f32>(&mut rng, 40, 50).view());
+    for (k, n) in [(40, 20), (40, 50), (12, 3), (40, 90)] {
+        let b = random::<f32>(&mut rng, k, n);
+        packed.repack(&b.view());
+        assert_eq!((packed.k(), packed.n()), (k, n));
+        let a = a.slice(s![.., ..k]);
+        let mut got = Array2::zeros((10, n));
+        let mut want = Array2::zeros((10, n));
+        matmul_packed(&mut got.view_mut(), &a, &packed, false);
+        matmul_reference(&mut want.view_mut(), &a, &b.view(), false);
+        let zero = Array2::zeros((10, n));
+        let what = format!("repack {k}x{n}");
+        assert_close(
+            &got.view(),
+            &want.view(),
+            &a,
+            &b.view(),
+            &zero.view(),
+            1e-5,
+            &what,
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "inner dimensions")]
+fn packed_rejects_mismatched_inner_dimension() {
+    let packed = PackedWeights::<f32>::new(&Array2::zeros((4, 5)).view());
+    let mut c = Array2::zeros((2, 5));
+    matmul_packed(
+        &mut c.view_mut(),
+        &Array2::zeros((2, 3)).view(),
+        &packed,
+        false,
+    );
+}
+
+#[test]
+fn matmul_matches_reference_on_strided_views() {
+    let mut rng = Rng::new(7);
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (3, 5, 2),
+        (17, 33, 9),
+        (64, 80, 96),
+        (2, 0, 3),
+        (130, 300, 70),
+    ] {
+        let a = random::<f32>(&mut rng, m, k);
+        let bt = random::<f32>(&mut rng, n, k); // use b = bt^T, a transposed view
+        for accumulate in [false, true] {
+            let init = random::<f32>(&mut rng, m, 2 * n);
+            let mut c1 = init.clone();
+            let mut c2 = init.clone();
+            // Write into every other column: a strided output.
+            matmul(
+                &mut c1.slice_mut(s![.., ..;2]),
+                &a.view(),
+                &bt.t(),
+                accumulate,
+            );
+            matmul_reference(
+                &mut c2.slice_mut(s![.., ..;2]),
+                &a.view(),
+                &bt.t(),
+                accumulate,
+            );
+            let c0 = if accumulate {
+                init.slice(s![.., ..;2]).to_owned()
+            } else {
+                Array2::zeros((m, n))
+            };
+            let (got, want) = (c1.slice(s![.., ..;2]), c2.slice(s![.., ..;2]));
+            let what = format!("matmul {m}x{k}x{n} acc={accumulate}");
+            assert_close(&got, &want, &a.view(), &bt.t(), &c0.view(), 1e-5, &what);
+        }
+    }
+}

@@ -52,7 +52,7 @@ pub fn main(args: Args) -> Result<()> {
         out,
         "The words {} stacked: input shape {}",
         WORDS.map(|w| format!("\"{w}\"")).join(", "),
-        shape(&inputs.shape())
+        shape(inputs.shape())
     )?;
     writeln!(out, "inputs = {}", show::array(inputs.view(), p, 9))?;
 
@@ -106,7 +106,7 @@ pub fn main(args: Args) -> Result<()> {
         out,
         "batch_first=False (the default) reads {} as (sequence {d0}, batch {d1}, features {d2}): \
          outputs {}, final hidden state (num_layers, batch, hidden) = {}.",
-        shape(&inputs.shape()),
+        shape(inputs.shape()),
         shape(&outputs.shape()),
         shape(&status.shape())
     )?;

@@ -7,6 +7,7 @@
 //! usage error, as clap decides).
 
 mod basics;
+mod bench;
 mod run;
 mod show;
 
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Args),
     /// The first lesson: one-hot letters through one RNN layer, and what the shapes mean.
     Basics(basics::Args),
+    /// Time one recurrent layer on a labelled workload (median, min, max, GFLOP/s).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::main(args),
         Command::Basics(args) => basics::main(args),
+        Command::Bench(args) => bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

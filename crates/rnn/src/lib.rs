@@ -29,6 +29,7 @@
 //! ```
 
 pub mod cells;
+pub mod charlm;
 pub mod config;
 pub mod dropout;
 pub mod embedding;

@@ -388,6 +388,9 @@ fn check_sequences(what: &str, seqs: &[Tensor]) -> Result<(Vec<usize>, Vec<usize
 /// filled with the padding value.
 type RowSource = Option<(usize, usize)>;
 
+/// `(output row, source row)`: one copy made by [`gather_rows`].
+type RowPair = (usize, usize);
+
 /// Copies rows of `sources` into a new tensor of shape `out_shape`, every tensor being seen as
 /// a row-major (rows, `width`) matrix: output row `o` is row `index[o]` of its source, or
 /// `fill` for `None`. Backward scatter-adds each output row's gradient into its source row;
@@ -400,7 +403,7 @@ fn gather_rows(
     fill: f32,
     out_shape: Vec<usize>,
 ) -> Tensor {
-    let mut pairs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); sources.len()];
+    let mut pairs: Vec<Vec<RowPair>> = vec![Vec::new(); sources.len()];
     for (o, src) in index.iter().enumerate() {
         if let Some((s, r)) = *src {
             pairs[s].push((o, r));
@@ -433,7 +436,7 @@ struct GatherRows {
     name: &'static str,
     width: usize,
     /// Per source: its shape and the `(output row, source row)` pairs it feeds.
-    sources: Vec<(Vec<usize>, Vec<(usize, usize)>)>,
+    sources: Vec<(Vec<usize>, Vec<RowPair>)>,
 }
 
 impl Backward for GatherRows {

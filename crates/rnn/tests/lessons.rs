@@ -18,35 +18,42 @@ mod seq2seq;
 #[allow(dead_code)]
 mod timeseries;
 
-/// The loss of the last iteration is far below the first, and the loss mostly falls.
+/// The loss falls steadily: each quarter of the run ends lower than the one before, and the
+/// last loss is below `final_below` and below half the first.
 fn assert_learns(losses: &[f32], final_below: f32) {
-    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    let n = losses.len();
+    let (first, last) = (losses[0], losses[n - 1]);
     assert!(
         last.is_finite() && last < final_below,
         "final loss {last} (first {first})"
     );
-    assert!(last < first / 4.0, "final loss {last} vs first {first}");
+    assert!(last < first / 2.0, "final loss {last} vs first {first}");
+    let quarters = [0, n / 4, n / 2, 3 * n / 4, n - 1].map(|i| losses[i]);
+    assert!(
+        quarters.windows(2).all(|w| w[1] < w[0]),
+        "losses by quarter {quarters:?}"
+    );
 }
 
 #[test]
 fn hihello_predicts_ihello() {
-    let out = hihello::lesson().unwrap();
+    let out = hihello::lesson(hihello::SEED).unwrap();
     assert_eq!(out.prediction, "ihello");
     assert_eq!(out.losses.len(), 100);
-    assert_learns(&out.losses, 0.9);
+    assert_learns(&out.losses, 0.5);
 }
 
 #[test]
 fn charseq_predicts_the_sentence() {
-    let out = charseq::lesson().unwrap();
+    let out = charseq::lesson(charseq::SEED).unwrap();
     assert_eq!(out.prediction, "if you want you");
     assert_eq!(out.losses.len(), 50);
-    assert_learns(&out.losses, 1.0);
+    assert_learns(&out.losses, 0.9);
 }
 
 #[test]
 fn longseq_rebuilds_the_sentence() {
-    let out = longseq::lesson().unwrap();
+    let out = longseq::lesson(longseq::SEED).unwrap();
     assert_eq!(
         out.prediction.chars().count(),
         longseq::SENTENCE.chars().count() - 1
@@ -58,7 +65,7 @@ fn longseq_rebuilds_the_sentence() {
         accuracy,
         out.prediction
     );
-    assert_learns(&out.losses, 0.5);
+    assert_learns(&out.losses, 0.3);
 }
 
 /// A minimal XML well-formedness check: every tag closed in order, attributes quoted,
@@ -110,7 +117,7 @@ fn assert_well_formed_svg(svg: &str) {
 fn timeseries_follows_the_test_curve_and_plots_it() {
     let plot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lessons/timeseries.svg");
     let _ = std::fs::remove_file(&plot);
-    let out = timeseries::lesson(&plot).unwrap();
+    let out = timeseries::lesson(timeseries::SEED, &plot).unwrap();
     assert_eq!(out.losses.len(), 500);
     assert_eq!(out.test_y.len(), out.prediction.len());
     // 731 rows: train 511, test 731 - 504 = 227 rows, 220 windows.
@@ -157,7 +164,7 @@ fn timeseries_follows_the_test_curve_and_plots_it() {
 
 #[test]
 fn seq2seq_translates_every_pair() {
-    let out = seq2seq::lesson().unwrap();
+    let out = seq2seq::lesson(seq2seq::SEED).unwrap();
     assert_eq!(out.translations.len(), 4);
     for (target, translation) in &out.translations {
         assert!(
@@ -165,6 +172,8 @@ fn seq2seq_translates_every_pair() {
             "{target:?} translated as {translation:?}"
         );
     }
+    // Mean loss per word over each 1000 iterations; PyTorch's lesson ends near 0.01.
     assert_eq!(out.losses.len(), 5);
-    assert!(out.losses[4] < out.losses[0] / 4.0, "{:?}", out.losses);
+    assert!(out.losses[4] < 0.05, "{:?}", out.losses);
+    assert!(out.losses[4] < out.losses[0] / 10.0, "{:?}", out.losses);
 }

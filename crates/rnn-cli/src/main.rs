@@ -8,8 +8,16 @@
 
 mod basics;
 mod bench;
+mod corpus;
+mod eval;
+mod metrics;
+mod plot;
+mod progress;
 mod run;
+mod sample;
 mod show;
+mod threads;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,6 +35,13 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a character-level language model (char-rnn) on a text file, or on the built-in
+    /// corpus; samples as it goes, checkpoints, resumes.
+    Train(train::Args),
+    /// Generate text from a trained character model, streaming it as it is drawn.
+    Sample(sample::Args),
+    /// Loss and bits per character of a character model on a text file.
+    Eval(eval::Args),
     /// Run a model file on an input file and write the outputs (and gradients, when the input
     /// holds upstream gradients).
     Run(run::Args),
@@ -40,6 +55,9 @@ fn main() -> ExitCode {
     set_panic_hook();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::main(args),
+        Command::Sample(args) => sample::main(args),
+        Command::Eval(args) => eval::main(args),
         Command::Run(args) => run::main(args),
         Command::Basics(args) => basics::main(args),
         Command::Bench(args) => bench::main(args),

@@ -41,11 +41,6 @@ impl Progress {
         }
     }
 
-    /// Whether the line is redrawn in place.
-    pub fn is_tty(&self) -> bool {
-        self.tty
-    }
-
     /// Redraws the line (on a terminal, at most every 100 ms unless `force`). Off a terminal
     /// nothing is printed here: see [`Progress::line`].
     pub fn update(&mut self, status: &Status, force: bool) {

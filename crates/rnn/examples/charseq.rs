@@ -5,25 +5,29 @@
 //! The PyTorch lesson, line by line, next to this file:
 //!
 //! ```text
-//! sample = " if you want you"                        let sample = " if you want you";
-//! char_set = list(set(sample))                       let char_set: Vec<char> = BTreeSet::from_iter(sample.chars()).into_iter().collect();
-//! char_dic = {c: i for i, c in enumerate(char_set)}  let char_dic: HashMap<char, usize> = ...enumerate()...;
-//! dic_size = len(char_dic)                           let dic_size = char_dic.len();
-//! sample_idx = [char_dic[c] for c in sample]         let sample_idx: Vec<usize> = sample.chars().map(|c| char_dic[&c]).collect();
-//! x_data = [sample_idx[:-1]]                         let x_data = Array2::from_shape_vec((1, n - 1), sample_idx[..n - 1].to_vec())?;
-//! x_one_hot = [np.eye(dic_size)[x] for x in x_data]  let x_one_hot = rnn::ops::one_hot(&x_data, dic_size)?;
-//! y_data = [sample_idx[1:]]                          let y_data: Vec<i64> = sample_idx[1..].iter().map(|&i| i as i64).collect();
-//! rnn = torch.nn.RNN(dic_size, hidden_size,          let rnn = Rnn::from_config(RecurrentConfig::new(CellKind::Rnn, dic_size,
-//!                    batch_first=True)                   hidden_size).with_batch_first(true))?;
-//! criterion = torch.nn.CrossEntropyLoss()            let criterion = CrossEntropyLoss::new();
-//! optimizer = optim.Adam(rnn.parameters(), 0.1)      let mut optimizer = Adam::new(rnn.parameters(), 0.1)?;
-//! for i in range(50):                                for i in 0..50 {
-//!     optimizer.zero_grad()                              optimizer.zero_grad();
-//!     outputs, _status = rnn(X)                          let (outputs, _status) = rnn.forward(&x, None)?;
-//!     loss = criterion(outputs.view(-1, dic_size),       let loss = criterion.forward(&outputs.reshape(&[-1, dic_size])?,
-//!                      Y.view(-1))                                                &y)?;
-//!     loss.backward(); optimizer.step()                  loss.backward()?; optimizer.step()?;
-//!     result = outputs.data.numpy().argmax(axis=2)       let result = outputs.argmax(2)?;
+//! torch.manual_seed(0)                                rnn::manual_seed(seed); // SEED = 5, see SEED
+//! sample = " if you want you"                         let sample = " if you want you";
+//! char_set = list(set(sample))                        let char_set: Vec<char> =
+//!                                                         sample.chars().collect::<BTreeSet<_>>().into_iter().collect();
+//! char_dic = {c: i for i, c                           let char_dic: HashMap<char, usize> =
+//!             in enumerate(char_set)}                     char_set.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+//! dic_size = len(char_dic)                            let dic_size = char_dic.len();
+//! sample_idx = [char_dic[c] for c in sample]          let sample_idx: Vec<usize> = sample.chars().map(|c| char_dic[&c]).collect();
+//! x_data = [sample_idx[:-1]]                          let x_data = Array2::from_shape_vec((1, n - 1), sample_idx[..n - 1].to_vec());
+//! x_one_hot = [np.eye(dic_size)[x] for x in x_data]   let x_one_hot = rnn::ops::one_hot(&x_data, dic_size)?;
+//! y_data = [sample_idx[1:]]                           let y_data: Array1<i64> = sample_idx[1..].iter().map(|&i| i as i64).collect();
+//! rnn = torch.nn.RNN(dic_size, hidden_size,           let rnn = Rnn::from_config(RecurrentConfig::new(
+//!                    batch_first=True)                    CellKind::Rnn, dic_size, hidden_size).with_batch_first(true))?;
+//! criterion = torch.nn.CrossEntropyLoss()             let criterion = CrossEntropyLoss::new();
+//! optimizer = optim.Adam(rnn.parameters(), 0.1)       let mut optimizer = Adam::new(rnn.parameters(), 0.1)?;
+//! for i in range(50):                                 for i in 0..50 {
+//!     optimizer.zero_grad()                               optimizer.zero_grad();
+//!     outputs, _status = rnn(X)                           let (outputs, _status) = rnn.forward(&x, None)?;
+//!     loss = criterion(outputs.view(-1, dic_size),        let loss = criterion.forward(&outputs.reshape(&[-1, dic_size])?,
+//!                      Y.view(-1))                                                     &y_data)?;
+//!     loss.backward()                                     loss.backward()?;
+//!     optimizer.step()                                    optimizer.step()?;
+//!     result = outputs.data.numpy().argmax(axis=2)        let result = outputs.argmax(2)?;
 //! ```
 //!
 //! `set()` has no fixed order in Python; here the alphabet is sorted, so runs are reproducible.

@@ -5,26 +5,28 @@
 //! The PyTorch lesson, line by line, next to this file:
 //!
 //! ```text
-//! torch.manual_seed(0)                                  rnn::manual_seed(seed); // SEED = 5: see SEED
-//! char_set = ['h', 'i', 'e', 'l', 'o']                  let char_set = ['h', 'i', 'e', 'l', 'o'];
-//! x_data = [[0, 1, 0, 2, 3, 3]]                         let x_data = array![[0usize, 1, 0, 2, 3, 3]];
-//! x_one_hot = [[[1, 0, 0, 0, 0], ...]]                  let x_one_hot = array![[[1., 0., 0., 0., 0.], ...]];
-//! y_data = [[1, 0, 2, 3, 3, 4]]                         let y_data = array![[1i64, 0, 2, 3, 3, 4]];
-//! X = torch.FloatTensor(x_one_hot)                      let x = Tensor::new(x_one_hot.into_dyn());
-//! rnn = torch.nn.RNN(input_size, hidden_size,           let rnn = Rnn::from_config(RecurrentConfig::new(
-//!                    batch_first=True)                      CellKind::Rnn, input_size, hidden_size).with_batch_first(true))?;
-//! criterion = torch.nn.CrossEntropyLoss()               let criterion = CrossEntropyLoss::new();
-//! optimizer = optim.Adam(rnn.parameters(), 0.1)         let mut optimizer = Adam::new(rnn.parameters(), 0.1)?;
-//! for i in range(100):                                  for i in 0..100 {
-//!     optimizer.zero_grad()                                 optimizer.zero_grad();
-//!     outputs, _status = rnn(X)                             let (outputs, _status) = rnn.forward(&x, None)?;
-//!     loss = criterion(outputs.view(-1, input_size),        let loss = criterion.forward(&outputs.reshape(&[-1, input_size])?,
-//!                      Y.view(-1))                                                   &y.view())?;
-//!     loss.backward()                                       loss.backward()?;
-//!     optimizer.step()                                      optimizer.step()?;
-//!     result = outputs.data.numpy().argmax(axis=2)          let result = outputs.argmax(2)?;
-//!     result_str = ''.join([char_set[c] for c in            let result_str: String = result.iter().map(|&c| char_set[c]).collect();
-//!                           np.squeeze(result)])
+//! torch.manual_seed(0)                                 rnn::manual_seed(seed); // SEED = 5, see SEED
+//! char_set = ['h', 'i', 'e', 'l', 'o']                 let char_set = ['h', 'i', 'e', 'l', 'o'];
+//! x_data = [[0, 1, 0, 2, 3, 3]]                        let _x_data = array![[0usize, 1, 0, 2, 3, 3]];
+//! x_one_hot = [[[1, 0, 0, 0, 0], ...]]                 let x_one_hot = array![[[1.0f32, 0., 0., 0., 0.], ...]];
+//! y_data = [[1, 0, 2, 3, 3, 4]]                        let y_data = array![[1i64, 0, 2, 3, 3, 4]];
+//! X = torch.FloatTensor(x_one_hot)                     let x = Tensor::new(x_one_hot.into_dyn());
+//!                                                      let y = y_data.clone().into_shape_with_order(6).expect("6");
+//! rnn = torch.nn.RNN(input_size, hidden_size,          let rnn = Rnn::from_config(RecurrentConfig::new(
+//!                    batch_first=True)                     CellKind::Rnn, input_size, hidden_size).with_batch_first(true))?;
+//! criterion = torch.nn.CrossEntropyLoss()              let criterion = CrossEntropyLoss::new();
+//! optimizer = optim.Adam(rnn.parameters(),             let mut optimizer = Adam::new(rnn.parameters(),
+//!                        learning_rate)                                             learning_rate)?;
+//! for i in range(100):                                 for i in 0..100 {
+//!     optimizer.zero_grad()                                optimizer.zero_grad();
+//!     outputs, _status = rnn(X)                            let (outputs, _status) = rnn.forward(&x, None)?;
+//!     loss = criterion(outputs.view(-1, input_size),       let loss = criterion.forward(&outputs.reshape(&[-1, input_size])?,
+//!                      Y.view(-1))                                                      &y)?;
+//!     loss.backward()                                      loss.backward()?;
+//!     optimizer.step()                                     optimizer.step()?;
+//!     result = outputs.data.numpy().argmax(axis=2)         let result = outputs.argmax(2)?;
+//!     result_str = ''.join([char_set[c]                    result_str = result.iter().map(|&c| char_set[c])
+//!                  for c in np.squeeze(result)])                              .collect();
 //! ```
 //!
 //! Expected: the loss falls steadily and the prediction becomes "ihello".

@@ -5,32 +5,39 @@
 //! The PyTorch lesson, line by line, next to this file:
 //!
 //! ```text
-//! for i in range(0, len(sentence) - sequence_length):   for i in 0..sentence.len() - sequence_length {
-//!     x_str = sentence[i:i + sequence_length]               let x_str = &sentence[i..i + sequence_length];
-//!     y_str = sentence[i + 1: i + sequence_length + 1]      let y_str = &sentence[i + 1..i + sequence_length + 1];
-//!     x_data.append([char_dic[c] for c in x_str])           x_data.extend(x_str.chars().map(|c| char_dic[&c]));
-//!     y_data.append([char_dic[c] for c in y_str])           y_data.extend(y_str.chars().map(|c| char_dic[&c] as i64));
-//! x_one_hot = [np.eye(dic_size)[x] for x in x_data]     let x = rnn::ops::one_hot(&x_data, dic_size)?;
+//! for i in range(0, len(sentence) - seq_len):        for i in 0..sentence.len() - sequence_length {
+//!     x_str = sentence[i:i + seq_len]                    let x_str = &sentence[i..i + sequence_length];
+//!     y_str = sentence[i + 1: i + seq_len + 1]           let y_str = &sentence[i + 1..i + sequence_length + 1];
+//!     x_data.append([char_dic[c] for c in x_str])        x_data.extend(x_str.chars().map(|c| char_dic[&c]));
+//!     y_data.append([char_dic[c] for c in y_str])        y_data.extend(y_str.chars().map(|c| char_dic[&c] as i64));
+//! x_one_hot = [np.eye(dic_size)[x]                   let x = rnn::ops::one_hot(&x_data, dic_size)?;
+//!              for x in x_data]
 //!
-//! class Net(torch.nn.Module):                           struct Net { rnn: Rnn, fc: Linear }
-//!     def __init__(self, input_dim, hidden_dim, layers):    fn new(input_dim, hidden_dim, layers) -> Result<Net> {
-//!         self.rnn = torch.nn.RNN(input_dim, hidden_dim,        rnn: Rnn::from_config(RecurrentConfig::new(CellKind::Rnn, input_dim,
-//!             num_layers=layers, batch_first=True)                  hidden_dim).with_num_layers(layers).with_batch_first(true))?,
-//!         self.fc = torch.nn.Linear(hidden_dim, hidden_dim)     fc: Linear::new(hidden_dim, hidden_dim)?,
-//!     def forward(self, x):                                 fn forward(&self, x: &Tensor) -> Result<Tensor> {
-//!         x, _status = self.rnn(x)                              let (x, _status) = self.rnn.forward(x, None)?;
-//!         x = self.fc(x)                                        self.fc.forward(&x)
-//!         return x
-//! net = Net(dic_size, hidden_size, 2)                   let net = Net::new(dic_size, hidden_size, 2)?;
-//! optimizer = optim.Adam(net.parameters(), 0.1)         let mut optimizer = Adam::new(net.parameters(), 0.1)?;
-//! for i in range(100):                                  for i in 0..100 {
-//!     outputs = net(X)                                      let outputs = net.forward(&x)?;
-//!     loss = criterion(outputs.view(-1, dic_size),          let loss = criterion.forward(&outputs.reshape(&[-1, dic_size])?, &y)?;
-//!                      Y.view(-1))
-//!     results = outputs.argmax(dim=2)                       let results = outputs.argmax(2)?;
-//!     for j, result in enumerate(results):                  for (j, result) in results.outer_iter().enumerate() {
-//!         if j == 0: predict_str += ''.join(...)                if j == 0 { predict_str.extend(result.iter().map(|&t| char_set[t])) }
-//!         else: predict_str += char_set[result[-1]]             else { predict_str.push(char_set[result[result.len() - 1]]) }
+//! class Net(torch.nn.Module):                        struct Net { rnn: Rnn, fc: Linear }
+//!   def __init__(self, input_dim, hidden_dim,          fn new(input_dim: usize, hidden_dim: usize,
+//!                layers):                                     layers: usize) -> rnn::Result<Net> {
+//!     self.rnn = torch.nn.RNN(input_dim,                 rnn: Rnn::from_config(RecurrentConfig::new(
+//!         hidden_dim, num_layers=layers,                     CellKind::Rnn, input_dim, hidden_dim)
+//!         batch_first=True)                                  .with_num_layers(layers).with_batch_first(true))?,
+//!     self.fc = torch.nn.Linear(hidden_dim,              fc: Linear::new(hidden_dim, hidden_dim)?,
+//!                               hidden_dim)
+//!   def forward(self, x):                              fn forward(&self, x: &Tensor) -> rnn::Result<Tensor> {
+//!     x, _status = self.rnn(x)                           let (x, _status) = self.rnn.forward(x, None)?;
+//!     x = self.fc(x)                                     self.fc.forward(&x)
+//!     return x
+//! net = Net(dic_size, hidden_size, 2)                let net = Net::new(dic_size, hidden_size, 2)?;
+//! optimizer = optim.Adam(net.parameters(), 0.1)      let mut optimizer = Adam::new(net.parameters(), 0.1)?;
+//! for i in range(100):                               for i in 0..100 {
+//!     outputs = net(X)                                   let outputs = net.forward(&x)?;
+//!     loss = criterion(outputs.view(-1, dic_size),       let loss = criterion.forward(&outputs.reshape(&[-1, dic_size])?,
+//!                      Y.view(-1))                                                    &y)?;
+//!     results = outputs.argmax(dim=2)                    let results = outputs.argmax(2)?;
+//!     for j, result in enumerate(results):               for (j, result) in results.outer_iter().enumerate() {
+//!         if j == 0:                                         if j == 0 {
+//!             predict_str += ''.join(                            predict_str.extend(
+//!                 [char_set[t] for t in result])                     result.iter().map(|&t| char_set[t]));
+//!         else:                                              } else {
+//!             predict_str += char_set[result[-1]]                predict_str.push(char_set[result[result.len() - 1]]);
 //! ```
 //!
 //! `set()` has no fixed order in Python; here the alphabet is sorted, so runs are reproducible.

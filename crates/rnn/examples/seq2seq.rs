@@ -5,36 +5,43 @@
 //! The PyTorch lesson, line by line, next to this file:
 //!
 //! ```text
-//! class Encoder(nn.Module):                           struct Encoder { hidden_size, embedding: Embedding, gru: Gru }
-//!     self.embedding = nn.Embedding(input_size, hidden_size)  embedding: Embedding::new(input_size, hidden_size)?,
-//!     self.gru = nn.GRU(hidden_size, hidden_size)             gru: Gru::new(hidden_size, hidden_size)?,
-//!     def forward(self, x, hidden):                   fn forward(&self, x: &ArrayD<usize>, hidden: &Tensor) -> Result<(Tensor, Tensor)> {
-//!         x = self.embedding(x).view(1, 1, -1)            let x = self.embedding.forward(x)?.reshape(&[1, 1, -1])?;
-//!         x, hidden = self.gru(x, hidden)                 self.gru.forward(&x, Some(hidden))
-//! class Decoder(nn.Module):                           struct Decoder { hidden_size, embedding, gru, out: Linear }
-//!     self.out = nn.Linear(hidden_size, output_size)          out: Linear::new(hidden_size, output_size)?,
-//!     self.softmax = nn.LogSoftmax(dim=1)
-//!     def forward(self, x, hidden):                   fn forward(&self, x, hidden) -> Result<(Tensor, Tensor)> {
-//!         x = self.embedding(x).view(1, 1, -1)            let x = self.embedding.forward(x)?.reshape(&[1, 1, -1])?;
-//!         x, hidden = self.gru(x, hidden)                 let (x, hidden) = self.gru.forward(&x, Some(hidden))?;
-//!         x = self.softmax(self.out(x[0]))                let x = self.out.forward(&x.select(0, 0)?)?.log_softmax(1)?;
-//! encoder_optimizer = optim.SGD(encoder.parameters(), lr=0.01)   let mut encoder_optimizer = Sgd::new(encoder.parameters(), 0.01)?;
-//! training_batch = [random.choice(pairs)              let training_batch: Vec<_> = (0..n_iter)
-//!                   for _ in range(n_iter)]               .map(|_| &pairs[with_global_rng(|random| random.below(pairs.len()))]).collect();
-//! criterion = nn.NLLLoss()                            let criterion = NLLLoss::new();
-//! encoder_hidden = torch.zeros([1, 1, hidden_size])   let mut encoder_hidden = Tensor::zeros(&[1, 1, encoder.hidden_size]);
-//! for enc_input in range(source_length):              for enc_input in source_tensor {
-//!     _, encoder_hidden = encoder(source_tensor[enc_input], encoder_hidden)
-//!                                                         (_, encoder_hidden) = encoder.forward(enc_input, &encoder_hidden)?;
-//! decoder_input = torch.Tensor([[SOS_token]]).long()  let mut decoder_input = arr1(&[SOS_TOKEN]).into_dyn();
-//! decoder_hidden = encoder_hidden                     let mut decoder_hidden = encoder_hidden;
-//! for di in range(target_length):                     for di in 0..target_length {
-//!     decoder_output, decoder_hidden = decoder(decoder_input, decoder_hidden)
-//!     loss += criterion(decoder_output, target_tensor[di])   loss = loss.add(&criterion.forward(&decoder_output, &target[di])?)?;
-//!     decoder_input = target_tensor[di]  # teacher forcing   decoder_input = target_tensor[di].clone();
-//! loss.backward()                                     loss.backward()?;
-//! encoder_optimizer.step(); decoder_optimizer.step()  encoder_optimizer.step()?; decoder_optimizer.step()?;
-//! _, top_index = decoder_output.data.topk(1)          let top_index = decoder_output.argmax(1)?[0];
+//! class Encoder(nn.Module):                          struct Encoder { hidden_size, embedding, gru }
+//!   self.embedding = nn.Embedding(input_size,          embedding: Embedding::new(input_size,
+//!                                 hidden_size)                                   hidden_size)?,
+//!   self.gru = nn.GRU(hidden_size, hidden_size)        gru: Gru::new(hidden_size, hidden_size)?,
+//!   def forward(self, x, hidden):                      fn forward(&self, x, hidden) -> Result<(Tensor, Tensor)>
+//!     x = self.embedding(x).view(1, 1, -1)               let x = self.embedding.forward(x)?.reshape(&[1, 1, -1])?;
+//!     x, hidden = self.gru(x, hidden)                    self.gru.forward(&x, Some(hidden))
+//! class Decoder(nn.Module):                          struct Decoder { embedding, gru, out }
+//!   self.out = nn.Linear(hidden_size, output_size)     out: Linear::new(hidden_size, output_size)?,
+//!   self.softmax = nn.LogSoftmax(dim=1)                (Tensor::log_softmax(1) in forward)
+//!   def forward(self, x, hidden):                      fn forward(&self, x, hidden) -> Result<(Tensor, Tensor)>
+//!     x = self.embedding(x).view(1, 1, -1)               let x = self.embedding.forward(x)?.reshape(&[1, 1, -1])?;
+//!     x, hidden = self.gru(x, hidden)                    let (x, hidden) = self.gru.forward(&x, Some(hidden))?;
+//!     x = self.softmax(self.out(x[0]))                   let x = self.out.forward(&x.select(0, 0)?)?.log_softmax(1)?;
+//!
+//! encoder_optimizer = optim.SGD(                     let mut encoder_optimizer = Sgd::new(
+//!     encoder.parameters(), lr=learning_rate)            encoder.parameters(), learning_rate)?;
+//! training_batch = [random.choice(pairs)             let training_batch: Vec<_> = (0..n_iter)
+//!                   for _ in range(n_iter)]              .map(|_| &pairs[with_global_rng(|random| random.below(pairs.len()))])
+//! criterion = nn.NLLLoss()                           let criterion = NLLLoss::new();
+//! encoder_hidden = torch.zeros([1, 1, hidden])       let mut encoder_hidden = Tensor::zeros(&[1, 1, hidden]);
+//! loss = 0                                           let mut loss = Tensor::scalar(0.0);
+//! for ei in range(source_length):                    for enc_input in source_tensor {
+//!   _, encoder_hidden = encoder(                       (_, encoder_hidden) = encoder.forward(
+//!       source_tensor[ei], encoder_hidden)                 enc_input, &encoder_hidden)?;
+//! decoder_input = torch.Tensor([[SOS_token]])        let mut decoder_input = arr1(&[SOS_TOKEN]).into_dyn();
+//! decoder_hidden = encoder_hidden                    let mut decoder_hidden = encoder_hidden;
+//! for di in range(target_length):                    for target_word in target_tensor {
+//!   decoder_output, decoder_hidden = decoder(          (decoder_output, decoder_hidden) = decoder.forward(
+//!       decoder_input, decoder_hidden)                     &decoder_input, &decoder_hidden)?;
+//!   loss += criterion(decoder_output,                  loss = loss.add(&criterion.forward(&decoder_output,
+//!                     target_tensor[di])                                                  &target)?)?;
+//!   decoder_input = target_tensor[di]                  decoder_input = target_word.clone(); // teacher forcing
+//! loss.backward()                                    loss.backward()?;
+//! encoder_optimizer.step()                           encoder_optimizer.step()?;
+//! decoder_optimizer.step()                           decoder_optimizer.step()?;
+//! _, top_index = decoder_output.data.topk(1)         let top_index = decoder_output.argmax(1)?[0];
 //! ```
 //!
 //! Python's `random.choice` is unseeded in the lesson; here the pairs are drawn from the global
@@ -63,6 +70,9 @@ const EOS_TOKEN: usize = 1;
 pub const SOURCE_MAX_LENGTH: usize = 10;
 /// Maximum number of words (exclusive) of a target sentence, and of a translation.
 pub const TARGET_MAX_LENGTH: usize = 12;
+
+/// A source sentence and its translation.
+type Pair = (String, String);
 
 /// Words and their indices; `<SOS>` = 0 and `<EOS>` = 1.
 struct Vocab {
@@ -93,11 +103,7 @@ impl Vocab {
 }
 
 /// Whether both sentences are short enough.
-fn filter_pair(
-    pair: &(String, String),
-    source_max_length: usize,
-    target_max_length: usize,
-) -> bool {
+fn filter_pair(pair: &Pair, source_max_length: usize, target_max_length: usize) -> bool {
     pair.0.split(' ').count() < source_max_length && pair.1.split(' ').count() < target_max_length
 }
 
@@ -106,7 +112,7 @@ fn preprocess(
     corpus: &str,
     source_max_length: usize,
     target_max_length: usize,
-) -> rnn::Result<(Vec<(String, String)>, Vocab, Vocab)> {
+) -> rnn::Result<(Vec<Pair>, Vocab, Vocab)> {
     println!("reading corpus...");
     let mut pairs = Vec::new();
     for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
@@ -212,7 +218,7 @@ fn tensorize(vocab: &Vocab, sentence: &str) -> Vec<ArrayD<usize>> {
 /// every `print_every` iterations. Returns those printed averages.
 #[allow(clippy::too_many_arguments)] // the lesson's signature
 fn train(
-    pairs: &[(String, String)],
+    pairs: &[Pair],
     source_vocab: &Vocab,
     target_vocab: &Vocab,
     encoder: &Encoder,
@@ -262,12 +268,12 @@ fn train(
         let mut decoder_input = arr1(&[SOS_TOKEN]).into_dyn();
         let mut decoder_hidden = encoder_hidden; // connect encoder output to decoder input
 
-        for di in 0..target_length {
+        for target_word in target_tensor {
             let decoder_output;
             (decoder_output, decoder_hidden) = decoder.forward(&decoder_input, &decoder_hidden)?;
-            let target = target_tensor[di].mapv(|t| t as i64);
+            let target = target_word.mapv(|t| t as i64);
             loss = loss.add(&criterion.forward(&decoder_output, &target)?)?;
-            decoder_input = target_tensor[di].clone(); // teacher forcing
+            decoder_input = target_word.clone(); // teacher forcing
         }
 
         loss.backward()?;
@@ -297,13 +303,13 @@ fn train(
 /// Returns `(target, translation)` for each pair; a translation ends with `<EOS>` when the
 /// decoder produced it within `target_max_length` words.
 fn evaluate(
-    pairs: &[(String, String)],
+    pairs: &[Pair],
     source_vocab: &Vocab,
     target_vocab: &Vocab,
     encoder: &Encoder,
     decoder: &Decoder,
     target_max_length: usize,
-) -> rnn::Result<Vec<(String, String)>> {
+) -> rnn::Result<Vec<Pair>> {
     let mut results = Vec::new();
     for pair in pairs {
         println!("> {}", pair.0);
@@ -351,7 +357,7 @@ pub struct Outcome {
     /// The mean loss per target word over each block of 1000 iterations.
     pub losses: Vec<f32>,
     /// `(target, translation)` for each training pair.
-    pub translations: Vec<(String, String)>,
+    pub translations: Vec<Pair>,
 }
 
 /// Runs the lesson: preprocessing, 5000 training iterations, greedy translation of each pair.

@@ -5,37 +5,44 @@
 //! The PyTorch lesson, line by line, next to this file:
 //!
 //! ```text
-//! def minmax_scaler(data):                               fn minmax_scaler(data: &Array2<f64>) -> Array2<f64> {
-//!     numerator = data - np.min(data, 0)                     let numerator = data - &min(data, 0);
-//!     denominator = np.max(data, 0) - np.min(data, 0)        let denominator = max(data, 0) - min(data, 0);
-//!     return numerator / (denominator + 1e-7)                numerator / (denominator + 1e-7)
-//! def build_dataset(time_series, seq_length):            fn build_dataset(time_series, seq_length) -> (Tensor, Tensor) {
-//!     for i in range(0, len(time_series) - seq_length):      for i in 0..time_series.nrows() - seq_length {
-//!         _x = time_series[i:i + seq_length, :]                  let _x = time_series.slice(s![i..i + seq_length, ..]);
-//!         _y = time_series[i + seq_length, [-1]]                 let _y = time_series[[i + seq_length, last]];
-//! xy = np.loadtxt("data-02-stock_daily.csv", ",")        let xy = loadtxt(include_str!("../data/stock_daily.csv"))?;
-//! xy = xy[::-1]                                          xy.invert_axis(Axis(0));
-//! train_size = int(len(xy) * 0.7)                        let train_size = (xy.nrows() as f64 * 0.7) as usize;
-//! train_set = xy[0:train_size]                           let train_set = xy.slice(s![0..train_size, ..]);
-//! test_set = xy[train_size - seq_length:]                let test_set = xy.slice(s![train_size - seq_length.., ..]);
+//! def minmax_scaler(data):                                fn minmax_scaler(data: &Array2<f64>) -> Array2<f64> {
+//!     numerator = data - np.min(data, 0)                      let numerator = data - &min;
+//!     denominator = np.max(data, 0) - np.min(data, 0)         let denominator = &max - &min;
+//!     return numerator / (denominator + 1e-7)                 numerator / (denominator + 1e-7)
+//! def build_dataset(time_series, seq_length):             fn build_dataset(time_series: &Array2<f64>, seq_length: usize)
+//!     for i in range(0, len(time_series) - seq_length):       for i in 0..n {
+//!         _x = time_series[i:i + seq_length, :]                   let _x = time_series.slice(s![i..i + seq_length, ..]);
+//!         _y = time_series[i + seq_length, [-1]]                  let _y = time_series[[i + seq_length, cols - 1]];
+//! xy = np.loadtxt("data-02-stock_daily.csv",              let mut xy = loadtxt(STOCK_DAILY)?; // include_str!("../data/stock_daily.csv")
+//!                 delimiter=",")
+//! xy = xy[::-1]                                           xy.invert_axis(Axis(0));
+//! train_size = int(len(xy) * 0.7)                         let train_size = (xy.nrows() as f64 * 0.7) as usize;
+//! train_set = xy[0:train_size]                            let train_set = xy.slice(s![0..train_size, ..]).to_owned();
+//! test_set = xy[train_size - seq_length:]                 let test_set = xy.slice(s![train_size - seq_length.., ..]).to_owned();
+//! train_set = minmax_scaler(train_set)                    let train_set = minmax_scaler(&train_set);
+//! trainX, trainY = build_dataset(train_set, seq_length)   let (train_x, train_y) = build_dataset(&train_set, seq_length);
 //!
-//! class Net(torch.nn.Module):                            struct Net { rnn: Lstm, fc: Linear }
-//!     self.rnn = torch.nn.LSTM(input_dim, hidden_dim,        rnn: Lstm::from_config(RecurrentConfig::new(CellKind::Lstm, input_dim,
-//!         num_layers=layers, batch_first=True)                   hidden_dim).with_num_layers(layers).with_batch_first(true))?,
-//!     self.fc = torch.nn.Linear(hidden_dim, output_dim)      fc: Linear::new(hidden_dim, output_dim)?,
-//!     def forward(self, x):                              fn forward(&self, x: &Tensor) -> Result<Tensor> {
-//!         x, _status = self.rnn(x)                           let (x, _status) = self.rnn.forward(x, None)?;
-//!         x = self.fc(x[:, -1])                              self.fc.forward(&x.select(1, -1)?)
-//! net = Net(data_dim, hidden_dim, output_dim, 1)         let net = Net::new(data_dim, hidden_dim, output_dim, 1)?;
-//! criterion = torch.nn.MSELoss()                         let criterion = MSELoss::new();
-//! optimizer = optim.Adam(net.parameters(), lr=0.01)      let mut optimizer = Adam::new(net.parameters(), 0.01)?;
-//! for i in range(iterations):                            for i in 0..iterations {
-//!     optimizer.zero_grad()                                  optimizer.zero_grad();
-//!     outputs = net(trainX_tensor)                           let outputs = net.forward(&train_x)?;
-//!     loss = criterion(outputs, trainY_tensor)               let loss = criterion.forward(&outputs, &train_y)?;
-//!     loss.backward(); optimizer.step()                      loss.backward()?; optimizer.step()?;
-//! plt.plot(testY)                                        write_svg(path, &test_y, &prediction)?;   // hand-written SVG
-//! plt.plot(net(testX_tensor).data.numpy())
+//! class Net(torch.nn.Module):                             struct Net { rnn: Lstm, fc: Linear }
+//!   def __init__(self, input_dim, hidden_dim,               fn new(input_dim: usize, hidden_dim: usize,
+//!                output_dim, layers):                              output_dim: usize, layers: usize) -> rnn::Result<Net> {
+//!     self.rnn = torch.nn.LSTM(input_dim, hidden_dim,         rnn: Lstm::from_config(RecurrentConfig::new(CellKind::Lstm,
+//!         num_layers=layers, batch_first=True)                    input_dim, hidden_dim).with_num_layers(layers).with_batch_first(true))?,
+//!     self.fc = torch.nn.Linear(hidden_dim, output_dim)       fc: Linear::new(hidden_dim, output_dim)?,
+//!   def forward(self, x):                                   fn forward(&self, x: &Tensor) -> rnn::Result<Tensor> {
+//!     x, _status = self.rnn(x)                                let (x, _status) = self.rnn.forward(x, None)?;
+//!     x = self.fc(x[:, -1])                                   self.fc.forward(&x.select(1, -1)?)
+//! net = Net(data_dim, hidden_dim, output_dim, 1)          let net = Net::new(data_dim, hidden_dim, output_dim, 1)?;
+//! criterion = torch.nn.MSELoss()                          let criterion = MSELoss::new();
+//! optimizer = optim.Adam(net.parameters(),                let mut optimizer = Adam::new(net.parameters(),
+//!                        lr=learning_rate)                                             learning_rate)?;
+//! for i in range(iterations):                             for i in 0..iterations {
+//!     optimizer.zero_grad()                                   optimizer.zero_grad();
+//!     outputs = net(trainX_tensor)                            let outputs = net.forward(&train_x)?;
+//!     loss = criterion(outputs, trainY_tensor)                let loss = criterion.forward(&outputs, &train_y)?;
+//!     loss.backward()                                         loss.backward()?;
+//!     optimizer.step()                                        optimizer.step()?;
+//! plt.plot(testY)                                         let prediction = rnn::no_grad(|| net.forward(&test_x))?;
+//! plt.plot(net(testX_tensor).data.numpy())                write_svg(plot, &test_y, &prediction)?; // hand-written SVG
 //! plt.legend(['original', 'prediction'])
 //! ```
 //!
@@ -376,17 +383,34 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> rnn::Result<()> {
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `--plot PATH`, runs the lesson and prints a summary.
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let usage = "usage: timeseries [--plot PATH]  (default target/timeseries.svg)";
     let mut plot = PathBuf::from("target/timeseries.svg");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--plot" => plot = args.next().ok_or("--plot needs a PATH")?.into(),
-            _ => {
-                return Err(
-                    format!("unknown argument {arg:?}; usage: timeseries [--plot PATH]").into(),
-                )
+            "--plot" => {
+                plot = args
+                    .next()
+                    .ok_or(format!("--plot needs a PATH; {usage}"))?
+                    .into()
             }
+            "-h" | "--help" => {
+                println!("{usage}");
+                return Ok(());
+            }
+            _ => return Err(format!("unknown argument {arg:?}; {usage}").into()),
         }
     }
     let out = lesson(SEED, &plot)?;

@@ -1,0 +1,68 @@
+//! `rnn eval`: the loss of a character model on a text file, in nats and bits per character.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use rnn::charlm::{evaluate, load_dir};
+
+use crate::corpus::read_text;
+
+/// `rnn eval --model DIR --data FILE [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory (model.safetensors + vocab.json), or its model.safetensors
+    #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
+    model: PathBuf,
+    /// UTF-8 text to evaluate on; every character must be in the model's vocabulary
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// Characters per chunk (the state is carried across chunks)
+    #[arg(long = "seq-len", value_name = "L", default_value_t = 100)]
+    seq_len: usize,
+    /// Print one JSON object instead of `loss=... bpc=...`
+    #[arg(long)]
+    json: bool,
+    /// Worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    crate::threads::set(args.threads)?;
+    if args.seq_len == 0 {
+        bail!("--seq-len must be at least 1");
+    }
+    let (mut model, vocab) = load_dir(&args.model)?;
+    let text = read_text(&args.data)?;
+    let tokens = match vocab.encode(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            let m = match e {
+                rnn::Error::Invalid(m) => m,
+                other => other.to_string(),
+            };
+            bail!("data file {}: {m}", args.data.display());
+        }
+    };
+    if tokens.len() < 2 {
+        bail!(
+            "data file {} has {} character(s): evaluation needs at least 2",
+            args.data.display(),
+            tokens.len()
+        );
+    }
+    let ev = evaluate(&mut model, &tokens, args.seq_len)?;
+    if args.json {
+        let obj = serde_json::json!({
+            "loss": ev.loss,
+            "bpc": ev.bpc(),
+            "chars": ev.chars,
+            "model": args.model.display().to_string(),
+            "data": args.data.display().to_string(),
+        });
+        println!("{obj}");
+    } else {
+        println!("loss={:.6} bpc={:.6}", ev.loss, ev.bpc());
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `rnn sample`: generates text from a character model directory (written by `rnn train` or by
+//! `tools/train_charlm.py`), printing each character as it is drawn.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use rnn::charlm::{load_dir, sample, SampleOptions};
+use rnn::Rng;
+
+/// `rnn sample [--model DIR] [--prime TEXT] [--len N] [--temperature T] [--top-k K] [--seed S]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory (model.safetensors + vocab.json), or its model.safetensors
+    #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
+    model: PathBuf,
+    /// Text to start from; it is printed, then continued [default: none, start of a line]
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    prime: String,
+    /// Characters to generate after the prime
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    len: usize,
+    /// Sharpens (< 1) or flattens (> 1) the distribution; 0 always takes the likeliest
+    #[arg(long, value_name = "T", default_value_t = 0.8)]
+    temperature: f64,
+    /// Draw only among the K likeliest characters; 0 = all
+    #[arg(long = "top-k", value_name = "K", default_value_t = 0)]
+    top_k: usize,
+    /// Seed of the draws: the same seed gives the same text [default: from the clock]
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+    /// Worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    crate::threads::set(args.threads)?;
+    let options = SampleOptions {
+        temperature: args.temperature,
+        top_k: args.top_k,
+    };
+    if options.validate().is_err() {
+        bail!(
+            "--temperature must be a number >= 0, got {}",
+            args.temperature
+        );
+    }
+    let (mut model, vocab) = load_dir(&args.model)?;
+    // Check the prime before printing anything.
+    if let Err(e) = vocab.encode(&args.prime) {
+        let m = match e {
+            rnn::Error::Invalid(m) => m,
+            other => other.to_string(),
+        };
+        bail!("--prime {:?}: {m}", args.prime);
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Rng::new(seed);
+    let mut out = std::io::stdout().lock();
+    out.write_all(args.prime.as_bytes())?;
+    out.flush()?;
+    let mut io_error = None;
+    let result = sample(
+        &mut model,
+        &vocab,
+        &args.prime,
+        args.len,
+        options,
+        &mut rng,
+        |c| {
+            let mut buf = [0u8; 4];
+            let written = out
+                .write_all(c.encode_utf8(&mut buf).as_bytes())
+                .and_then(|()| out.flush());
+            written.map_err(|e| {
+                let err = rnn::Error::io("<stdout>", std::io::Error::new(e.kind(), e.to_string()));
+                io_error = Some(e);
+                err
+            })
+        },
+    );
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    result?;
+    writeln!(out)?;
+    Ok(())
+}

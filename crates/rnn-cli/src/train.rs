@@ -1,0 +1,573 @@
+//! `rnn train`: trains a character-level language model (karpathy's char-rnn) on a UTF-8 text,
+//! by default the built-in corpus, and writes its model directory (see
+//! `rnn::charlm::checkpoint`): `model.safetensors`, `vocab.json`, `checkpoint.safetensors`,
+//! `metrics.csv` and `loss.svg`.
+//!
+//! The text is split into a training part and, at its end, a validation part. Training is
+//! truncated backprop through time over `--batch` contiguous streams read in chunks of
+//! `--seq-len` characters (see `rnn::charlm::data`), with Adam and gradient-norm clipping.
+//! Progress goes to stderr, samples to stdout. A checkpoint is written every
+//! `--checkpoint-every` steps, at the end, and on Ctrl-C (then the exit status is 130);
+//! `--resume` continues a run so that it ends with the weights an uninterrupted run would have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rnn::charlm::checkpoint::{save_model, CHECKPOINT_FILE, MODEL_FILE, VOCAB_FILE};
+use rnn::charlm::{
+    evaluate, fingerprint, sample, CharLmConfig, SampleOptions, TrainConfig, Trainer, Vocab,
+};
+use rnn::io::TensorFile;
+use rnn::{CellKind, Rng};
+
+use crate::corpus::{read_text, BUILTIN_NAME};
+use crate::metrics::{Metrics, Row};
+use crate::progress::{clock, Progress, Status};
+
+/// The metrics file's name in `--out`.
+pub const METRICS_FILE: &str = "metrics.csv";
+/// The loss curve's file name in `--out`.
+pub const PLOT_FILE: &str = "loss.svg";
+
+/// Default architecture and schedule: about two minutes on 2 cores for the built-in corpus.
+mod defaults {
+    pub const CELL: rnn::CellKind = rnn::CellKind::Lstm;
+    pub const EMBED: usize = 64;
+    pub const HIDDEN: usize = 256;
+    pub const LAYERS: usize = 1;
+    pub const DROPOUT: f64 = 0.0;
+    pub const SEQ_LEN: usize = 64;
+    pub const BATCH: usize = 32;
+    pub const STEPS: u64 = 1500;
+    pub const LR: f64 = 2e-3;
+    pub const CLIP: f64 = 5.0;
+    pub const SEED: u64 = 0;
+    pub const VAL_FRACTION: f64 = 0.05;
+}
+
+/// `rnn train [--data FILE] [--out DIR] [options]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// UTF-8 text file to learn from [default: the built-in corpus, five Shakespeare plays]
+    #[arg(long, value_name = "FILE")]
+    data: Option<PathBuf>,
+    /// Recurrent cell: lstm, gru or rnn [default: lstm]
+    #[arg(long, value_name = "CELL")]
+    cell: Option<CellKind>,
+    /// Hidden state size of each layer [default: 256]
+    #[arg(long, value_name = "H")]
+    hidden: Option<usize>,
+    /// Stacked recurrent layers [default: 1]
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
+    /// Dropout between layers and before the output layer, in [0, 1) [default: 0]
+    #[arg(long, value_name = "P")]
+    dropout: Option<f64>,
+    /// Embedding width; 0 feeds one-hot vectors instead [default: 64]
+    #[arg(long, value_name = "E")]
+    embed: Option<usize>,
+    /// Characters per chunk (backprop through time is truncated there) [default: 64]
+    #[arg(long = "seq-len", value_name = "L")]
+    seq_len: Option<usize>,
+    /// Streams per batch [default: 32]
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+    /// Training steps in all (one chunk of every stream per step) [default: 1500]
+    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    steps: Option<u64>,
+    /// Training length in passes over the training text instead of steps (may be fractional)
+    #[arg(long, value_name = "E")]
+    epochs: Option<f64>,
+    /// Adam learning rate [default: 0.002]
+    #[arg(long, value_name = "LR")]
+    lr: Option<f64>,
+    /// Clip the gradients' total 2-norm to this; 0 turns clipping off [default: 5]
+    #[arg(long, value_name = "NORM")]
+    clip: Option<f64>,
+    /// Seed of the initialisation, dropout and data order [default: 0]
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+    /// Fraction of the text, at its end, held out for validation [default: 0.05]
+    #[arg(long = "val-fraction", value_name = "F")]
+    val_fraction: Option<f64>,
+    /// Worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Directory for the model, vocabulary, checkpoint, metrics.csv and loss.svg
+    #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
+    out: PathBuf,
+    /// Continue the run in --out from its checkpoint (with the settings it started with)
+    #[arg(long)]
+    resume: bool,
+    /// Start afresh even if --out holds a checkpoint, replacing it
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
+    /// Print a sample every N steps; 0 = only at the end [default: a fifth of the run]
+    #[arg(long = "sample-every", value_name = "N")]
+    sample_every: Option<u64>,
+    /// Characters per sample
+    #[arg(long = "sample-len", value_name = "N", default_value_t = 300)]
+    sample_len: usize,
+    /// Measure the validation loss every N steps; 0 = only at the end [default: a tenth of the run]
+    #[arg(long = "eval-every", value_name = "N")]
+    eval_every: Option<u64>,
+    /// Write a checkpoint every N steps; 0 = only at the end and on Ctrl-C [default: 200]
+    #[arg(long = "checkpoint-every", value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Add a row to metrics.csv every N steps
+    #[arg(long = "log-every", value_name = "N", default_value_t = 10)]
+    log_every: u64,
+}
+
+/// What the loop needs besides the trainer.
+struct Run {
+    trainer: Trainer,
+    vocab: Vocab,
+    val: Vec<usize>,
+    metrics: Metrics,
+    out: PathBuf,
+    label: String,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    crate::threads::set(args.threads)?;
+    let mut run = if args.resume {
+        resume(&args)?
+    } else {
+        fresh(&args)?
+    };
+    train(&args, &mut run)
+}
+
+/// A new run: reads and checks everything before the first write to `--out`.
+fn fresh(args: &Args) -> Result<Run> {
+    let out = &args.out;
+    let ckpt = out.join(CHECKPOINT_FILE);
+    if ckpt.exists() && !args.force {
+        let step = TensorFile::read(&ckpt)
+            .ok()
+            .and_then(|f| f.metadata.get("step").cloned())
+            .map_or(String::new(), |s| format!(" (step {s})"));
+        bail!(
+            "{} already holds a training checkpoint{step}: continue it with --resume, start \
+             over with --force (replacing it), or choose another --out",
+            out.display()
+        );
+    }
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(BUILTIN_NAME));
+    let text = read_text(&data)?;
+    let vocab = Vocab::from_text(&text)?;
+    let tokens = vocab.encode(&text)?;
+    let val_fraction = args.val_fraction.unwrap_or(defaults::VAL_FRACTION);
+    let (train, val) = split(&tokens, val_fraction, &data)?;
+
+    let model = CharLmConfig {
+        cell: args.cell.unwrap_or(defaults::CELL),
+        vocab_size: vocab.len(),
+        embed: args.embed.unwrap_or(defaults::EMBED),
+        hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
+        num_layers: args.layers.unwrap_or(defaults::LAYERS),
+        dropout: args.dropout.unwrap_or(defaults::DROPOUT),
+    };
+    model.validate().map_err(|e| anyhow!("{}", option_message(&e)))?;
+    let mut config = TrainConfig {
+        seq_len: args.seq_len.unwrap_or(defaults::SEQ_LEN),
+        batch: args.batch.unwrap_or(defaults::BATCH),
+        lr: args.lr.unwrap_or(defaults::LR),
+        clip: args.clip.unwrap_or(defaults::CLIP),
+        seed: args.seed.unwrap_or(defaults::SEED),
+        steps: 0,
+        val_fraction,
+        data: data.display().to_string(),
+        data_hash: fingerprint(text.as_bytes()),
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow!("{}", option_message(&e)))?;
+    let label = data_label(&data);
+    let mut trainer = Trainer::new(model, config.clone(), train)
+        .map_err(|e| anyhow!("{label}: {}", option_message(&e)))?;
+    config.steps = total_steps(args, trainer.streams().chunks_per_epoch(), None)?;
+    trainer.set_total_steps(config.steps);
+
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create --out {}", out.display()))?;
+    vocab
+        .write(out.join(VOCAB_FILE))
+        .with_context(|| format!("cannot write to --out {}", out.display()))?;
+    let metrics = Metrics::create(&out.join(METRICS_FILE))?;
+    let run = Run {
+        trainer,
+        vocab,
+        val,
+        metrics,
+        out: out.clone(),
+        label,
+    };
+    // A checkpoint at step 0: --resume works from the first moment, and PyTorch can start
+    // from the same initial weights (tools/train_charlm.py --init).
+    write_checkpoint(&run)?;
+    Ok(run)
+}
+
+/// Continues the run in `--out` from `checkpoint.safetensors`.
+fn resume(args: &Args) -> Result<Run> {
+    let out = &args.out;
+    let ckpt = out.join(CHECKPOINT_FILE);
+    if !ckpt.exists() {
+        bail!(
+            "--resume: {} has no {CHECKPOINT_FILE} to continue; start a run with `rnn train \
+             --out {}`",
+            out.display(),
+            out.display()
+        );
+    }
+    let file = TensorFile::read(&ckpt)?;
+    let (model, config) = Trainer::configs_of(&file, &ckpt)?;
+    let saved_data = PathBuf::from(&config.data);
+    let data = args.data.clone().unwrap_or(saved_data);
+    let changed = |flag: &str, given: String, saved: String| -> Result<()> {
+        bail!(
+            "--resume: {flag} {given} differs from the run's {saved}; a resumed run keeps the \
+             settings it started with (leave {flag} out, or start a new run with another --out)"
+        )
+    };
+    macro_rules! keep {
+        ($flag:literal, $given:expr, $saved:expr) => {
+            if let Some(g) = $given {
+                if g != $saved {
+                    changed($flag, format!("{g}"), format!("{}", $saved))?;
+                }
+            }
+        };
+    }
+    keep!("--cell", args.cell.map(|c| c.name()), model.cell.name());
+    keep!("--hidden", args.hidden, model.hidden_size);
+    keep!("--layers", args.layers, model.num_layers);
+    keep!("--dropout", args.dropout, model.dropout);
+    keep!("--embed", args.embed, model.embed);
+    keep!("--seq-len", args.seq_len, config.seq_len);
+    keep!("--batch", args.batch, config.batch);
+    keep!("--lr", args.lr, config.lr);
+    keep!("--clip", args.clip, config.clip);
+    keep!("--seed", args.seed, config.seed);
+    keep!("--val-fraction", args.val_fraction, config.val_fraction);
+
+    let text = read_text(&data)?;
+    if fingerprint(text.as_bytes()) != config.data_hash {
+        bail!(
+            "--resume: {} is not the text the run in {} was trained on ({}); give that file \
+             with --data",
+            data_label(&data),
+            out.display(),
+            config.data
+        );
+    }
+    let vocab_path = out.join(VOCAB_FILE);
+    let vocab = Vocab::read(&vocab_path)?;
+    if Vocab::from_text(&text)? != vocab || vocab.len() != model.vocab_size {
+        bail!(
+            "--resume: {} does not match the training text's characters",
+            vocab_path.display()
+        );
+    }
+    let tokens = vocab.encode(&text)?;
+    let (train, val) = split(&tokens, config.val_fraction, &data)?;
+    let mut trainer = Trainer::resume(&file, &ckpt, train)?;
+    let done = trainer.step_count();
+    if args.steps.is_some() || args.epochs.is_some() {
+        let total = total_steps(args, trainer.streams().chunks_per_epoch(), Some(done))?;
+        trainer.set_total_steps(total);
+    }
+    let metrics = Metrics::resume(&out.join(METRICS_FILE), done)
+        .with_context(|| format!("cannot write to --out {}", out.display()))?;
+    Ok(Run {
+        trainer,
+        vocab,
+        val,
+        metrics,
+        out: out.clone(),
+        label: data_label(&data),
+    })
+}
+
+/// The training loop, with progress, metrics, samples, checkpoints and Ctrl-C.
+fn train(args: &Args, run: &mut Run) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Fails only if a handler is already installed (a second run in one process).
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let total = run.trainer.config().steps;
+    let start_step = run.trainer.step_count();
+    let cfg = run.trainer.config().clone();
+    let chars_per_step = (cfg.batch * cfg.seq_len) as f64;
+    let every = |given: Option<u64>, default: u64| given.unwrap_or(default);
+    let sample_every = every(args.sample_every, (total / 5).max(1));
+    let eval_every = every(args.eval_every, (total / 10).max(1));
+    let checkpoint_every = every(args.checkpoint_every, 200);
+    let log_every = args.log_every.max(1);
+
+    let mut progress = Progress::new();
+    let model = run.trainer.model();
+    let epochs = total as f64 / run.trainer.streams().chunks_per_epoch() as f64;
+    progress.message(&format!(
+        "{} {} on {} ({} characters: {} training, {} validation; vocabulary {})\n\
+         {} steps ({epochs:.2} epochs) of {} streams x {} characters, Adam lr {}, clip {}, seed {}; writing {}",
+        if start_step > 0 { "resuming" } else { "training" },
+        model,
+        run.label,
+        run.trainer.streams().len() + run.val.len(),
+        run.trainer.streams().len(),
+        run.val.len(),
+        run.vocab.len(),
+        total,
+        cfg.batch,
+        cfg.seq_len,
+        cfg.lr,
+        cfg.clip,
+        cfg.seed,
+        run.out.display()
+    ));
+    if start_step > 0 {
+        progress.message(&format!("continuing from step {start_step}"));
+    }
+
+    let session = Instant::now();
+    let elapsed_before = run.metrics.elapsed();
+    let mut step_time = Duration::ZERO;
+    let (mut sum_loss, mut sum_norm, mut n_since, mut time_since) =
+        (0f64, 0f64, 0u64, Duration::ZERO);
+    let mut last_loss = None;
+    let mut val_loss = run.metrics.last_val();
+    let mut interrupted = false;
+    let status = |step: u64, loss: Option<f64>, val: Option<f64>, step_time: Duration| {
+        let done = step - start_step;
+        let wall = session.elapsed().as_secs_f64();
+        Status {
+            step,
+            total,
+            loss,
+            val_bpc: val.map(|v| v / std::f64::consts::LN_2),
+            chars_per_sec: (done > 0)
+                .then(|| done as f64 * chars_per_step / step_time.as_secs_f64().max(1e-9)),
+            eta: (done > 0).then(|| {
+                Duration::from_secs_f64(wall / done as f64 * (total.saturating_sub(step)) as f64)
+            }),
+        }
+    };
+    progress.update(&status(start_step, None, val_loss, step_time), true);
+
+    while run.trainer.step_count() < total {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let stats = run.trainer.step()?;
+        let dt = t0.elapsed();
+        step_time += dt;
+        time_since += dt;
+        sum_loss += f64::from(stats.loss);
+        sum_norm += f64::from(stats.grad_norm);
+        n_since += 1;
+        let step = stats.step;
+        let last = step == total;
+        let due = |n: u64| last || (n > 0 && step % n == 0);
+
+        let eval_now = !run.val.is_empty() && due(eval_every);
+        if eval_now {
+            let ev = evaluate(run.trainer.model_mut(), &run.val, cfg.seq_len)?;
+            val_loss = Some(ev.loss);
+        }
+        if due(log_every) || eval_now {
+            let loss = sum_loss / n_since as f64;
+            last_loss = Some(loss);
+            run.metrics.push(Row {
+                step,
+                epoch: stats.epoch,
+                train_loss: loss,
+                val_loss: if eval_now { val_loss } else { None },
+                grad_norm: sum_norm / n_since as f64,
+                chars_per_sec: n_since as f64 * chars_per_step
+                    / time_since.as_secs_f64().max(1e-9),
+                elapsed_s: elapsed_before + session.elapsed().as_secs_f64(),
+            })?;
+            (sum_loss, sum_norm, n_since, time_since) = (0.0, 0.0, 0, Duration::ZERO);
+        }
+        let st = status(step, last_loss, val_loss, step_time);
+        if eval_now {
+            progress.line(&st);
+        } else {
+            progress.update(&st, false);
+        }
+        if !last && due(sample_every) {
+            print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+            progress.update(&st, true);
+        }
+        if due(checkpoint_every) {
+            write_checkpoint(run)?;
+        }
+    }
+    let step = run.trainer.step_count();
+    progress.update(&status(step, last_loss, val_loss, step_time), true);
+    progress.finish();
+    if interrupted {
+        write_checkpoint(run)?;
+        eprintln!(
+            "interrupted at step {step}/{total}: checkpoint written to {}; continue with \
+             `rnn train --resume --out {}`",
+            run.out.display(),
+            run.out.display()
+        );
+        std::process::exit(130);
+    }
+    write_checkpoint(run)?;
+    print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+    let wall = session.elapsed();
+    let done = step - start_step;
+    let mut summary = format!("done: {step} steps in {}", clock(wall));
+    if done > 0 {
+        summary.push_str(&format!(
+            " ({:.0} training characters/s)",
+            done as f64 * chars_per_step / step_time.as_secs_f64().max(1e-9)
+        ));
+    }
+    if let Some(v) = val_loss {
+        summary.push_str(&format!(
+            "; validation loss {v:.4} nats/char = {:.4} bits/char",
+            v / std::f64::consts::LN_2
+        ));
+    }
+    eprintln!("{summary}");
+    eprintln!(
+        "model: {}; more text: `rnn sample --model {}`",
+        run.out.join(MODEL_FILE).display(),
+        run.out.display()
+    );
+    Ok(())
+}
+
+/// Writes `checkpoint.safetensors`, then `model.safetensors`, then `loss.svg`, each atomically.
+fn write_checkpoint(run: &Run) -> Result<()> {
+    let out = &run.out;
+    let step = run.trainer.step_count();
+    let context = || format!("cannot write the checkpoint to {}", out.display());
+    run.trainer
+        .checkpoint()
+        .write(out.join(CHECKPOINT_FILE))
+        .with_context(context)?;
+    save_model(out.join(MODEL_FILE), run.trainer.model(), step).with_context(context)?;
+    let title = format!(
+        "{} on {}: loss at step {step}",
+        run.trainer.model().config().cell.torch_name(),
+        run.label
+    );
+    rnn::io::write_atomic(out.join(PLOT_FILE), run.metrics.svg(&title).as_bytes())
+        .with_context(context)?;
+    Ok(())
+}
+
+/// Prints a sample of the model (temperature 0.8) on stdout, under a header line.
+fn print_sample(
+    run: &mut Run,
+    len: usize,
+    step: u64,
+    val: Option<f64>,
+    progress: &mut Progress,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    use std::io::Write;
+    let seed = run.trainer.config().seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(seed);
+    let text = sample(
+        run.trainer.model_mut(),
+        &run.vocab,
+        "",
+        len,
+        SampleOptions::default(),
+        &mut rng,
+        |_| Ok(()),
+    )?;
+    progress.clear();
+    let val = val.map_or(String::new(), |v| {
+        format!(", validation {:.3} bpc", v / std::f64::consts::LN_2)
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "----- sample at step {step}{val} -----")?;
+    writeln!(stdout, "{}", text.trim_end())?;
+    writeln!(stdout)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The training part and the validation part (the last `fraction` of the text).
+fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(0.0..1.0).contains(&fraction) {
+        bail!("--val-fraction must be in [0, 1), got {fraction}");
+    }
+    let n = tokens.len();
+    let n_val = (n as f64 * fraction).floor() as usize;
+    if fraction > 0.0 && n_val < 2 {
+        bail!(
+            "{}: {n} characters leave {n_val} for validation (--val-fraction {fraction}); use \
+             more text, a larger --val-fraction, or --val-fraction 0",
+            data_label(data)
+        );
+    }
+    Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
+}
+
+/// The planned number of steps: `--steps`, or `--epochs` times the chunks per epoch, or the
+/// default. A resumed run cannot plan fewer steps than it has done.
+fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
+    let total = match (args.steps, args.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => {
+            if !(e.is_finite() && e >= 0.0) {
+                bail!("--epochs must be a number >= 0, got {e}");
+            }
+            (e * chunks as f64).ceil() as u64
+        }
+        (None, None) => defaults::STEPS,
+    };
+    if let Some(done) = done {
+        if total < done {
+            bail!("--resume: the run is already at step {done}, past the {total} steps asked for");
+        }
+    }
+    Ok(total)
+}
+
+/// `file.txt` or `the built-in corpus`.
+fn data_label(data: &Path) -> String {
+    if data.as_os_str() == BUILTIN_NAME {
+        "the built-in corpus".to_string()
+    } else {
+        format!("data file {}", data.display())
+    }
+}
+
+/// A configuration error in terms of the command's options.
+fn option_message(e: &rnn::Error) -> String {
+    let m = match e {
+        rnn::Error::Config(m) | rnn::Error::Invalid(m) => m.clone(),
+        other => other.to_string(),
+    };
+    m.replace("hidden_size", "--hidden")
+        .replace("num_layers", "--layers")
+        .replace("seq_len", "--seq-len")
+        .replace("a smaller batch", "a smaller --batch")
+        .replace("dropout must", "--dropout must")
+        .replace("clip must", "--clip must")
+        .replace("the learning rate", "--lr")
+}

@@ -31,9 +31,7 @@ pub fn read_text(path: &Path) -> Result<String> {
         bail!("data file {shown} is empty: a character model needs text to learn from");
     }
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
-        bail!(
-            "data file {shown} looks binary (a NUL byte at offset {at}): give a UTF-8 text file"
-        );
+        bail!("data file {shown} looks binary (a NUL byte at offset {at}): give a UTF-8 text file");
     }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),

@@ -191,7 +191,10 @@ mod tests {
             elapsed_s: 33.5,
         };
         assert_eq!(Row::parse(&r.to_line()), Some(r.clone()));
-        let no_val = Row { val_loss: None, ..r };
+        let no_val = Row {
+            val_loss: None,
+            ..r
+        };
         assert_eq!(Row::parse(&no_val.to_line()), Some(no_val));
         assert_eq!(Row::parse("12,0,1.5"), None);
     }

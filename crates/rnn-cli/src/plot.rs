@@ -190,7 +190,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(0.0, 3000.0, 8), [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0]);
+        assert_eq!(
+            ticks(0.0, 3000.0, 8),
+            [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0]
+        );
         let t = ticks(1.37, 4.2, 6);
         assert!(t[0] <= 1.37 && *t.last().unwrap() >= 4.2, "{t:?}");
     }
@@ -204,8 +207,18 @@ mod tests {
             "step",
             "bits per character",
             &[
-                Series { name: "train", color: "#1f77b4", points: &train, dots: false },
-                Series { name: "validation", color: "#d62728", points: &val, dots: true },
+                Series {
+                    name: "train",
+                    color: "#1f77b4",
+                    points: &train,
+                    dots: false,
+                },
+                Series {
+                    name: "validation",
+                    color: "#d62728",
+                    points: &val,
+                    dots: true,
+                },
             ],
         );
         assert!(doc.starts_with("<svg") && doc.ends_with("</svg>\n"));

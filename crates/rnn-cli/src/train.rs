@@ -175,7 +175,9 @@ fn fresh(args: &Args) -> Result<Run> {
         num_layers: args.layers.unwrap_or(defaults::LAYERS),
         dropout: args.dropout.unwrap_or(defaults::DROPOUT),
     };
-    model.validate().map_err(|e| anyhow!("{}", option_message(&e)))?;
+    model
+        .validate()
+        .map_err(|e| anyhow!("{}", option_message(&e)))?;
     let mut config = TrainConfig {
         seq_len: args.seq_len.unwrap_or(defaults::SEQ_LEN),
         batch: args.batch.unwrap_or(defaults::BATCH),
@@ -396,8 +398,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
                 train_loss: loss,
                 val_loss: if eval_now { val_loss } else { None },
                 grad_norm: sum_norm / n_since as f64,
-                chars_per_sec: n_since as f64 * chars_per_step
-                    / time_since.as_secs_f64().max(1e-9),
+                chars_per_sec: n_since as f64 * chars_per_step / time_since.as_secs_f64().max(1e-9),
                 elapsed_s: elapsed_before + session.elapsed().as_secs_f64(),
             })?;
             (sum_loss, sum_norm, n_since, time_since) = (0.0, 0.0, 0, Duration::ZERO);

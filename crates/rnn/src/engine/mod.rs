@@ -24,7 +24,7 @@ use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Arr
 
 use crate::config::{CellKind, RecurrentConfig};
 use crate::error::{Error, Result};
-use crate::linalg::{matmul, Float};
+use crate::linalg::{matmul, matmul_packed, Float, PackedWeights};
 use crate::rng::Rng;
 pub use cell::Cell;
 pub use math::Activations;
@@ -344,6 +344,10 @@ fn direction_forward<F: Activations>(
     matmul(&mut xw.view_mut(), &x, &w.w_ih.t(), false);
     let b_hn = add_biases(cell.kind, &mut xw, w, hidden);
 
+    // The recurrent weights, packed once for every step of the call.
+    let w_hh_t = PackedWeights::transposed(&w.w_hh);
+    let w_hr_t = w.w_hr.as_ref().map(|w_hr| PackedWeights::transposed(w_hr));
+
     // Work buffers, allocated once.
     let saved_rows = if save { rows } else { n };
     let mut gates = Array2::zeros((saved_rows, gh));
@@ -371,10 +375,10 @@ fn direction_forward<F: Activations>(
                 .assign(&h.slice(s![..bs, ..]));
         }
         // 2. Recurrence: one GEMM over the active rows.
-        matmul(
+        matmul_packed(
             &mut hw.slice_mut(s![..bs, ..]),
             &h.slice(s![..bs, ..]),
-            &w.w_hh.t(),
+            &w_hh_t,
             false,
         );
         // 3. Fused gate math, row by row.
@@ -398,11 +402,11 @@ fn direction_forward<F: Activations>(
             &b_hn,
         );
         // 4. Projection (LSTM with proj_size).
-        if let Some(w_hr) = &w.w_hr {
-            matmul(
+        if let Some(w_hr_t) = &w_hr_t {
+            matmul_packed(
                 &mut h.slice_mut(s![..bs, ..]),
                 &m.slice(s![..bs, ..]),
-                &w_hr.t(),
+                w_hr_t,
                 false,
             );
         }
@@ -576,6 +580,8 @@ fn direction_backward<F: Activations>(
     // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
     let mut dh_all = Array2::zeros((if proj { rows } else { 0 }, h_out));
     let mut dm = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let w_hh_packed = PackedWeights::new(&w.w_hh);
+    let w_hr_packed = w.w_hr.as_ref().map(|w_hr| PackedWeights::new(w_hr));
     let mut no_c = Array2::zeros((n, 0));
     let mut dc = match dc {
         Some(dc) => dc,
@@ -592,9 +598,9 @@ fn direction_backward<F: Activations>(
         let (r0, bs) = batches.step(t);
         let mut dh_t = dh.slice_mut(s![..bs, ..]);
         dh_t += &d_out.slice(s![r0..r0 + bs, ..]);
-        if let Some(w_hr) = &w.w_hr {
+        if let Some(w_hr) = &w_hr_packed {
             dh_all.slice_mut(s![r0..r0 + bs, ..]).assign(&dh_t);
-            matmul(&mut dm.slice_mut(s![..bs, ..]), &dh_t.view(), w_hr, false);
+            matmul_packed(&mut dm.slice_mut(s![..bs, ..]), &dh_t.view(), w_hr, false);
         }
         cell::backward_step(
             cell,
@@ -621,7 +627,12 @@ fn direction_backward<F: Activations>(
         } else {
             dxw.slice(s![r0..r0 + bs, ..])
         };
-        matmul(&mut dh.slice_mut(s![..bs, ..]), &dhw_t, &w.w_hh, is_gru);
+        matmul_packed(
+            &mut dh.slice_mut(s![..bs, ..]),
+            &dhw_t,
+            &w_hh_packed,
+            is_gru,
+        );
     }
 
     // Weight gradients: a few large GEMMs over all timesteps.

@@ -27,6 +27,7 @@ pub struct Args {
     threads: Option<usize>,
 }
 
+/// Entry point of `rnn eval`.
 pub fn main(args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
     if args.seq_len == 0 {

@@ -34,6 +34,7 @@ pub struct Args {
     threads: Option<usize>,
 }
 
+/// Entry point of `rnn sample`.
 pub fn main(args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
     let options = SampleOptions {

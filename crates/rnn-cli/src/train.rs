@@ -21,7 +21,7 @@ use rnn::charlm::{
     evaluate, fingerprint, sample, CharLmConfig, SampleOptions, TrainConfig, Trainer, Vocab,
 };
 use rnn::io::TensorFile;
-use rnn::{CellKind, Rng};
+use rnn::{CellKind, Module, Rng};
 
 use crate::corpus::{read_text, BUILTIN_NAME};
 use crate::metrics::{Metrics, Row};
@@ -41,7 +41,7 @@ mod defaults {
     pub const DROPOUT: f64 = 0.0;
     pub const SEQ_LEN: usize = 64;
     pub const BATCH: usize = 32;
-    pub const STEPS: u64 = 1500;
+    pub const STEPS: u64 = 1200;
     pub const LR: f64 = 2e-3;
     pub const CLIP: f64 = 5.0;
     pub const SEED: u64 = 0;
@@ -75,7 +75,7 @@ pub struct Args {
     /// Streams per batch [default: 32]
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
-    /// Training steps in all (one chunk of every stream per step) [default: 1500]
+    /// Training steps in all (one chunk of every stream per step) [default: 1200]
     #[arg(long, value_name = "N", conflicts_with = "epochs")]
     steps: Option<u64>,
     /// Training length in passes over the training text instead of steps (may be fractional)
@@ -132,6 +132,7 @@ struct Run {
     label: String,
 }
 
+/// Entry point of `rnn train`.
 pub fn main(args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
     let mut run = if args.resume {
@@ -200,6 +201,7 @@ fn fresh(args: &Args) -> Result<Run> {
 
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create --out {}", out.display()))?;
+    remove_stale_temporaries(out);
     vocab
         .write(out.join(VOCAB_FILE))
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
@@ -287,6 +289,7 @@ fn resume(args: &Args) -> Result<Run> {
         let total = total_steps(args, trainer.streams().chunks_per_epoch(), Some(done))?;
         trainer.set_total_steps(total);
     }
+    remove_stale_temporaries(out);
     let metrics = Metrics::resume(&out.join(METRICS_FILE), done)
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
     Ok(Run {
@@ -320,17 +323,19 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     let mut progress = Progress::new();
     let model = run.trainer.model();
     let epochs = total as f64 / run.trainer.streams().chunks_per_epoch() as f64;
+    let shown = model.to_string();
+    let arch = shown.split("  #").next().unwrap_or(&shown);
     progress.message(&format!(
-        "{} {} on {} ({} characters: {} training, {} validation; vocabulary {})\n\
-         {} steps ({epochs:.2} epochs) of {} streams x {} characters, Adam lr {}, clip {}, seed {}; writing {}",
-        if start_step > 0 { "resuming" } else { "training" },
-        model,
+        "model: {arch}, {} parameters\n\
+         data:  {}, {} characters ({} training, {} validation), vocabulary of {}\n\
+         plan:  {total} steps ({epochs:.2} epochs) of {} streams x {} characters; Adam lr {}, \
+         clip {}, seed {}; writing {}",
+        model.num_parameters(),
         run.label,
         run.trainer.streams().len() + run.val.len(),
         run.trainer.streams().len(),
         run.val.len(),
         run.vocab.len(),
-        total,
         cfg.batch,
         cfg.seq_len,
         cfg.lr,
@@ -339,7 +344,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         run.out.display()
     ));
     if start_step > 0 {
-        progress.message(&format!("continuing from step {start_step}"));
+        progress.message(&format!("resuming at step {start_step}"));
     }
 
     let session = Instant::now();
@@ -503,12 +508,39 @@ fn print_sample(
     let val = val.map_or(String::new(), |v| {
         format!(", validation {:.3} bpc", v / std::f64::consts::LN_2)
     });
+    // Samples are a side show: a closed stdout (`rnn train | head`) does not stop training.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "----- sample at step {step}{val} -----")?;
-    writeln!(stdout, "{}", text.trim_end())?;
-    writeln!(stdout)?;
-    stdout.flush()?;
+    let _ = writeln!(
+        stdout,
+        "----- sample at step {step}{val} -----\n{}\n",
+        text.trim_end()
+    )
+    .and_then(|()| stdout.flush());
     Ok(())
+}
+
+/// Removes the temporary files a killed run may have left while writing one of the run's files
+/// (`model.safetensors.<pid>.<n>.tmp`, ...): the files themselves are always whole.
+fn remove_stale_temporaries(out: &Path) {
+    let names = [
+        CHECKPOINT_FILE,
+        MODEL_FILE,
+        VOCAB_FILE,
+        METRICS_FILE,
+        PLOT_FILE,
+    ];
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = names
+            .iter()
+            .any(|n| name.starts_with(&format!("{n}.")) && name.ends_with(".tmp"));
+        if ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The training part and the validation part (the last `fraction` of the text).

@@ -72,7 +72,7 @@ pub fn pick(logits: &[f32], options: SampleOptions, rng: &mut Rng) -> usize {
         .map(|w| if w.is_finite() { w } else { 0.0 })
         .collect();
     let total: f64 = weights.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return kept[0];
     }
     let mut u = rng.next_f64() * total;

@@ -211,7 +211,7 @@ fn backward_row<F: Activations>(
 /// Rows per parallel chunk below which a step's gate math stays on the calling thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
-/// A whole step forward over `bs` rows: [`forward_row`] on each row of the contiguous blocks
+/// A whole step forward over `bs` rows: `forward_row` on each row of the contiguous blocks
 /// `h` (bs, H), `c` (bs, H or 0), `gates` (bs, G*H), `aux`, `xw`, `hw` (bs, G*H).
 /// Large steps are split across threads; the kernel runs with AVX2+FMA when the CPU has them.
 #[allow(clippy::too_many_arguments)]
@@ -284,7 +284,7 @@ fn forward_rows<F: Activations>(
     }
 }
 
-/// A whole step backward over `bs` rows: [`backward_row`] on each row of the contiguous
+/// A whole step backward over `bs` rows: `backward_row` on each row of the contiguous
 /// blocks `dxw`, `dhw` (bs, G*H; `dhw` empty except GRU), `dh`, `dc` (bs, H or 0), `gates`,
 /// `aux`, `h_prev` (bs, H; read by GRU only).
 #[allow(clippy::too_many_arguments)]

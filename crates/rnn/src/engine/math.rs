@@ -47,10 +47,13 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    // 2^n from the exponent bits; n is in [-126, 128), so n + 127 is a valid biased exponent
-    // except at the top, where 2^127 * 2 is split to stay finite.
-    let e = (n as i32).clamp(-126, 127);
-    y * f32::from_bits(((e + 127) as u32) << 23)
+    // 2^n from the exponent bits, with n clamped to [-126, 127] so that n + 127 is a valid
+    // biased exponent. The integer is read from the mantissa after adding 1.5 * 2^23 rather
+    // than with `as i32`, whose saturating NaN handling keeps the loop from vectorising.
+    let n = if n < -126.0 { -126.0 } else { n };
+    let n = if n > 127.0 { 127.0 } else { n };
+    let e = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    y * f32::from_bits(e.wrapping_add(127) << 23)
 }
 
 impl Activations for f32 {

@@ -34,15 +34,14 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayD, IxDyn};
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
@@ -135,14 +134,6 @@ impl TensorData {
         }
         out
     }
-
-    fn safetensors_dtype(&self) -> Dtype {
-        match self {
-            TensorData::F32(_) => Dtype::F32,
-            TensorData::F64(_) => Dtype::F64,
-            TensorData::I64(_) => Dtype::I64,
-        }
-    }
 }
 
 impl From<ArrayD<f32>> for TensorData {
@@ -222,26 +213,44 @@ impl TensorFile {
     /// The bytes of the safetensors file, as `safetensors.torch.save(tensors, metadata)`
     /// writes them (the `__metadata__` entry is left out when there is no metadata).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let views: Vec<(&str, OwnedView)> = self
-            .tensors
-            .iter()
-            .map(|(name, t)| {
-                let view = OwnedView {
-                    dtype: t.safetensors_dtype(),
-                    shape: t.shape().to_vec(),
-                    bytes: t.to_le_bytes(),
-                };
-                (name.as_str(), view)
-            })
-            .collect();
-        let metadata = (!self.metadata.is_empty()).then(|| {
-            self.metadata
+        // Written by hand rather than with `safetensors::serialize`, whose metadata goes through
+        // a `HashMap`: here the header lists the metadata and the tensors in key order, so the
+        // same contents always give the same bytes.
+        let mut header = serde_json::Map::new();
+        if !self.metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> = self
+                .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>()
-        });
-        safetensors::tensor::serialize(views, metadata)
-            .map_err(|e| Error::Invalid(format!("cannot serialize tensors to safetensors: {e}")))
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+        }
+        let mut data = Vec::new();
+        for (name, t) in &self.tensors {
+            let bytes = t.to_le_bytes();
+            let begin = data.len();
+            data.extend_from_slice(&bytes);
+            header.insert(
+                name.clone(),
+                serde_json::json!({
+                    "dtype": t.dtype(),
+                    "shape": t.shape(),
+                    "data_offsets": [begin, data.len()],
+                }),
+            );
+        }
+        let mut json = serde_json::to_string(&serde_json::Value::Object(header))
+            .map_err(|e| Error::Invalid(format!("cannot serialize a safetensors header: {e}")))?
+            .into_bytes();
+        // The data starts on an 8-byte boundary; the header is padded with spaces.
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut out = Vec::with_capacity(8 + json.len() + data.len());
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&data);
+        Ok(out)
     }
 
     /// Writes the file atomically (see [`write_atomic`]): a reader sees the old file or the
@@ -294,22 +303,25 @@ impl TensorFile {
     }
 }
 
-/// A tensor to serialize: owns its little-endian bytes.
+/// A tensor to serialize with the `safetensors` crate (tests write files with it to check
+/// that ours read theirs).
+#[cfg(test)]
 struct OwnedView {
     dtype: Dtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
-impl View for OwnedView {
+#[cfg(test)]
+impl safetensors::tensor::View for OwnedView {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
     }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
     }
     fn data_len(&self) -> usize {
         self.bytes.len()

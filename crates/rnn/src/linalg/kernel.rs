@@ -33,6 +33,7 @@ pub struct Kernels<F> {
     /// Kernels by row count, 1 to [`MR`].
     pub by_rows: [MicroKernel<F>; MR],
     /// The instruction set, for benchmarks and reports.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub name: &'static str,
 }
 
@@ -97,6 +98,7 @@ unsafe fn store_tile<F: Float, const M: usize>(
 ///
 /// # Safety
 /// See [`MicroKernel`].
+#[allow(clippy::too_many_arguments)]
 unsafe fn portable_kernel<F: Float, const M: usize>(
     kc: usize,
     a: *const F,

@@ -78,7 +78,15 @@ fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize
                         "{} {m}x{k}x{n} {a_name} {b_name} acc={accumulate} threads={threads}",
                         kernels.name
                     );
-                    assert_close(&got.view(), &want.view(), a, &b, &c0.view(), tol, &what);
+                    assert_close(
+                        &got.slice(s![.., ..;2]),
+                        &want.slice(s![.., ..;2]),
+                        a,
+                        &b,
+                        &c0.view(),
+                        tol,
+                        &what,
+                    );
                     // The skipped columns of C are untouched.
                     assert_eq!(
                         got.slice(s![.., 1..;2]),

@@ -88,6 +88,10 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Variable lengths: every sequence gets a length drawn uniformly from 1..=seq and the
+    /// batch runs packed (PyTorch's pack_padded_sequence, enforce_sorted=False).
+    #[arg(long)]
+    packed: bool,
     /// Print one JSON line instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -132,17 +136,28 @@ pub fn main(args: Args) -> Result<()> {
         bail!("--batch and --seq must be at least 1");
     }
 
+    let lengths: Vec<usize> = (0..batch).map(|_| 1 + rng.below(seq)).collect();
+    // One pass; returns the output whose sum is the training loss.
+    let forward = |x: &Tensor| -> Result<Tensor> {
+        if args.packed {
+            let packed = rnn::packed::pack_padded_sequence(x, &lengths, true, false)?;
+            let (out, _, _) = model.forward_packed(&packed, None, None)?;
+            Ok(out.data().clone())
+        } else {
+            Ok(model.forward_states(x, None, None)?.output)
+        }
+    };
     let run_once = || -> Result<()> {
         match args.mode {
             Mode::Infer => {
                 let x = Tensor::new(x.clone());
-                rnn::no_grad(|| model.forward_states(&x, None, None))?;
+                rnn::no_grad(|| forward(&x))?;
             }
             Mode::Train => {
                 model.zero_grad();
                 let x = Tensor::parameter(x.clone());
-                let out = model.forward_states(&x, None, None)?;
-                out.output.backward_with(ArrayD::ones(out.output.shape()))?;
+                let out = forward(&x)?;
+                out.backward_with(ArrayD::ones(out.shape()))?;
             }
         }
         Ok(())
@@ -178,6 +193,7 @@ pub fn main(args: Args) -> Result<()> {
             "cell": cell.name(), "preset": args.preset.name(), "batch": batch, "seq": seq,
             "input": input, "hidden": hidden, "layers": args.layers,
             "bidirectional": args.bidirectional, "mode": mode, "threads": threads,
+            "packed": args.packed,
             "reps": times.len(), "median_ms": median, "min_ms": times[0],
             "max_ms": times[times.len() - 1], "gflops": gflops, "peak_rss_mb": peak_rss_mb,
             "base_rss_mb": base_rss_mb,
@@ -186,9 +202,10 @@ pub fn main(args: Args) -> Result<()> {
         println!("{line}");
     } else {
         println!(
-            "{} {mode} batch {batch} seq {seq} input {input} hidden {hidden} layers {} {}threads {threads}: \
+            "{} {mode} batch {batch} seq {seq}{} input {input} hidden {hidden} layers {} {}threads {threads}: \
              median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s",
             cell.torch_name(),
+            if args.packed { " (packed, lengths uniform in 1..=seq)" } else { "" },
             args.layers,
             if args.bidirectional { "bidirectional " } else { "" },
             times[0],

@@ -55,3 +55,8 @@ pub use module::Module;
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 pub use rng::{manual_seed, Rng};
 pub use tensor::{is_grad_enabled, no_grad, Tensor};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

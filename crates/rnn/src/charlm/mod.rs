@@ -10,7 +10,7 @@
 //! | [`data`] | the training streams (data order a pure function of seed and step) and [`evaluate`] |
 //! | [`train`] | [`Trainer`]: one step at a time, and the resumable checkpoint |
 //! | [`checkpoint`] | the model directory: `model.safetensors`, `vocab.json`, `checkpoint.safetensors` |
-//! | [`sample`] | temperature and top-k sampling |
+//! | [`sample`](mod@sample) | temperature and top-k sampling |
 //!
 //! ```
 //! use rnn::charlm::{evaluate, CharLmConfig, TrainConfig, Trainer, Vocab};

@@ -1,8 +1,9 @@
 //! Micro-kernels: one `rows x NR` tile of `C (+)= A B` over `kc` steps of the inner dimension.
 //!
-//! A kernel reads `A` through a pointer and two strides (the driver passes its packed copy:
-//! row stride 1, column stride [`MR`]) and `B` from one packed panel: `kc` rows of [`NR`]
-//! contiguous values, zero-padded past the last column. It keeps the tile in registers for the
+//! A kernel reads `A` through a pointer and two strides (in place when its rows are
+//! contiguous: row stride `lda`, column stride 1; or a packed micro-panel: row stride 1, column
+//! stride [`MR`]) and `B` from one packed panel (`kc` rows of [`NR`] contiguous values,
+//! zero-padded past the last column). It keeps the tile in registers for the
 //! whole `kc` loop and touches `C` once, at the end: `C = acc` or `C += acc`.
 //!
 //! * [`portable`]: plain loops for any [`Float`]; the fallback for f64 and non-x86 targets,
@@ -18,7 +19,8 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 
 /// A micro-kernel: `kernel(kc, a, rsa, csa, b, c, rsc, csc, cols, accumulate)` computes
-/// `C[i, j] (+)= sum_p A[i, p] * B[p, j]` for `i < rows` (the kernel's `M`), `j < cols`.
+/// `C[i, j] (+)= sum_p A[i, p] * b[p * NR + j]` for `i < rows` (the kernel's `M`), `j < cols`,
+/// with `A[i, p]` at `a + i*rsa + p*csa`.
 ///
 /// # Safety
 /// `a + i*rsa + p*csa` must be readable for `i < rows`, `p < kc`; `b` must be readable for
@@ -33,7 +35,6 @@ pub struct Kernels<F> {
     /// Kernels by row count, 1 to [`MR`].
     pub by_rows: [MicroKernel<F>; MR],
     /// The instruction set, for benchmarks and reports.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub name: &'static str,
 }
 
@@ -170,6 +171,13 @@ mod avx2 {
         accumulate: bool,
     ) {
         const { assert!(M >= 1 && M <= MR && NR == 16) };
+        // Ask for the C tile now, so that its lines arrive while the tile is computed (C is
+        // touched only at the end, and for tall products it is not in cache).
+        for i in 0..M {
+            let row = c.wrapping_offset(i as isize * rsc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
+        }
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
         let mut a = a;
         let mut b = b;
@@ -177,6 +185,9 @@ mod avx2 {
             // SAFETY (whole block): `b` walks the `kc * NR` panel, `a` walks `kc` columns of
             // `M` rows, both within the kernel contract.
             unsafe {
+                // The same row of the next panel of B (laid out right after this one): in L2
+                // by the time the next panel starts, which matters when B streams from memory.
+                _mm_prefetch::<_MM_HINT_T1>(b.wrapping_add(kc * NR).cast());
                 let b0 = _mm256_loadu_ps(b);
                 let b1 = _mm256_loadu_ps(b.add(8));
                 for (i, acc) in acc.iter_mut().enumerate() {

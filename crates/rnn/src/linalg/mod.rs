@@ -1,8 +1,40 @@
 //! Matrix products and the scalar types the kernels run on.
 //!
-//! [`matmul`] computes `C = A B` or `C += A B` on strided `ndarray` views through the `gemm`
-//! crate (AVX2/AVX-512/NEON micro-kernels chosen at run time, threads from rayon's pool for
-//! large products). [`matmul_reference`] is the plain triple loop it is tested against.
+//! * [`matmul_packed`]: `C (+)= A B` with `B` packed once by [`PackedWeights`] and reused.
+//!   The recurrence multiplies by the same `W_hh` at every time step, so the engine packs it
+//!   once per call and runs ~100 products on it. A blocked GEMM (GotoBLAS loop order) around a
+//!   register-tiled micro-kernel: 6 x 16 tiles with AVX2 + FMA for f32 on x86-64 (chosen at run
+//!   time), portable loops otherwise (f64, other CPUs). Large products are split over rayon's
+//!   threads ([`set_parallel_min_work`]).
+//! * [`matmul`]: the same for any `B` view, packing it on each call.
+//! * [`matmul_reference`]: the plain triple loop in f64, the test oracle.
+//!
+//! Measurements and the choice against the `gemm` and `matrixmultiply` crates: BENCHMARKS.md,
+//! "GEMM choice".
+//!
+//! # Calling it from the engine
+//!
+//! ```
+//! use ndarray::{s, Array2};
+//! use rnn::linalg::{matmul_packed, PackedWeights};
+//!
+//! let (batch, hidden, gh) = (4, 3, 12); // G*H = 4 * 3 for an LSTM
+//! let w_hh = Array2::<f32>::from_elem((gh, hidden), 0.1); // PyTorch layout (G*H, H)
+//!
+//! // Forward, once per call: B = W_hh^T (H, G*H); then per step HW = H W_hh^T.
+//! let w_hh_t = PackedWeights::transposed(&w_hh.view());
+//! let h = Array2::<f32>::ones((batch, hidden));
+//! let mut hw = Array2::<f32>::zeros((batch, gh));
+//! let bs = 3; // active rows of this step (packed sequences)
+//! matmul_packed(&mut hw.slice_mut(s![..bs, ..]), &h.slice(s![..bs, ..]), &w_hh_t, false);
+//!
+//! // Backward, once per call: B = W_hh (G*H, H); then per step dH (+)= dHW W_hh.
+//! let w_hh_b = PackedWeights::new(&w_hh.view());
+//! let dhw = Array2::<f32>::ones((batch, gh));
+//! let mut dh = Array2::<f32>::zeros((batch, hidden));
+//! matmul_packed(&mut dh.slice_mut(s![..bs, ..]), &dhw.slice(s![..bs, ..]), &w_hh_b, true);
+//! assert!((dh[[0, 0]] - 1.2).abs() < 1e-6);
+//! ```
 
 mod kernel;
 mod packed;
@@ -13,7 +45,12 @@ use std::fmt::Debug;
 
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
-pub use packed::{matmul_packed, PackedWeights};
+pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};
+
+/// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx2+fma"` or `"portable"`.
+pub fn kernel_name<F: Float>() -> &'static str {
+    kernel::kernels::<F>().name
+}
 
 /// The floating-point types the recurrent kernels run on: `f32` (models) and `f64` (tests and
 /// finite-difference checks).
@@ -54,14 +91,20 @@ impl Float for f64 {
     }
 }
 
-/// Products with fewer multiply-adds than this run on the calling thread: below it, waking the
-/// thread pool costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+/// Below this many multiply-adds [`matmul`] calls the `gemm` crate directly: packing `B` (and
+/// allocating its buffer) would cost more than the product.
+const PACK_MIN_WORK: usize = 1 << 15;
 
 /// `C = A B` (or `C += A B` when `accumulate`), for views of any strides, e.g. `w.t()`.
 ///
 /// Shapes: `a` (m, k), `b` (k, n), `c` (m, n). Panics if they disagree: callers check user
 /// shapes before reaching the kernels.
+///
+/// For f32 on a CPU with AVX2 + FMA, products of at least 32768 multiply-adds pack `B` into a
+/// fresh [`PackedWeights`] and run [`matmul_packed`] (threads included); smaller ones, f64 and
+/// other CPUs go to the `gemm` crate (its f64 and NEON kernels beat the portable loops), with
+/// rayon's threads from [`parallel_min_work`] multiply-adds. To reuse `B` across calls, pack it
+/// once and call [`matmul_packed`].
 pub fn matmul<F: Float>(
     c: &mut ArrayViewMut2<'_, F>,
     a: &ArrayView2<'_, F>,
@@ -81,7 +124,12 @@ pub fn matmul<F: Float>(
         }
         return;
     }
-    let parallelism = if m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+    let work = m * n * k;
+    if work >= PACK_MIN_WORK && kernel_name::<F>() != "portable" {
+        matmul_packed(c, a, &PackedWeights::new(b), accumulate);
+        return;
+    }
+    let parallelism = if work >= parallel_min_work() && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -1,20 +1,23 @@
 //! `C (+)= A B` with `B` packed once and reused: the blocked driver around the micro-kernels.
 //!
-//! Loop nest (GotoBLAS/BLIS order), for one thread's share of the columns of `C`:
+//! Loop nest (GotoBLAS/BLIS order), for one thread's share of `C` (a range of column panels
+//! for the wide per-step products, a range of rows for the tall ones):
 //!
 //! ```text
 //! for k0 in 0..k step KC            // B sub-panels of KC x NR (16 KiB f32): stay in L1
-//!   for m0 in 0..m step MC          // pack A[m0.., k0..] (MC x KC, 72 KiB f32): stays in L2
-//!     for each B panel (NR columns)
-//!       for each MR-row block of the packed A
+//!   for m0 in 0..m step MC          // A[m0.., k0..] (MC x KC, 72 KiB f32): stays in L2
+//!     for each B panel (NR columns) // in memory order; the next one prefetched into L2
+//!       for each MR-row block of A
 //!         micro-kernel: MR x NR tile of C, kc steps, C touched once
 //! ```
 //!
-//! The packed `A` block lives on the stack, so a call allocates nothing.
+//! `A` is read in place when its rows are contiguous (`H`, `dHW`, `X`); otherwise (`dXW^T`)
+//! each MC x KC block is packed into a buffer on the stack. A call allocates nothing.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 
 use super::kernel::{Kernels, MR, NR};
 use super::Float;
@@ -23,17 +26,34 @@ use super::Float;
 pub(crate) const KC: usize = 256;
 /// Rows of `A` packed at once (a multiple of [`MR`]); covers a whole batch of 64 in one block.
 pub(crate) const MC: usize = 72;
-/// Products with fewer multiply-adds than this run on the calling thread (see BENCHMARKS.md,
-/// "GEMM choice": a rayon fork-join costs a few microseconds).
-pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 20;
+/// Default of [`set_parallel_min_work`] (see BENCHMARKS.md, "GEMM choice").
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 22;
+static PARALLEL_MIN_WORK_NOW: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_WORK);
+
+/// Sets the size (`m * n * k` multiply-adds) from which [`matmul_packed`] and
+/// [`super::matmul`] split a product over rayon's threads; smaller ones run on the calling
+/// thread, because a fork-join costs a few microseconds, and waking a sleeping worker (between
+/// two time steps) tens of them. The default, 4M (2^22), was measured on a 2-core AVX2 machine
+/// (BENCHMARKS.md, "GEMM choice"); `usize::MAX` keeps every product on one thread, 0 splits
+/// every product that has at least two tiles. Process-wide.
+pub fn set_parallel_min_work(work: usize) {
+    PARALLEL_MIN_WORK_NOW.store(work, Ordering::Relaxed);
+}
+
+/// The current value of [`set_parallel_min_work`].
+pub fn parallel_min_work() -> usize {
+    PARALLEL_MIN_WORK_NOW.load(Ordering::Relaxed)
+}
+
 /// Values of padding so that the packed data can start on a 64-byte line.
 const ALIGN_PAD: usize = 64;
 
 /// The right-hand operand `B` (k, n) of `C = A B`, packed once for many products.
 ///
-/// The layout is `ceil(n / 16)` panels of 16 columns, each panel `k` rows of 16 contiguous
-/// values (K-major), zero-padded past column `n`, and aligned on a cache line: exactly what the
-/// micro-kernel streams. A recurrent layer packs `W_hh^T` (forward, `H W_hh^T`) or `W_hh`
+/// The layout is what the micro-kernel streams: `B` cut into panels of 16 columns (zero-padded
+/// past column `n`), each panel stored K-major (rows of 16 contiguous values); the rows are
+/// grouped in blocks of 256 (the blocking depth), block-major, so that one pass of the driver
+/// over all panels for one block reads memory in order; the start is cache-line aligned. A recurrent layer packs `W_hh^T` (forward, `H W_hh^T`) or `W_hh`
 /// (backward, `dHW W_hh`) once per call and reuses it for every time step:
 ///
 /// ```
@@ -88,27 +108,26 @@ impl<F: Float> PackedWeights<F> {
         self.k = k;
         self.n = n;
         let data = &mut self.data[self.start..self.start + len];
-        let (rs, cs) = (b.strides()[0], b.strides()[1]);
-        for (p, panel) in data.chunks_exact_mut((k * NR).max(1)).enumerate() {
-            let cols = NR.min(n - p * NR);
-            let src = b.slice(ndarray::s![.., p * NR..p * NR + cols]);
-            if cs.unsigned_abs() <= rs.unsigned_abs() {
-                // Row-major source (A W): each row of the panel is contiguous in `b`.
-                for (dst, row) in panel.chunks_exact_mut(NR).zip(src.rows()) {
-                    for (d, &v) in dst.iter_mut().zip(row.iter()) {
-                        *d = v;
+        let panels = n.div_ceil(NR);
+        let rows_contiguous = b.strides()[1] == 1 || n == 1;
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let block = &mut data[k0 * NR * panels..(k0 + kc) * NR * panels];
+            if rows_contiguous {
+                // Row-major source (A W, X, H): each row of `b` is read once, in order, and
+                // dealt out to the panels (one sequential write stream per panel).
+                for (kk, row) in b.slice(s![k0..k0 + kc, ..]).rows().into_iter().enumerate() {
+                    let row = row.to_slice().expect("unit column stride");
+                    for (p, chunk) in row.chunks(NR).enumerate() {
+                        let dst = &mut block[(p * kc + kk) * NR..][..NR];
+                        dst[..chunk.len()].copy_from_slice(chunk);
+                        dst[chunk.len()..].fill(F::zero());
                     }
-                    dst[cols..].fill(F::zero());
                 }
             } else {
-                // Column-major source (W^T): walk each column of `b` (a row of `W`).
-                for (j, col) in src.columns().into_iter().enumerate() {
-                    for (d, &v) in panel[j..].iter_mut().step_by(NR).zip(col.iter()) {
-                        *d = v;
-                    }
-                }
-                for row in panel.chunks_exact_mut(NR) {
-                    row[cols..].fill(F::zero());
+                for (p, sub_panel) in block.chunks_exact_mut(kc * NR).enumerate() {
+                    let cols = NR.min(n - p * NR);
+                    pack_panel(sub_panel, b.slice(s![k0..k0 + kc, p * NR..p * NR + cols]));
                 }
             }
         }
@@ -124,10 +143,59 @@ impl<F: Float> PackedWeights<F> {
         self.n
     }
 
-    /// Panel `p`: `k` rows of [`NR`] values.
-    fn panel(&self, p: usize) -> &[F] {
-        let size = self.k * NR;
-        &self.data[self.start + p * size..self.start + (p + 1) * size]
+    /// Rows `k0..k0 + KC` (fewer in the last block) of panel `p`: `kc` rows of [`NR`] values.
+    fn sub_panel(&self, k0: usize, p: usize) -> &[F] {
+        let (kc, panels) = (KC.min(self.k - k0), self.n.div_ceil(NR));
+        let base = self.start + k0 * NR * panels + p * kc * NR;
+        &self.data[base..base + kc * NR]
+    }
+}
+
+/// Packs `src` (kc, cols <= NR), rows `k0..k0 + kc` of one panel of `B`, into `dst`: `kc` rows
+/// of [`NR`] values, zero past `cols`.
+fn pack_panel<F: Float>(dst: &mut [F], src: ArrayView2<'_, F>) {
+    let (kc, cols) = src.dim();
+    let (rs, cs) = (src.strides()[0], src.strides()[1]);
+    let mut cols_of_b: [&[F]; NR] = [&[]; NR];
+    let columns_contiguous = cs.unsigned_abs() > rs.unsigned_abs()
+        && src
+            .columns()
+            .into_iter()
+            .zip(cols_of_b.iter_mut())
+            .all(|(col, slot)| col.to_slice().map(|col| *slot = col).is_some());
+    if columns_contiguous {
+        // Column-major source (A W^T: the columns of `b` are the rows of `W`). Blocks of 8
+        // rows: 8 contiguous reads from each column of `b`, written down a column of the
+        // panel, so that the 8 destination lines stay in L1.
+        let mut blocks = dst.chunks_exact_mut(8 * NR);
+        for (k0, block) in (0..kc).step_by(8).zip(&mut blocks) {
+            for (j, col) in cols_of_b[..cols].iter().enumerate() {
+                let col: &[F; 8] = col[k0..k0 + 8].try_into().expect("8 values");
+                for (r, &v) in col.iter().enumerate() {
+                    block[r * NR + j] = v;
+                }
+            }
+        }
+        let k0 = kc - kc % 8;
+        for (kk, row) in (k0..kc).zip(blocks.into_remainder().chunks_exact_mut(NR)) {
+            for (d, col) in row.iter_mut().zip(&cols_of_b[..cols]) {
+                *d = col[kk];
+            }
+        }
+    } else {
+        // Any other strides: row by row.
+        for (row_dst, row) in dst.chunks_exact_mut(NR).zip(src.rows()) {
+            match row.to_slice() {
+                Some(row) => row_dst[..cols].copy_from_slice(row),
+                None => row_dst
+                    .iter_mut()
+                    .zip(row.iter())
+                    .for_each(|(d, &v)| *d = v),
+            }
+        }
+    }
+    for row in dst.chunks_exact_mut(NR) {
+        row[cols..].fill(F::zero());
     }
 }
 
@@ -135,22 +203,24 @@ impl<F: Float> PackedWeights<F> {
 ///
 /// Shapes: `a` (m, k), `b` (k, n), `c` (m, n); `a` and `c` may have any strides. Panics if
 /// the shapes disagree (callers check user shapes first). Allocates nothing. Uses the AVX2 +
-/// FMA kernel for f32 when the CPU has it, portable loops otherwise, and splits the columns
-/// over rayon's threads when `m * n * k` reaches about a million multiply-adds.
+/// FMA kernel for f32 when the CPU has it, portable loops otherwise, and splits the product
+/// over rayon's threads (`rayon::current_num_threads()`) from [`parallel_min_work`]
+/// multiply-adds: by columns when `C` is wide (the per-step products), by rows when tall.
 pub fn matmul_packed<F: Float>(
     c: &mut ArrayViewMut2<'_, F>,
     a: &ArrayView2<'_, F>,
     b: &PackedWeights<F>,
     accumulate: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    matmul_packed_with(&super::kernel::kernels(), threads, c, a, b, accumulate);
+    let (kernels, threads) = (super::kernel::kernels(), rayon::current_num_threads());
+    matmul_packed_with(&kernels, threads, parallel_min_work(), c, a, b, accumulate);
 }
 
-/// [`matmul_packed`] with the kernels and the thread budget given (for tests and benchmarks).
+/// [`matmul_packed`] with the kernels, the thread budget and the parallel threshold given.
 pub(crate) fn matmul_packed_with<F: Float>(
     kernels: &Kernels<F>,
     threads: usize,
+    min_work: usize,
     c: &mut ArrayViewMut2<'_, F>,
     a: &ArrayView2<'_, F>,
     b: &PackedWeights<F>,
@@ -168,43 +238,56 @@ pub(crate) fn matmul_packed_with<F: Float>(
         }
         return;
     }
-    split(kernels, threads, c.view_mut(), a.view(), b, 0, accumulate);
+    let split_work = Split {
+        kernels,
+        min_work,
+        accumulate,
+    };
+    split(&split_work, threads, c.view_mut(), a.view(), b, 0);
 }
 
-/// Splits `C` (whose column 0 is column `p0 * NR` of `B`) between `threads` threads: by panels
-/// of columns when there are enough, by rows otherwise.
+/// What every share of a split product needs.
+struct Split<'k, F> {
+    kernels: &'k Kernels<F>,
+    min_work: usize,
+    accumulate: bool,
+}
+
+/// Splits `C` (whose column 0 is column `p0 * NR` of `B`) between `threads` threads along its
+/// longer side: by panels of columns for the wide per-step products (each thread then packs
+/// all of the small `A`), by rows for the tall ones (each thread packs only its rows of `A`);
+/// runs shares below `min_work` multiply-adds on the calling thread.
 fn split<F: Float>(
-    kernels: &Kernels<F>,
+    how: &Split<'_, F>,
     threads: usize,
     c: ArrayViewMut2<'_, F>,
     a: ArrayView2<'_, F>,
     b: &PackedWeights<F>,
     p0: usize,
-    accumulate: bool,
 ) {
     let (m, n) = c.dim();
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(MR);
-    if threads < 2 || m * n * a.ncols() < PARALLEL_MIN_WORK || panels.max(row_blocks) < 2 {
-        serial(kernels, c, a, b, p0, accumulate);
+    if threads < 2 || m * n * a.ncols() < how.min_work || panels.max(row_blocks) < 2 {
+        serial(how.kernels, c, a, b, p0, how.accumulate);
         return;
     }
     let left_threads = threads / 2;
     let right_threads = threads - left_threads;
-    if panels >= row_blocks.min(2 * threads) {
+    if panels >= 2 && (n > m || row_blocks < 2) {
         let left = (panels * left_threads / threads).max(1);
         let (cl, cr) = c.split_at(Axis(1), left * NR);
         rayon::join(
-            || split(kernels, left_threads, cl, a, b, p0, accumulate),
-            || split(kernels, right_threads, cr, a, b, p0 + left, accumulate),
+            || split(how, left_threads, cl, a, b, p0),
+            || split(how, right_threads, cr, a, b, p0 + left),
         );
     } else {
         let left = (row_blocks * left_threads / threads).max(1) * MR;
         let (cl, cr) = c.split_at(Axis(0), left);
         let (al, ar) = a.split_at(Axis(0), left);
         rayon::join(
-            || split(kernels, left_threads, cl, al, b, p0, accumulate),
-            || split(kernels, right_threads, cr, ar, b, p0, accumulate),
+            || split(how, left_threads, cl, al, b, p0),
+            || split(how, right_threads, cr, ar, b, p0),
         );
     }
 }
@@ -226,33 +309,48 @@ fn serial<F: Float>(
     let n = c.ncols();
     let (rsc, csc) = (c.strides()[0], c.strides()[1]);
     let c_ptr = c.as_mut_ptr();
+    // Rows of `A` contiguous (H, dHW, X): the kernel reads them in place, which saves a copy
+    // of A per call; otherwise (dXW^T) each MC x KC block is packed on the stack.
+    let in_place = a.strides()[1] == 1;
     let mut block = ABlock([MaybeUninit::<F>::uninit(); MC * KC]);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let acc = accumulate || k0 > 0;
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
-            pack_a(&mut block, a.slice(ndarray::s![m0..m0 + mc, k0..k0 + kc]));
-            let a_ptr = block.0.as_ptr().cast::<F>();
+            let a_block = a.slice(s![m0..m0 + mc, k0..k0 + kc]);
+            // (first value, step between rows, step along k, step between row panels)
+            let (a_ptr, rsa, csa, panel_step) = if in_place {
+                let rsa = a_block.strides()[0];
+                (a_block.as_ptr(), rsa, 1, MR as isize * rsa)
+            } else {
+                pack_a(&mut block, a_block);
+                (
+                    block.0.as_ptr().cast::<F>(),
+                    1,
+                    MR as isize,
+                    (MR * kc) as isize,
+                )
+            };
             for p in 0..n.div_ceil(NR) {
-                let b_panel = &b.panel(p0 + p)[k0 * NR..(k0 + kc) * NR];
+                let b_panel = b.sub_panel(k0, p0 + p);
                 let cols = NR.min(n - p * NR);
-                for r0 in (0..mc).step_by(MR) {
+                for (panel, r0) in (0..mc).step_by(MR).enumerate() {
                     let rows = MR.min(mc - r0);
                     let kernel = kernels.by_rows[rows - 1];
-                    // SAFETY: `pack_a` wrote rows `r0..r0 + rows` of the block, `kc` values
-                    // each, at `r0 * kc + p * MR + i` (p < kc, i < rows); `b_panel` holds
-                    // `kc * NR` values; the C tile (rows `m0 + r0..+rows`, columns
-                    // `p*NR..+cols`) lies inside `c`, which is borrowed mutably and so aliases
-                    // neither `a`'s copy on the stack nor `b`.
+                    // SAFETY: `a_ptr + panel * panel_step + i * rsa + q * csa` is value
+                    // (r0 + i, q) of `a_block` (i < rows, q < kc): in place, by its strides;
+                    // packed, as `pack_a` wrote it. `b_panel` holds `kc * NR` values. The C tile
+                    // (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`, which is
+                    // borrowed mutably and so aliases neither `a` nor `b`.
                     unsafe {
                         let c_tile =
                             c_ptr.offset((m0 + r0) as isize * rsc + (p * NR) as isize * csc);
                         kernel(
                             kc,
-                            a_ptr.add(r0 * kc),
-                            1,
-                            MR as isize,
+                            a_ptr.offset(panel as isize * panel_step),
+                            rsa,
+                            csa,
                             b_panel.as_ptr(),
                             c_tile,
                             rsc,
@@ -267,16 +365,47 @@ fn serial<F: Float>(
     }
 }
 
-/// Packs `a` (mc <= MC, kc <= KC) into `block`: micro-panels of [`MR`] rows, value `(i, p)` of
-/// the panel starting at row `r0` stored at `r0 * kc + p * MR + (i - r0)`.
+/// Packs `a` (mc <= MC, kc <= KC) into `block`: micro-panels of [`MR`] rows, value `(i, q)` of
+/// the panel starting at row `r0` stored at `r0 * kc + q * MR + (i - r0)`.
+///
+/// When the columns of `a` are contiguous (the transposed operands of the weight gradients,
+/// `dXW^T`), they are copied 8 at a time into every micro-panel.
 fn pack_a<F: Float>(block: &mut ABlock<F>, a: ArrayView2<'_, F>) {
     let (mc, kc) = a.dim();
-    for (r, row) in a.rows().into_iter().enumerate() {
-        let (panel, i) = (r / MR, r % MR);
-        let dst = &mut block.0[panel * MR * kc + i..];
-        for (d, &v) in dst.iter_mut().step_by(MR).zip(row.iter()) {
-            d.write(v);
+    debug_assert!(mc <= MC && kc <= KC);
+    let mut cols: [&[F]; KC] = [&[]; KC];
+    let contiguous = a
+        .columns()
+        .into_iter()
+        .zip(cols.iter_mut())
+        .all(|(col, slot)| col.to_slice().map(|col| *slot = col).is_some());
+    if !contiguous {
+        for (q, col) in a.columns().into_iter().enumerate() {
+            for (r, &v) in col.iter().enumerate() {
+                block.0[(r / MR) * MR * kc + q * MR + r % MR].write(v);
+            }
+        }
+        return;
+    }
+    // Groups of 8 columns: their lines and pages stay in L1 and the TLB while every
+    // micro-panel takes its 8 x MR values.
+    for (q0, group) in (0..kc).step_by(8).zip(cols[..kc].chunks(8)) {
+        for r0 in (0..mc).step_by(MR) {
+            let panel = &mut block.0[r0 * kc + q0 * MR..(r0 + MR) * kc];
+            if r0 + MR <= mc {
+                for (dst, col) in panel.chunks_exact_mut(MR).zip(group) {
+                    let src: &[F; MR] = col[r0..r0 + MR].try_into().expect("MR values");
+                    for (x, &v) in dst.iter_mut().zip(src) {
+                        x.write(v);
+                    }
+                }
+            } else {
+                for (dst, col) in panel.chunks_exact_mut(MR).zip(group) {
+                    for (x, &v) in dst.iter_mut().zip(&col[r0..]) {
+                        x.write(v);
+                    }
+                }
+            }
         }
     }
-    debug_assert!(mc <= MC && kc <= KC);
 }

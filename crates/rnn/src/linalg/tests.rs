@@ -38,9 +38,14 @@ fn assert_close<F: Float>(
 }
 
 /// Runs the packed product on strided views of many shapes (A plain, A with a column stride of
-/// 2, A a transposed view, A with reversed rows; C every other column; B = W^T and B = W) and
-/// compares with [`matmul_reference`].
-fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize, usize, usize)]) {
+/// 2, A a transposed view, A with reversed rows; C every other column; B = W^T, B = W and B
+/// with reversed columns) and compares with [`matmul_reference`].
+fn check_packed<F: Float>(
+    kernels: &Kernels<F>,
+    threads: usize,
+    min_work: usize,
+    shapes: &[(usize, usize, usize)],
+) {
     let mut rng = Rng::new(11);
     let tol = if std::mem::size_of::<F>() == 4 {
         1e-5
@@ -59,7 +64,12 @@ fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize
             ("A^T view", a_t.t()),
             ("A[::-1]", a_plain.slice(s![..;-1, ..])),
         ];
-        for (b_name, b) in [("W^T", w.t()), ("W", b_plain.view())] {
+        let b_views = [
+            ("W^T", w.t()),
+            ("W", b_plain.view()),
+            ("W[:, ::-1]", b_plain.slice(s![.., ..;-1])),
+        ];
+        for (b_name, b) in b_views {
             let packed = PackedWeights::new(&b);
             for (a_name, a) in &a_views {
                 for accumulate in [false, true] {
@@ -67,7 +77,8 @@ fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize
                     let mut got = init.clone();
                     let mut want = init.clone();
                     let mut got_view = got.slice_mut(s![.., ..;2]);
-                    matmul_packed_with(kernels, threads, &mut got_view, a, &packed, accumulate);
+                    let c = &mut got_view;
+                    matmul_packed_with(kernels, threads, min_work, c, a, &packed, accumulate);
                     matmul_reference(&mut want.slice_mut(s![.., ..;2]), a, &b, accumulate);
                     let c0 = if accumulate {
                         init.slice(s![.., ..;2]).to_owned()
@@ -78,15 +89,8 @@ fn check_packed<F: Float>(kernels: &Kernels<F>, threads: usize, shapes: &[(usize
                         "{} {m}x{k}x{n} {a_name} {b_name} acc={accumulate} threads={threads}",
                         kernels.name
                     );
-                    assert_close(
-                        &got.slice(s![.., ..;2]),
-                        &want.slice(s![.., ..;2]),
-                        a,
-                        &b,
-                        &c0.view(),
-                        tol,
-                        &what,
-                    );
+                    let (g, w) = (got.slice(s![.., ..;2]), want.slice(s![.., ..;2]));
+                    assert_close(&g, &w, a, &b, &c0.view(), tol, &what);
                     // The skipped columns of C are untouched.
                     assert_eq!(
                         got.slice(s![.., 1..;2]),
@@ -114,38 +118,39 @@ const SHAPES: &[(usize, usize, usize)] = &[
 
 #[test]
 fn packed_matches_reference_f32_best_kernel() {
-    check_packed::<f32>(&kernels(), 1, SHAPES);
+    check_packed::<f32>(&kernels(), 1, PARALLEL_MIN_WORK, SHAPES);
 }
 
 #[test]
 fn packed_matches_reference_f32_portable() {
-    check_packed::<f32>(&portable(), 1, SHAPES);
+    check_packed::<f32>(&portable(), 1, PARALLEL_MIN_WORK, SHAPES);
 }
 
 #[test]
 fn packed_matches_reference_f64() {
-    check_packed::<f64>(&kernels(), 1, SHAPES);
+    check_packed::<f64>(&kernels(), 1, PARALLEL_MIN_WORK, SHAPES);
 }
 
 #[test]
 fn packed_matches_reference_split_over_threads() {
-    // Above the parallel threshold: split by columns (wide B) and by rows (narrow B), with an
-    // odd thread count so the shares are unequal.
-    let shapes = [(70, 300, 100), (150, 530, 18), (64, 257, 130)];
-    for &(m, k, n) in &shapes {
-        assert!(m * n * k >= PARALLEL_MIN_WORK / 2);
+    // Every product split as far as it goes, with odd thread counts so the shares are unequal:
+    // by columns (wide B), by rows (narrow B), and the edge shapes.
+    let shapes = [
+        (70, 300, 100),
+        (150, 530, 18),
+        (64, 257, 130),
+        (7, 3, 40),
+        (13, 33, 5),
+    ];
+    for threads in [2, 3, 5] {
+        check_packed::<f32>(&kernels(), threads, 0, &shapes);
     }
-    let big: Vec<_> = shapes
-        .iter()
-        .map(|&(m, k, n)| {
-            let scale = (PARALLEL_MIN_WORK / (m * n * k)).max(1);
-            (m * scale, k, n)
-        })
-        .collect();
-    for threads in [2, 3] {
-        check_packed::<f32>(&kernels(), threads, &big);
-    }
-    check_packed::<f64>(&kernels(), 2, &big[..1]);
+    check_packed::<f64>(&kernels(), 2, 0, &shapes[..2]);
+    // The default threshold splits large products on rayon's own pool.
+    let large = [(150, 300, 100)];
+    const { assert!(150 * 300 * 100 >= PARALLEL_MIN_WORK) };
+    let threads = rayon::current_num_threads();
+    check_packed::<f32>(&kernels(), threads, PARALLEL_MIN_WORK, &large);
 }
 
 #[test]

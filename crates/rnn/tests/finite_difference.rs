@@ -126,6 +126,9 @@ fn check(case: &Case, seed: u64) {
         gc.as_ref().map(|a| a.view()),
     );
     drop(w);
+    let l1 = loss(c, &params, &x, &b, &h0, &c0, &go, &gh, &gc);
+    let l2 = loss(c, &params, &x, &b, &h0, &c0, &go, &gh, &gc);
+    assert_eq!(l1, l2, "forward is deterministic");
     let eps = 1e-6;
     let ctx = format!("{c:?} batch_sizes {:?}", case.batch_sizes);
     let assert_fd = |what: &str, analytic: f64, plus: f64, minus: f64| {
@@ -241,6 +244,34 @@ fn backward_matches_finite_differences() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Layers wide enough that the engine cuts their units into several blocks (threads work on
+/// blocks; buffers are stored by block), with and without projection, packed and padded.
+#[test]
+fn wide_layers_match_finite_differences() {
+    let cases = [
+        (CellKind::Lstm, 40, 0, Nonlinearity::Tanh),
+        (CellKind::Lstm, 140, 130, Nonlinearity::Tanh),
+        (CellKind::Gru, 48, 0, Nonlinearity::Tanh),
+        (CellKind::Rnn, 150, 0, Nonlinearity::Tanh),
+    ];
+    for (seed, (cell, hidden, proj, nonlinearity)) in cases.into_iter().enumerate() {
+        for batch_sizes in [vec![3, 3, 3], vec![3, 2, 2, 1]] {
+            let config = RecurrentConfig::new(cell, 3, hidden)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_proj_size(proj)
+                .with_nonlinearity(nonlinearity);
+            check(
+                &Case {
+                    config,
+                    batch_sizes,
+                },
+                100 + seed as u64,
+            );
         }
     }
 }

@@ -1,8 +1,7 @@
 //! The time loop allocates nothing: a forward or backward pass over 2000 steps makes exactly as
 //! many heap allocations as one over 1000 steps (work buffers are allocated once per call).
 //!
-//! The lengths are long enough that every product over all time steps (input projection, weight
-//! gradients) is above `linalg::matmul`'s packing threshold at both lengths, so both take the
+//! The lengths are long enough that every product over all time steps (the weight and input gradients) is above `linalg::matmul`'s packing threshold at both lengths, so both take the
 //! same code path; only the step count differs.
 
 use std::alloc::{GlobalAlloc, Layout, System};

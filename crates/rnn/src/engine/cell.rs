@@ -1,10 +1,12 @@
 //! Fused gate math of the three cells, forward and backward side by side, one row (one batch
 //! element) at a time.
 //!
-//! The recurrent engine has already computed the two matrix products of a step:
-//! `xw = x W_ih^T + b` (all gates, biases folded in, see [`fold_biases`]) and `hw = h W_hh^T`.
-//! What is left per element is cheap but touches every gate once; doing it in one pass keeps
-//! it in cache and allocates nothing. Gate blocks are stacked in PyTorch's order.
+//! The recurrent engine has already computed the two matrix products of a step for one block
+//! of `w` hidden units (see `engine/blocks.rs`): `xw = x W_ih^T` and `hw = h W_hh^T`, each
+//! `G * w` values per row, gate-major (the `w` values of gate 0, then gate 1, ...). What is
+//! left per element is cheap but touches every gate once; doing it in one pass keeps it in
+//! cache and allocates nothing. The biases are added here (`b`: [`fold_biases`], permuted to
+//! the block layout).
 //!
 //! * RNN: `h' = act(xw + hw)`.
 //! * LSTM (gates i, f, g, o): `i = σ(.)`, `f = σ(.)`, `g = tanh(.)`, `o = σ(.)`,
@@ -68,83 +70,283 @@ pub fn fold_biases<F: Float>(kind: CellKind, b_ih: &[F], b_hh: &[F]) -> Vec<F> {
     folded
 }
 
-/// One row of a step forward.
+/// Row slices of a strided matrix that several threads write disjoint parts of: row `i` is
+/// `len` values from `ptr + i * stride`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rows<F> {
+    ptr: *mut F,
+    stride: usize,
+    len: usize,
+}
+
+impl<F> Rows<F> {
+    /// Rows of `len` values, `stride` apart, starting at `ptr`.
+    pub(crate) fn new(ptr: *mut F, stride: usize, len: usize) -> Self {
+        Rows { ptr, stride, len }
+    }
+
+    /// No values (a buffer the cell does not use).
+    pub(crate) fn empty() -> Self {
+        Rows {
+            ptr: std::ptr::NonNull::dangling().as_ptr(),
+            stride: 0,
+            len: 0,
+        }
+    }
+
+    /// Row `i`, to write.
+    ///
+    /// # Safety
+    /// Row `i` lies inside the allocation, and nothing else reads or writes it meanwhile.
+    #[inline(always)]
+    unsafe fn row<'a>(self, i: usize) -> &'a mut [F] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        std::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.len)
+    }
+
+    /// Row `i`, to read.
+    ///
+    /// # Safety
+    /// Row `i` lies inside the allocation, and nothing writes it meanwhile.
+    #[inline(always)]
+    unsafe fn get<'a>(self, i: usize) -> &'a [F] {
+        if self.len == 0 {
+            return &[];
+        }
+        std::slice::from_raw_parts(self.ptr.add(i * self.stride), self.len)
+    }
+}
+
+/// The operands of one block of a step forward, for rows `0..rows` (see [`forward_block`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForwardBlock<'a, F> {
+    /// Active rows of the step.
+    pub rows: usize,
+    /// (w) per row: the state entering the step.
+    pub h_prev: Rows<F>,
+    /// (w) per row: the new state (LSTM: `o tanh(c')`, before any projection).
+    pub h_new: Rows<F>,
+    /// (w) per row, LSTM: the cell state, updated in place.
+    pub c: Rows<F>,
+    /// (G w) per row: the gate activations, saved for backward.
+    pub gates: Rows<F>,
+    /// (aux_width w) per row: values saved for backward.
+    pub aux: Rows<F>,
+    /// (G w) per row: `x W_ih^T` of the block.
+    pub xw: Rows<F>,
+    /// (G w) per row: `h W_hh^T` of the block.
+    pub hw: Rows<F>,
+    /// (G w): the folded biases of the block (zeros without bias).
+    pub bias: &'a [F],
+    /// (w), GRU: `b_hn` of the block (zeros without bias); empty otherwise.
+    pub b_hn: &'a [F],
+}
+
+/// One step forward of one block of units, row by row, with AVX2 + FMA when the CPU has them.
 ///
-/// * `xw`, `hw`: (G*H) projections of the input and of the previous state.
-/// * `b_hn`: (H) GRU's `b_hn` (zeros without bias); empty for other cells.
-/// * `h`: (H) RNN and GRU: the previous state in, the new state out.
-///   LSTM: the output `o tanh(c')` (before projection).
-/// * `c`: (H) LSTM cell state, previous in, new out; empty for other cells.
-/// * `gates`: (G*H) saved activations; `aux`: (aux_width*H) saved values.
+/// # Safety
+/// Every row of every operand lies inside its allocation and no other thread touches it
+/// while this runs.
+pub(crate) unsafe fn forward_block<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::math::has_avx2_fma() {
+        forward_block_avx2(cell, op);
+        return;
+    }
+    forward_rows(cell, op)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_block_avx2<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
+    forward_rows(cell, op)
+}
+
+#[inline(always)]
+unsafe fn forward_rows<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
+    for i in 0..op.rows {
+        forward_row(
+            cell,
+            op.h_prev.get(i),
+            op.h_new.row(i),
+            op.c.row(i),
+            op.gates.row(i),
+            op.aux.row(i),
+            op.xw.get(i),
+            op.hw.get(i),
+            op.bias,
+            op.b_hn,
+        );
+    }
+}
+
+/// Splits `v` into `K` consecutive slices of `n` values.
+#[inline(always)]
+fn parts<F, const K: usize>(v: &[F], n: usize) -> [&[F]; K] {
+    std::array::from_fn(|k| &v[k * n..(k + 1) * n])
+}
+
+/// Splits `v` into `K` consecutive mutable slices of `n` values.
+#[inline(always)]
+fn parts_mut<F, const K: usize>(v: &mut [F], n: usize) -> [&mut [F]; K] {
+    let mut rest = &mut v[..K * n];
+    std::array::from_fn(|_| {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        part
+    })
+}
+
+/// One row of one block of a step forward (`w = h_new.len()` units).
+///
+/// * `xw`, `hw`, `bias`: (G w) pre-activation parts, gate-major.
+/// * `b_hn`: (w) GRU's `b_hn`; empty for other cells.
+/// * `h_prev`: (w) the state entering the step (read by GRU); `h_new`: (w) out.
+/// * `c`: (w) LSTM cell state, previous in, new out; empty for other cells.
+/// * `gates`: (G w) saved activations; `aux`: (aux_width w) saved values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_row<F: Activations>(
     cell: Cell,
-    h: &mut [F],
+    h_prev: &[F],
+    h_new: &mut [F],
     c: &mut [F],
     gates: &mut [F],
     aux: &mut [F],
     xw: &[F],
     hw: &[F],
+    bias: &[F],
     b_hn: &[F],
 ) {
-    let n = h.len();
+    let n = h_new.len();
     match cell.kind {
         CellKind::Rnn => {
-            for j in 0..n {
-                let pre = xw[j] + hw[j];
-                let v = match cell.nonlinearity {
-                    Nonlinearity::Tanh => pre.tanh_fast(),
-                    Nonlinearity::Relu => pre.max(F::zero()),
-                };
-                h[j] = v;
-                gates[j] = v;
+            let (xw, hw, bias, gates) = (&xw[..n], &hw[..n], &bias[..n], &mut gates[..n]);
+            match cell.nonlinearity {
+                Nonlinearity::Tanh => {
+                    for j in 0..n {
+                        let v = (xw[j] + hw[j] + bias[j]).tanh_fast();
+                        h_new[j] = v;
+                        gates[j] = v;
+                    }
+                }
+                Nonlinearity::Relu => {
+                    for j in 0..n {
+                        let v = (xw[j] + hw[j] + bias[j]).max(F::zero());
+                        h_new[j] = v;
+                        gates[j] = v;
+                    }
+                }
             }
         }
         CellKind::Lstm => {
-            let (c_prev, tanh_c) = aux.split_at_mut(n);
+            let [xi, xf, xg, xo] = parts(xw, n);
+            let [hi, hf, hg, ho] = parts(hw, n);
+            let [bi, bf, bg, bo] = parts(bias, n);
+            let [gi, gf, gg, go] = parts_mut(gates, n);
+            let [c_prev, tanh_c] = parts_mut(aux, n);
+            let c = &mut c[..n];
             for j in 0..n {
-                let i = sigmoid(xw[j] + hw[j]);
-                let f = sigmoid(xw[n + j] + hw[n + j]);
-                let g = (xw[2 * n + j] + hw[2 * n + j]).tanh_fast();
-                let o = sigmoid(xw[3 * n + j] + hw[3 * n + j]);
-                c_prev[j] = c[j];
-                let c_new = f * c[j] + i * g;
+                let i = sigmoid(xi[j] + hi[j] + bi[j]);
+                let f = sigmoid(xf[j] + hf[j] + bf[j]);
+                let g = (xg[j] + hg[j] + bg[j]).tanh_fast();
+                let o = sigmoid(xo[j] + ho[j] + bo[j]);
+                let cp = c[j];
+                let c_new = f * cp + i * g;
                 let tc = c_new.tanh_fast();
+                c_prev[j] = cp;
                 c[j] = c_new;
                 tanh_c[j] = tc;
-                h[j] = o * tc;
-                gates[j] = i;
-                gates[n + j] = f;
-                gates[2 * n + j] = g;
-                gates[3 * n + j] = o;
+                h_new[j] = o * tc;
+                gi[j] = i;
+                gf[j] = f;
+                gg[j] = g;
+                go[j] = o;
             }
         }
         CellKind::Gru => {
+            let [xr, xz, xn] = parts(xw, n);
+            let [hr, hz, hn] = parts(hw, n);
+            let [br, bz, bn] = parts(bias, n);
+            let [gr, gz, gn] = parts_mut(gates, n);
+            let (aux, b_hn, h_prev) = (&mut aux[..n], &b_hn[..n], &h_prev[..n]);
             for j in 0..n {
-                let r = sigmoid(xw[j] + hw[j]);
-                let z = sigmoid(xw[n + j] + hw[n + j]);
-                let hn = hw[2 * n + j] + b_hn[j];
-                let nn = (xw[2 * n + j] + r * hn).tanh_fast();
-                h[j] = nn + z * (h[j] - nn);
-                gates[j] = r;
-                gates[n + j] = z;
-                gates[2 * n + j] = nn;
-                aux[j] = hn;
+                let r = sigmoid(xr[j] + hr[j] + br[j]);
+                let z = sigmoid(xz[j] + hz[j] + bz[j]);
+                let hn_j = hn[j] + b_hn[j];
+                let nn = (xn[j] + bn[j] + r * hn_j).tanh_fast();
+                h_new[j] = nn + z * (h_prev[j] - nn);
+                gr[j] = r;
+                gz[j] = z;
+                gn[j] = nn;
+                aux[j] = hn_j;
             }
         }
     }
 }
 
-/// One row of a step backward.
+/// The operands of one block of a step backward, for rows `0..rows` (see [`backward_block`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BackwardBlock<F> {
+    /// Active rows of the step.
+    pub rows: usize,
+    /// (G w) per row, out: gradient of the input projection's pre-activations.
+    pub dxw: Rows<F>,
+    /// (G w) per row, out, GRU only: gradient of `h W_hh^T` (differs from `dxw` in the n
+    /// block: times `r`); empty for RNN and LSTM, whose `dhw` equals `dxw`.
+    pub dhw: Rows<F>,
+    /// (w) per row: `dL/dh'` in (LSTM: `dL/d(o tanh c')`); GRU out: the part of `dL/dh` that
+    /// bypasses `W_hh` (`dL/dh' z`); other cells leave it unchanged.
+    pub dh: Rows<F>,
+    /// (w) per row, LSTM: `dL/dc'` in, `dL/dc` out.
+    pub dc: Rows<F>,
+    /// (G w) per row: saved gate activations.
+    pub gates: Rows<F>,
+    /// (aux_width w) per row: saved values.
+    pub aux: Rows<F>,
+    /// (w) per row, GRU: the state that entered the step.
+    pub h_prev: Rows<F>,
+}
+
+/// One step backward of one block of units, row by row, with AVX2 + FMA when the CPU has them.
 ///
-/// * `dh`: (H) in: `dL/dh'` (LSTM: `dL/d(o tanh c')`). GRU out: the part of `dL/dh` that
-///   bypasses `W_hh` (`dL/dh' * z`); other cells leave it unchanged.
-/// * `dc`: (H) LSTM: `dL/dc'` in, `dL/dc` out; empty for other cells.
-/// * `dxw`: (G*H) out: gradient of the input projection's pre-activations.
-/// * `dhw`: (G*H) out, GRU only (differs from `dxw` in the n block: times `r`); empty for
-///   RNN and LSTM, whose `dhw` equals `dxw`.
-/// * `gates`, `aux`: saved by [`forward_row`]; `h_prev`: (H) GRU's previous state.
+/// # Safety
+/// As [`forward_block`].
+pub(crate) unsafe fn backward_block<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
+    #[cfg(target_arch = "x86_64")]
+    if super::math::has_avx2_fma() {
+        backward_block_avx2(cell, op);
+        return;
+    }
+    backward_rows(cell, op)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn backward_block_avx2<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
+    backward_rows(cell, op)
+}
+
+#[inline(always)]
+unsafe fn backward_rows<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
+    for i in 0..op.rows {
+        backward_row(
+            cell,
+            op.dxw.row(i),
+            op.dhw.row(i),
+            op.dh.row(i),
+            op.dc.row(i),
+            op.gates.get(i),
+            op.aux.get(i),
+            op.h_prev.get(i),
+        );
+    }
+}
+
+/// One row of one block of a step backward (`w = dh.len()` units); operands as in
+/// [`BackwardBlock`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_row<F: Activations>(
@@ -161,243 +363,60 @@ fn backward_row<F: Activations>(
     let one = F::one();
     match cell.kind {
         CellKind::Rnn => {
-            for j in 0..n {
-                let h = gates[j];
-                dxw[j] = match cell.nonlinearity {
-                    Nonlinearity::Tanh => dh[j] * (one - h * h),
-                    Nonlinearity::Relu => {
-                        if h > F::zero() {
+            let (dxw, gates) = (&mut dxw[..n], &gates[..n]);
+            match cell.nonlinearity {
+                Nonlinearity::Tanh => {
+                    for j in 0..n {
+                        let h = gates[j];
+                        dxw[j] = dh[j] * (one - h * h);
+                    }
+                }
+                Nonlinearity::Relu => {
+                    for j in 0..n {
+                        dxw[j] = if gates[j] > F::zero() {
                             dh[j]
                         } else {
                             F::zero()
-                        }
+                        };
                     }
-                };
+                }
             }
         }
         CellKind::Lstm => {
-            let (c_prev, tanh_c) = aux.split_at(n);
+            let [gi, gf, gg, go] = parts(gates, n);
+            let [c_prev, tanh_c] = parts(aux, n);
+            let [di, df, dg, d_o] = parts_mut(dxw, n);
+            let dc = &mut dc[..n];
             for j in 0..n {
-                let (i, f, g, o) = (gates[j], gates[n + j], gates[2 * n + j], gates[3 * n + j]);
+                let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
                 let tc = tanh_c[j];
-                let d_o = dh[j] * tc;
                 let dct = dc[j] + dh[j] * o * (one - tc * tc);
                 dc[j] = dct * f;
-                dxw[j] = dct * g * i * (one - i);
-                dxw[n + j] = dct * c_prev[j] * f * (one - f);
-                dxw[2 * n + j] = dct * i * (one - g * g);
-                dxw[3 * n + j] = d_o * o * (one - o);
+                di[j] = dct * g * i * (one - i);
+                df[j] = dct * c_prev[j] * f * (one - f);
+                dg[j] = dct * i * (one - g * g);
+                d_o[j] = dh[j] * tc * o * (one - o);
             }
         }
         CellKind::Gru => {
+            let [gr, gz, gn] = parts(gates, n);
+            let [dxr, dxz, dxn] = parts_mut(dxw, n);
+            let [dhr, dhz, dhn] = parts_mut(dhw, n);
+            let (aux, h_prev) = (&aux[..n], &h_prev[..n]);
             for j in 0..n {
-                let (r, z, nn) = (gates[j], gates[n + j], gates[2 * n + j]);
+                let (r, z, nn) = (gr[j], gz[j], gn[j]);
                 let d = dh[j];
                 let dn_pre = d * (one - z) * (one - nn * nn);
                 let dr_pre = dn_pre * aux[j] * r * (one - r);
                 let dz_pre = d * (h_prev[j] - nn) * z * (one - z);
-                dxw[j] = dr_pre;
-                dxw[n + j] = dz_pre;
-                dxw[2 * n + j] = dn_pre;
-                dhw[j] = dr_pre;
-                dhw[n + j] = dz_pre;
-                dhw[2 * n + j] = dn_pre * r;
+                dxr[j] = dr_pre;
+                dxz[j] = dz_pre;
+                dxn[j] = dn_pre;
+                dhr[j] = dr_pre;
+                dhz[j] = dz_pre;
+                dhn[j] = dn_pre * r;
                 dh[j] = d * z;
             }
         }
     }
-}
-
-/// Rows per parallel chunk below which a step's gate math stays on the calling thread.
-const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
-
-/// A whole step forward over `bs` rows: `forward_row` on each row of the contiguous blocks
-/// `h` (bs, H), `c` (bs, H or 0), `gates` (bs, G*H), `aux`, `xw`, `hw` (bs, G*H).
-/// Large steps are split across threads; the kernel runs with AVX2+FMA when the CPU has them.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_step<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    h: &mut [F],
-    c: &mut [F],
-    gates: &mut [F],
-    aux: &mut [F],
-    xw: &[F],
-    hw: &[F],
-    b_hn: &[F],
-) {
-    let gh = cell.gates() * hidden;
-    let bs = xw.len() / gh;
-    if bs >= 2 && bs * gh >= PARALLEL_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
-        let half = bs / 2;
-        let cw = c.len() / bs;
-        let aw = aux.len() / bs;
-        let (h1, h2) = h.split_at_mut(half * hidden);
-        let (c1, c2) = c.split_at_mut(half * cw);
-        let (g1, g2) = gates.split_at_mut(half * gh);
-        let (a1, a2) = aux.split_at_mut(half * aw);
-        let (x1, x2) = xw.split_at(half * gh);
-        let (w1, w2) = hw.split_at(half * gh);
-        rayon::join(
-            || forward_step(cell, hidden, h1, c1, g1, a1, x1, w1, b_hn),
-            || forward_step(cell, hidden, h2, c2, g2, a2, x2, w2, b_hn),
-        );
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if super::math::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { forward_rows_avx2(cell, hidden, h, c, gates, aux, xw, hw, b_hn) };
-        return;
-    }
-    forward_rows(cell, hidden, h, c, gates, aux, xw, hw, b_hn);
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn forward_rows<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    h: &mut [F],
-    c: &mut [F],
-    gates: &mut [F],
-    aux: &mut [F],
-    xw: &[F],
-    hw: &[F],
-    b_hn: &[F],
-) {
-    let gh = cell.gates() * hidden;
-    let bs = xw.len() / gh;
-    let cw = c.len() / bs.max(1);
-    let aw = aux.len() / bs.max(1);
-    for b in 0..bs {
-        forward_row(
-            cell,
-            &mut h[b * hidden..(b + 1) * hidden],
-            &mut c[b * cw..(b + 1) * cw],
-            &mut gates[b * gh..(b + 1) * gh],
-            &mut aux[b * aw..(b + 1) * aw],
-            &xw[b * gh..(b + 1) * gh],
-            &hw[b * gh..(b + 1) * gh],
-            b_hn,
-        );
-    }
-}
-
-/// A whole step backward over `bs` rows: `backward_row` on each row of the contiguous
-/// blocks `dxw`, `dhw` (bs, G*H; `dhw` empty except GRU), `dh`, `dc` (bs, H or 0), `gates`,
-/// `aux`, `h_prev` (bs, H; read by GRU only).
-#[allow(clippy::too_many_arguments)]
-pub fn backward_step<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    dxw: &mut [F],
-    dhw: &mut [F],
-    dh: &mut [F],
-    dc: &mut [F],
-    gates: &[F],
-    aux: &[F],
-    h_prev: &[F],
-) {
-    let gh = cell.gates() * hidden;
-    let bs = dxw.len() / gh;
-    if bs >= 2 && bs * gh >= PARALLEL_MIN_ELEMENTS && rayon::current_num_threads() > 1 {
-        let half = bs / 2;
-        let (cw, aw, hw_w, pw) = (
-            dc.len() / bs,
-            aux.len() / bs,
-            dhw.len() / bs,
-            h_prev.len() / bs,
-        );
-        let (x1, x2) = dxw.split_at_mut(half * gh);
-        let (w1, w2) = dhw.split_at_mut(half * hw_w);
-        let (h1, h2) = dh.split_at_mut(half * hidden);
-        let (c1, c2) = dc.split_at_mut(half * cw);
-        let (g1, g2) = gates.split_at(half * gh);
-        let (a1, a2) = aux.split_at(half * aw);
-        let (p1, p2) = h_prev.split_at(half * pw);
-        rayon::join(
-            || backward_step(cell, hidden, x1, w1, h1, c1, g1, a1, p1),
-            || backward_step(cell, hidden, x2, w2, h2, c2, g2, a2, p2),
-        );
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if super::math::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { backward_rows_avx2(cell, hidden, dxw, dhw, dh, dc, gates, aux, h_prev) };
-        return;
-    }
-    backward_rows(cell, hidden, dxw, dhw, dh, dc, gates, aux, h_prev);
-}
-
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn backward_rows<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    dxw: &mut [F],
-    dhw: &mut [F],
-    dh: &mut [F],
-    dc: &mut [F],
-    gates: &[F],
-    aux: &[F],
-    h_prev: &[F],
-) {
-    let gh = cell.gates() * hidden;
-    let bs = dxw.len() / gh;
-    let (cw, aw, hw_w, pw) = (
-        dc.len() / bs.max(1),
-        aux.len() / bs.max(1),
-        dhw.len() / bs.max(1),
-        h_prev.len() / bs.max(1),
-    );
-    for b in 0..bs {
-        backward_row(
-            cell,
-            &mut dxw[b * gh..(b + 1) * gh],
-            &mut dhw[b * hw_w..(b + 1) * hw_w],
-            &mut dh[b * hidden..(b + 1) * hidden],
-            &mut dc[b * cw..(b + 1) * cw],
-            &gates[b * gh..(b + 1) * gh],
-            &aux[b * aw..(b + 1) * aw],
-            &h_prev[b * pw..(b + 1) * pw],
-        );
-    }
-}
-
-/// [`forward_rows`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_rows_avx2<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    h: &mut [F],
-    c: &mut [F],
-    gates: &mut [F],
-    aux: &mut [F],
-    xw: &[F],
-    hw: &[F],
-    b_hn: &[F],
-) {
-    forward_rows(cell, hidden, h, c, gates, aux, xw, hw, b_hn)
-}
-
-/// [`backward_rows`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn backward_rows_avx2<F: Activations>(
-    cell: Cell,
-    hidden: usize,
-    dxw: &mut [F],
-    dhw: &mut [F],
-    dh: &mut [F],
-    dc: &mut [F],
-    gates: &[F],
-    aux: &[F],
-    h_prev: &[F],
-) {
-    backward_rows(cell, hidden, dxw, dhw, dh, dc, gates, aux, h_prev)
 }

@@ -7,27 +7,33 @@
 //! `N` sequences of length `L` is the special case `batch_sizes = [N; L]`, so padded and packed
 //! input share one code path.
 //!
-//! Per layer and direction the forward pass is
-//! 1. one GEMM for the input projection of every timestep: `XW = X W_ih^T + b` (R, G*H);
-//! 2. per step, one GEMM for the recurrence `HW = H W_hh^T` over the rows still active, then
-//!    the fused gate math, then (LSTM with `proj_size`) one GEMM `H = M W_hr^T`.
+//! Per layer and direction the forward pass is, per step, over the rows still active and by
+//! blocks of hidden units (`engine/sweep.rs`, `engine/blocks.rs`): `xw = x_t W_ih^T` and `hw = h W_hh^T` for
+//! the block's gate columns (weights packed once per call), the fused gate math with the
+//! biases, then (LSTM with `proj_size`) `h = m W_hr^T`. The blocks of a step are independent, so
+//! all threads work through the whole sequence together and meet once per step
+//! (`engine/parallel.rs`); nothing is spent on a separate pass over an all-steps `X W_ih^T` buffer.
 //!
 //! Backward is one sweep back through time that produces the gradients of the gate
 //! pre-activations (`dXW`, and for GRU `dHW`) and of the states; the weight gradients are then
 //! a few large GEMMs over all timesteps at once. Work buffers are allocated once per call; the
 //! time loop allocates nothing.
 
+mod blocks;
 pub mod cell;
 pub mod math;
+mod parallel;
+mod sweep;
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 
 use crate::config::{CellKind, RecurrentConfig};
 use crate::error::{Error, Result};
-use crate::linalg::{matmul, matmul_packed, Float, PackedWeights};
+use crate::linalg::Float;
 use crate::rng::Rng;
 pub use cell::Cell;
 pub use math::Activations;
+use sweep::{direction_backward, direction_forward, DirSaved};
 
 /// The packed layout of a batch: how many sequences are active at each step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +96,7 @@ impl Batches {
     }
 
     /// First row of step `t`, and its number of rows.
-    fn step(&self, t: usize) -> (usize, usize) {
+    pub(crate) fn step(&self, t: usize) -> (usize, usize) {
         (self.offsets[t], self.batch_sizes[t])
     }
 }
@@ -123,15 +129,6 @@ pub struct DirGrads<F> {
     pub b_hh: Option<Array1<F>>,
     /// d `weight_hr`.
     pub w_hr: Option<Array2<F>>,
-}
-
-/// What one layer and direction saves for backward: per row, the gate activations, the
-/// state that entered the step, and the cell's auxiliary values.
-#[derive(Clone, Debug)]
-struct DirSaved<F> {
-    gates: Array2<F>,
-    h_prev: Array2<F>,
-    aux: Array2<F>,
 }
 
 /// Everything a forward pass in training mode keeps for backward.
@@ -319,128 +316,6 @@ fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<
     Array2::from_shape_simple_fn(dim, || if rng.next_f64() < p { F::zero() } else { keep })
 }
 
-/// One layer and direction forward. Writes each step's state into `out` (R, H_out) and leaves
-/// the final states in `h` (N, H_out) and `c` (N, H).
-#[allow(clippy::too_many_arguments)]
-fn direction_forward<F: Activations>(
-    cell: Cell,
-    w: &DirWeights<'_, F>,
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    reverse: bool,
-    mut h: ArrayViewMut2<'_, F>,
-    c: Option<ArrayViewMut2<'_, F>>,
-    mut out: ArrayViewMut2<'_, F>,
-    save: bool,
-) -> Option<DirSaved<F>> {
-    let gh = w.w_ih.nrows();
-    let hidden = gh / cell.gates();
-    let h_out = w.w_hh.ncols();
-    let rows = batches.rows();
-    let n = batches.batch();
-
-    // 1. Input projection of every timestep, with the foldable biases.
-    let mut xw = Array2::zeros((rows, gh));
-    matmul(&mut xw.view_mut(), &x, &w.w_ih.t(), false);
-    let b_hn = add_biases(cell.kind, &mut xw, w, hidden);
-
-    // The recurrent weights, packed once for every step of the call.
-    let w_hh_t = PackedWeights::transposed(&w.w_hh);
-    let w_hr_t = w.w_hr.as_ref().map(|w_hr| PackedWeights::transposed(w_hr));
-
-    // Work buffers, allocated once.
-    let saved_rows = if save { rows } else { n };
-    let mut gates = Array2::zeros((saved_rows, gh));
-    let mut aux = Array2::zeros((saved_rows, cell.aux_width() * hidden));
-    let mut h_prev = Array2::zeros((if save { rows } else { 0 }, h_out));
-    let mut hw = Array2::zeros((n, gh));
-    let mut m = Array2::zeros((if w.w_hr.is_some() { n } else { 0 }, hidden));
-    let mut no_c = Array2::zeros((n, 0));
-    let mut c = match c {
-        Some(c) => c,
-        None => no_c.view_mut(),
-    };
-
-    for step in 0..batches.steps() {
-        let t = if reverse {
-            batches.steps() - 1 - step
-        } else {
-            step
-        };
-        let (r0, bs) = batches.step(t);
-        let s0 = if save { r0 } else { 0 };
-        if save {
-            h_prev
-                .slice_mut(s![r0..r0 + bs, ..])
-                .assign(&h.slice(s![..bs, ..]));
-        }
-        // 2. Recurrence: one GEMM over the active rows.
-        matmul_packed(
-            &mut hw.slice_mut(s![..bs, ..]),
-            &h.slice(s![..bs, ..]),
-            &w_hh_t,
-            false,
-        );
-        // 3. Fused gate math, row by row.
-        cell::forward_step(
-            cell,
-            hidden,
-            block_mut(
-                if w.w_hr.is_some() {
-                    m.view_mut()
-                } else {
-                    h.view_mut()
-                },
-                0,
-                bs,
-            ),
-            block_mut(c.view_mut(), 0, bs),
-            block_mut(gates.view_mut(), s0, bs),
-            block_mut(aux.view_mut(), s0, bs),
-            block(xw.view(), r0, bs),
-            block(hw.view(), 0, bs),
-            &b_hn,
-        );
-        // 4. Projection (LSTM with proj_size).
-        if let Some(w_hr_t) = &w_hr_t {
-            matmul_packed(
-                &mut h.slice_mut(s![..bs, ..]),
-                &m.slice(s![..bs, ..]),
-                w_hr_t,
-                false,
-            );
-        }
-        out.slice_mut(s![r0..r0 + bs, ..])
-            .assign(&h.slice(s![..bs, ..]));
-    }
-    save.then_some(DirSaved { gates, h_prev, aux })
-}
-
-/// Adds the foldable biases to every row of `xw` and returns GRU's `b_hn` (zeros without bias;
-/// empty for other cells).
-fn add_biases<F: Float>(
-    kind: CellKind,
-    xw: &mut Array2<F>,
-    w: &DirWeights<'_, F>,
-    hidden: usize,
-) -> Vec<F> {
-    let b_hn = if kind == CellKind::Gru {
-        w.b_hh.as_ref().map_or(vec![F::zero(); hidden], |b| {
-            b.slice(s![2 * hidden..]).to_vec()
-        })
-    } else {
-        Vec::new()
-    };
-    if let (Some(b_ih), Some(b_hh)) = (&w.b_ih, &w.b_hh) {
-        let folded = cell::fold_biases(kind, &b_ih.to_vec(), &b_hh.to_vec());
-        let folded = ArrayView1::from(&folded[..]);
-        for mut row in xw.rows_mut() {
-            row += &folded;
-        }
-    }
-    b_hn
-}
-
 /// Backprop through time over all layers and directions.
 ///
 /// * `saved`: from [`forward`] with `save = true`; `x`, `batches`, `weights` as given to it.
@@ -550,138 +425,6 @@ pub fn backward<F: Activations>(
             .map(|g| g.expect("every direction ran"))
             .collect(),
     }
-}
-
-/// One layer and direction backward. `dh` and `dc` enter as the gradients of the final states
-/// and leave as those of the initial states; `d_input` (R, I) accumulates dL/d input.
-#[allow(clippy::too_many_arguments)]
-fn direction_backward<F: Activations>(
-    cell: Cell,
-    w: &DirWeights<'_, F>,
-    saved: &DirSaved<F>,
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    reverse: bool,
-    d_out: ArrayView2<'_, F>,
-    mut dh: ArrayViewMut2<'_, F>,
-    dc: Option<ArrayViewMut2<'_, F>>,
-    d_input: &mut Array2<F>,
-) -> DirGrads<F> {
-    let gh = w.w_ih.nrows();
-    let hidden = gh / cell.gates();
-    let h_out = w.w_hh.ncols();
-    let rows = batches.rows();
-    let n = batches.batch();
-    let is_gru = cell.kind == CellKind::Gru;
-    let proj = w.w_hr.is_some();
-
-    let mut dxw = Array2::zeros((rows, gh));
-    let mut dhw = Array2::zeros((if is_gru { rows } else { 0 }, gh));
-    // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
-    let mut dh_all = Array2::zeros((if proj { rows } else { 0 }, h_out));
-    let mut dm = Array2::zeros((if proj { n } else { 0 }, hidden));
-    let w_hh_packed = PackedWeights::new(&w.w_hh);
-    let w_hr_packed = w.w_hr.as_ref().map(|w_hr| PackedWeights::new(w_hr));
-    let mut no_c = Array2::zeros((n, 0));
-    let mut dc = match dc {
-        Some(dc) => dc,
-        None => no_c.view_mut(),
-    };
-
-    for step in 0..batches.steps() {
-        // Reverse of the forward order.
-        let t = if reverse {
-            step
-        } else {
-            batches.steps() - 1 - step
-        };
-        let (r0, bs) = batches.step(t);
-        let mut dh_t = dh.slice_mut(s![..bs, ..]);
-        dh_t += &d_out.slice(s![r0..r0 + bs, ..]);
-        if let Some(w_hr) = &w_hr_packed {
-            dh_all.slice_mut(s![r0..r0 + bs, ..]).assign(&dh_t);
-            matmul_packed(&mut dm.slice_mut(s![..bs, ..]), &dh_t.view(), w_hr, false);
-        }
-        cell::backward_step(
-            cell,
-            hidden,
-            block_mut(dxw.view_mut(), r0, bs),
-            if is_gru {
-                block_mut(dhw.view_mut(), r0, bs)
-            } else {
-                &mut []
-            },
-            block_mut(if proj { dm.view_mut() } else { dh.view_mut() }, 0, bs),
-            block_mut(dc.view_mut(), 0, bs),
-            block(saved.gates.view(), r0, bs),
-            block(saved.aux.view(), r0, bs),
-            if is_gru {
-                block(saved.h_prev.view(), r0, bs)
-            } else {
-                &[]
-            },
-        );
-        // dL/dh_prev = dHW W_hh (+ GRU's direct path, already in dh).
-        let dhw_t = if is_gru {
-            dhw.slice(s![r0..r0 + bs, ..])
-        } else {
-            dxw.slice(s![r0..r0 + bs, ..])
-        };
-        matmul_packed(
-            &mut dh.slice_mut(s![..bs, ..]),
-            &dhw_t,
-            &w_hh_packed,
-            is_gru,
-        );
-    }
-
-    // Weight gradients: a few large GEMMs over all timesteps.
-    let dhw_all = if is_gru { dhw.view() } else { dxw.view() };
-    let mut g_ih = Array2::zeros(w.w_ih.dim());
-    matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
-    let mut g_hh = Array2::zeros(w.w_hh.dim());
-    matmul(
-        &mut g_hh.view_mut(),
-        &dhw_all.t(),
-        &saved.h_prev.view(),
-        false,
-    );
-    let (g_bih, g_bhh) = if w.b_ih.is_some() {
-        (Some(dxw.sum_axis(Axis(0))), Some(dhw_all.sum_axis(Axis(0))))
-    } else {
-        (None, None)
-    };
-    let g_hr = w.w_hr.as_ref().map(|w_hr| {
-        // m = o * tanh(c') per row, rebuilt from the saved gates.
-        let m_all = Array2::from_shape_fn((rows, hidden), |(r, j)| {
-            saved.gates[[r, 3 * hidden + j]] * saved.aux[[r, hidden + j]]
-        });
-        let mut g = Array2::zeros(w_hr.dim());
-        matmul(&mut g.view_mut(), &dh_all.t(), &m_all.view(), false);
-        g
-    });
-    matmul(&mut d_input.view_mut(), &dxw.view(), &w.w_ih, true);
-    DirGrads {
-        w_ih: g_ih,
-        w_hh: g_hh,
-        b_ih: g_bih,
-        b_hh: g_bhh,
-        w_hr: g_hr,
-    }
-}
-
-/// Rows `r0..r0 + n` of a row-contiguous matrix as one slice.
-fn block<'a, F>(a: ArrayView2<'a, F>, r0: usize, n: usize) -> &'a [F] {
-    let w = a.ncols();
-    let all = a.to_slice().expect("row-major work buffer");
-    &all[r0 * w..(r0 + n) * w]
-}
-
-/// Rows `r0..r0 + n` of a row-contiguous matrix as one mutable slice.
-fn block_mut<'a, F>(a: ArrayViewMut2<'a, F>, r0: usize, n: usize) -> &'a mut [F] {
-    let w = a.ncols();
-    let all = a.into_slice().expect("row-major work buffer");
-    &mut all[r0 * w..(r0 + n) * w]
 }
 
 /// Splits a view into `dirs` (1 or 2) equal blocks along `axis`, one per direction.

@@ -47,6 +47,21 @@ use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
 pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};
 
+/// Columns of one panel of a [`PackedWeights`]: products whose width is a multiple of it waste
+/// no lanes of the micro-kernel.
+pub const PANEL_WIDTH: usize = kernel::NR;
+
+/// [`matmul_packed`] on the calling thread only, whatever the size: for callers that already
+/// split the work between threads (the recurrent engine's unit blocks).
+pub(crate) fn matmul_packed_serial<F: Float>(
+    c: &mut ArrayViewMut2<'_, F>,
+    a: &ArrayView2<'_, F>,
+    b: &PackedWeights<F>,
+    accumulate: bool,
+) {
+    packed::matmul_packed_with(&kernel::kernels(), 1, usize::MAX, c, a, b, accumulate);
+}
+
 /// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx2+fma"` or `"portable"`.
 pub fn kernel_name<F: Float>() -> &'static str {
     kernel::kernels::<F>().name

@@ -1,0 +1,576 @@
+//! The time loops of one layer and direction, forward and backward, on all threads.
+//!
+//! Per step and block of hidden units (see [`super::blocks`]) the forward pass computes
+//! `xw = x_t W_ih^T` and `hw = h W_hh^T` for the block's gate columns (two products with
+//! weights packed once per call), then the block's gate math, and writes the block's part of
+//! the new state. The blocks of a step are independent, so the threads meet once per step
+//! ([`super::parallel`]); the state is double-buffered so that a block can write its part of
+//! the new state while others still read the old one. With `proj_size` a second phase per step
+//! computes `h = m W_hr^T` by blocks of output columns.
+//!
+//! Backward mirrors it: per step and block, the gate math turns `dL/dh'` into the gradients of
+//! the pre-activations (`dXW`, stored for all steps), then, after the meeting, each block
+//! computes its columns of `dL/dh = dXW W_hh` and goes straight on with its gate math of the
+//! previous step. The weight gradients are a few large products over all steps afterwards.
+
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+
+use super::blocks::{gather, gather_rows, scatter, scatter_rows, Blocks};
+use super::cell::{
+    backward_block, fold_biases, forward_block, BackwardBlock, Cell, ForwardBlock, Rows,
+};
+use super::math::Activations;
+use super::parallel::run_phases;
+use super::{Batches, DirGrads, DirWeights};
+use crate::config::CellKind;
+use crate::linalg::{matmul, matmul_packed_serial, PackedWeights};
+
+/// Multiply-adds per step below which a pass stays on the calling thread.
+const PARALLEL_MIN_STEP_WORK: usize = 1 << 16;
+
+/// What one layer and direction saves for backward: per row, the gate activations and the
+/// cell's auxiliary values (both blocked), and the state that entered the step.
+#[derive(Clone, Debug)]
+pub(super) struct DirSaved<F> {
+    blocks: Blocks,
+    gates: Array2<F>,
+    h_prev: Array2<F>,
+    aux: Array2<F>,
+}
+
+/// A row-major matrix that the threads of a pass share, each touching its own rows and
+/// columns of it.
+#[derive(Clone, Copy, Debug)]
+struct Shared<F> {
+    ptr: *mut F,
+    stride: usize,
+}
+
+// SAFETY: the threads of a pass access disjoint elements (see each use), and the buffers
+// outlive the pass.
+unsafe impl<F: Send> Send for Shared<F> {}
+unsafe impl<F: Sync> Sync for Shared<F> {}
+
+impl<F> Shared<F> {
+    /// Shares `a`, whose rows must be contiguous (unit column stride).
+    fn new(a: &mut ArrayViewMut2<'_, F>) -> Self {
+        assert!(
+            a.ncols() <= 1 || a.nrows() == 0 || a.strides()[1] == 1,
+            "rows must be contiguous"
+        );
+        Shared {
+            ptr: a.as_mut_ptr(),
+            stride: a.strides()[0].max(0) as usize,
+        }
+    }
+
+    /// Shares a matrix the pass only reads.
+    fn read_only(a: &ArrayView2<'_, F>) -> Self {
+        assert!(
+            a.ncols() <= 1 || a.nrows() == 0 || a.strides()[1] == 1,
+            "rows must be contiguous"
+        );
+        Shared {
+            ptr: a.as_ptr().cast_mut(),
+            stride: a.strides()[0].max(0) as usize,
+        }
+    }
+
+    /// Rows from `r0`, columns `cols`, for the cell kernels.
+    fn rows(self, r0: usize, cols: std::ops::Range<usize>) -> Rows<F> {
+        if cols.is_empty() {
+            return Rows::empty();
+        }
+        Rows::new(
+            self.ptr.wrapping_add(r0 * self.stride + cols.start),
+            self.stride,
+            cols.len(),
+        )
+    }
+
+    /// Rows `r0..r0 + n`, columns `cols`, to read.
+    ///
+    /// # Safety
+    /// Inside the matrix; nothing writes these elements meanwhile.
+    unsafe fn view<'a>(
+        self,
+        r0: usize,
+        n: usize,
+        cols: std::ops::Range<usize>,
+    ) -> ArrayView2<'a, F> {
+        ArrayView2::from_shape_ptr(
+            (n, cols.len()).strides((self.stride, 1)),
+            self.ptr.add(r0 * self.stride + cols.start),
+        )
+    }
+
+    /// Rows `r0..r0 + n`, columns `cols`, to write.
+    ///
+    /// # Safety
+    /// Inside the matrix; nothing else reads or writes these elements meanwhile.
+    unsafe fn view_mut<'a>(
+        self,
+        r0: usize,
+        n: usize,
+        cols: std::ops::Range<usize>,
+    ) -> ArrayViewMut2<'a, F> {
+        ArrayViewMut2::from_shape_ptr(
+            (n, cols.len()).strides((self.stride, 1)),
+            self.ptr.add(r0 * self.stride + cols.start),
+        )
+    }
+}
+
+use ndarray::ShapeBuilder;
+
+/// Threads for a pass whose steps do `step_work` multiply-adds.
+fn threads_for(step_work: usize) -> usize {
+    if step_work < PARALLEL_MIN_STEP_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// The loop's `s`-th step: forward in time, or backward for the reverse direction.
+fn time(batches: &Batches, reverse: bool, s: usize) -> usize {
+    if reverse {
+        batches.steps() - 1 - s
+    } else {
+        s
+    }
+}
+
+/// One layer and direction forward. Writes each step's state into `out` (R, H_out), which may
+/// be a column range of a wider matrix, and leaves the final states in `h` (N, H_out) (the
+/// initial states on entry) and `c` (N, H).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn direction_forward<F: Activations>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    reverse: bool,
+    mut h: ArrayViewMut2<'_, F>,
+    c: Option<ArrayViewMut2<'_, F>>,
+    mut out: ArrayViewMut2<'_, F>,
+    save: bool,
+) -> Option<DirSaved<F>> {
+    let g = cell.gates();
+    let gh = w.w_ih.nrows();
+    let hidden = gh / g;
+    let h_out = w.w_hh.ncols();
+    let (rows, n, steps) = (batches.rows(), batches.batch(), batches.steps());
+    let aw = cell.aux_width();
+    let proj = w.w_hr.is_some();
+    let is_gru = cell.kind == CellKind::Gru;
+
+    // Weights of each block, packed once for every step of the call; the biases in block order.
+    let blocks = Blocks::new(g, hidden);
+    let order = blocks.order(g);
+    let nb = blocks.count();
+    let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
+        PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
+    };
+    let w_ih: Vec<_> = (0..nb).map(|b| pack_block(&w.w_ih, b)).collect();
+    let w_hh: Vec<_> = (0..nb).map(|b| pack_block(&w.w_hh, b)).collect();
+    let bias = match (&w.b_ih, &w.b_hh) {
+        (Some(b_ih), Some(b_hh)) => {
+            let folded = Array1::from(fold_biases(cell.kind, &b_ih.to_vec(), &b_hh.to_vec()));
+            gather(&folded.view(), &order)
+        }
+        _ => vec![F::zero(); gh],
+    };
+    let b_hn: Vec<F> = match (is_gru, &w.b_hh) {
+        (true, Some(b)) => b.slice(s![2 * hidden..]).to_vec(),
+        (true, None) => vec![F::zero(); hidden],
+        _ => Vec::new(),
+    };
+    // With a projection, blocks of output columns for h = m W_hr^T.
+    let out_blocks = if proj {
+        Blocks::new(1, h_out)
+    } else {
+        blocks.clone()
+    };
+    let w_hr: Vec<_> = match &w.w_hr {
+        Some(w_hr) => (0..out_blocks.count())
+            .map(|b| PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..])))
+            .collect(),
+        None => Vec::new(),
+    };
+
+    // Work buffers, allocated once.
+    let saved_rows = if save { rows } else { n };
+    let mut gates = Array2::zeros((saved_rows, gh));
+    let mut aux = Array2::zeros((saved_rows, aw * hidden));
+    let mut h_prev = Array2::zeros((if save { rows } else { 0 }, h_out));
+    let mut xw = Array2::zeros((n, gh));
+    let mut hw = Array2::zeros((n, gh));
+    let mut h_other = h.to_owned();
+    let mut m = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let mut no_c = Array2::zeros((n, 0));
+    let mut c = c.unwrap_or_else(|| no_c.view_mut());
+
+    let states = [Shared::new(&mut h), Shared::new(&mut h_other.view_mut())];
+    let (sh_gates, sh_aux) = (
+        Shared::new(&mut gates.view_mut()),
+        Shared::new(&mut aux.view_mut()),
+    );
+    let sh_h_prev = Shared::new(&mut h_prev.view_mut());
+    let (sh_xw, sh_hw) = (
+        Shared::new(&mut xw.view_mut()),
+        Shared::new(&mut hw.view_mut()),
+    );
+    let sh_m = Shared::new(&mut m.view_mut());
+    let sh_c = Shared::new(&mut c);
+    let sh_out = Shared::new(&mut out);
+    let is_lstm = cell.kind == CellKind::Lstm;
+
+    // Copies the new state's columns `cols` of the step into the output (and the old state
+    // into the saved inputs).
+    let emit = |s: usize, r0: usize, bs: usize, cols: std::ops::Range<usize>| {
+        // SAFETY: each item copies its own columns of rows r0.. (out, h_prev) from the state
+        // buffers, which no item of this phase writes in those columns.
+        unsafe {
+            let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
+            sh_out
+                .view_mut(r0, bs, cols.clone())
+                .assign(&next.view(0, bs, cols.clone()));
+            if save {
+                sh_h_prev
+                    .view_mut(r0, bs, cols.clone())
+                    .assign(&cur.view(0, bs, cols));
+            }
+        }
+    };
+    let phases_per_step = if proj { 2 } else { 1 };
+    let work = |phase: usize, item: usize| {
+        let s = phase / phases_per_step;
+        let (r0, bs) = batches.step(time(batches, reverse, s));
+        let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
+        let saved_r0 = if save { r0 } else { 0 };
+        if phase % phases_per_step == 0 {
+            if item >= nb {
+                return;
+            }
+            let (cols, units) = (blocks.columns(item, g), blocks.units(item));
+            // SAFETY: this item alone writes the block's columns of xw, hw (rows 0..bs), of
+            // the new state or m, c, gates and aux; x and the old state are only read in
+            // this phase.
+            unsafe {
+                matmul_packed_serial(
+                    &mut sh_xw.view_mut(0, bs, cols.clone()),
+                    &x.slice(s![r0..r0 + bs, ..]),
+                    &w_ih[item],
+                    false,
+                );
+                matmul_packed_serial(
+                    &mut sh_hw.view_mut(0, bs, cols.clone()),
+                    &cur.view(0, bs, 0..h_out),
+                    &w_hh[item],
+                    false,
+                );
+                forward_block(
+                    cell,
+                    &ForwardBlock {
+                        rows: bs,
+                        h_prev: if proj {
+                            Rows::empty()
+                        } else {
+                            cur.rows(0, units.clone())
+                        },
+                        h_new: if proj {
+                            sh_m.rows(0, units.clone())
+                        } else {
+                            next.rows(0, units.clone())
+                        },
+                        c: if is_lstm {
+                            sh_c.rows(0, units.clone())
+                        } else {
+                            Rows::empty()
+                        },
+                        gates: sh_gates.rows(saved_r0, cols.clone()),
+                        aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
+                        xw: sh_xw.rows(0, cols.clone()),
+                        hw: sh_hw.rows(0, cols.clone()),
+                        bias: &bias[cols],
+                        b_hn: if is_gru { &b_hn[units.clone()] } else { &[] },
+                    },
+                );
+            }
+            if !proj {
+                emit(s, r0, bs, units);
+            }
+        } else {
+            if item >= out_blocks.count() {
+                return;
+            }
+            let cols = out_blocks.units(item);
+            // SAFETY: this item alone writes these columns of the new state; m is complete
+            // (previous phase) and only read.
+            unsafe {
+                matmul_packed_serial(
+                    &mut next.view_mut(0, bs, cols.clone()),
+                    &sh_m.view(0, bs, 0..hidden),
+                    &w_hr[item],
+                    false,
+                );
+            }
+            emit(s, r0, bs, cols);
+        }
+    };
+    let step_work = n * (w.w_ih.ncols() + h_out) * gh;
+    run_phases(
+        threads_for(step_work),
+        steps * phases_per_step,
+        nb.max(out_blocks.count()),
+        &work,
+    );
+
+    // Final states: each sequence's output at its last step.
+    for i in 0..n {
+        let last = if reverse {
+            0
+        } else {
+            batches.batch_sizes().iter().filter(|&&b| b > i).count() - 1
+        };
+        let (r0, _) = batches.step(last);
+        h.row_mut(i).assign(&out.row(r0 + i));
+    }
+    save.then_some(DirSaved {
+        blocks,
+        gates,
+        h_prev,
+        aux,
+    })
+}
+
+/// One layer and direction backward. `dh` and `dc` enter as the gradients of the final states
+/// and leave as those of the initial states; `d_input` (R, I) accumulates dL/d input.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn direction_backward<F: Activations>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    saved: &DirSaved<F>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    reverse: bool,
+    d_out: ArrayView2<'_, F>,
+    mut dh: ArrayViewMut2<'_, F>,
+    dc: Option<ArrayViewMut2<'_, F>>,
+    d_input: &mut Array2<F>,
+) -> DirGrads<F> {
+    let g = cell.gates();
+    let gh = w.w_ih.nrows();
+    let hidden = gh / g;
+    let h_out = w.w_hh.ncols();
+    let (rows, n, steps) = (batches.rows(), batches.batch(), batches.steps());
+    let aw = cell.aux_width();
+    let is_gru = cell.kind == CellKind::Gru;
+    let is_lstm = cell.kind == CellKind::Lstm;
+    let proj = w.w_hr.is_some();
+    let blocks = &saved.blocks;
+    let order = blocks.order(g);
+    let nb = blocks.count();
+    let out_blocks = if proj {
+        Blocks::new(1, h_out)
+    } else {
+        blocks.clone()
+    };
+
+    // dL/dh_prev = dHW W_hh by blocks of columns of h, with W_hh's rows in block order;
+    // dL/dm = dL/dh W_hr by unit blocks.
+    let w_hh_blocked = gather_rows(&w.w_hh, &order);
+    let w_hh: Vec<_> = (0..out_blocks.count())
+        .map(|b| PackedWeights::new(&w_hh_blocked.slice(s![.., out_blocks.units(b)])))
+        .collect();
+    let w_hr: Vec<_> = match &w.w_hr {
+        Some(w_hr) => (0..nb)
+            .map(|b| PackedWeights::new(&w_hr.slice(s![.., blocks.units(b)])))
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let mut dxw = Array2::zeros((rows, gh));
+    let mut dhw = Array2::zeros((if is_gru { rows } else { 0 }, gh));
+    // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
+    let mut dh_all = Array2::zeros((if proj { rows } else { 0 }, h_out));
+    let mut dm = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let mut no_c = Array2::zeros((n, 0));
+    let mut dc = dc.unwrap_or_else(|| no_c.view_mut());
+
+    let (sh_dxw, sh_dhw) = (
+        Shared::new(&mut dxw.view_mut()),
+        Shared::new(&mut dhw.view_mut()),
+    );
+    let (sh_dh_all, sh_dm) = (
+        Shared::new(&mut dh_all.view_mut()),
+        Shared::new(&mut dm.view_mut()),
+    );
+    let (sh_dh, sh_dc) = (Shared::new(&mut dh), Shared::new(&mut dc));
+    let sh_gates = Shared::read_only(&saved.gates.view());
+    let sh_aux = Shared::read_only(&saved.aux.view());
+    let sh_h_prev = Shared::read_only(&saved.h_prev.view());
+    // The rows of the loop's `s`-th step (the reverse of the forward order).
+    let step = |s: usize| batches.step(time(batches, !reverse, s));
+
+    // dL/dh (+)= dHW W_hh for the columns of block `b` after loop step `s`.
+    let through_w_hh = |s: usize, b: usize| {
+        let (r0, bs) = step(s);
+        let a = if is_gru { sh_dhw } else { sh_dxw };
+        // SAFETY: dHW of the step is complete (previous phase) and only read; this item alone
+        // writes these columns of dh.
+        unsafe {
+            matmul_packed_serial(
+                &mut sh_dh.view_mut(0, bs, out_blocks.units(b)),
+                &a.view(r0, bs, 0..gh),
+                &w_hh[b],
+                is_gru,
+            );
+        }
+    };
+    // The gate math of loop step `s` for unit block `b`, from dL/dh' in `d_state`.
+    let gates_back = |s: usize, b: usize, d_state: Shared<F>| {
+        let (r0, bs) = step(s);
+        let (cols, units) = (blocks.columns(b, g), blocks.units(b));
+        // SAFETY: this item alone writes the block's columns of dxw, dhw (rows of the step),
+        // of d_state and dc; the saved values are only read.
+        unsafe {
+            backward_block(
+                cell,
+                &BackwardBlock {
+                    rows: bs,
+                    dxw: sh_dxw.rows(r0, cols.clone()),
+                    dhw: if is_gru {
+                        sh_dhw.rows(r0, cols.clone())
+                    } else {
+                        Rows::empty()
+                    },
+                    dh: d_state.rows(0, units.clone()),
+                    dc: if is_lstm {
+                        sh_dc.rows(0, units.clone())
+                    } else {
+                        Rows::empty()
+                    },
+                    gates: sh_gates.rows(r0, cols),
+                    aux: sh_aux.rows(r0, blocks.columns(b, aw)),
+                    h_prev: if is_gru {
+                        sh_h_prev.rows(r0, units)
+                    } else {
+                        Rows::empty()
+                    },
+                },
+            );
+        }
+    };
+    // dL/dh += dL/d output for columns `cols` of loop step `s`.
+    let add_d_out = |s: usize, cols: std::ops::Range<usize>| {
+        let (r0, bs) = step(s);
+        // SAFETY: this item alone writes these columns of dh (and of dh_all's rows).
+        unsafe {
+            let mut dh_t = sh_dh.view_mut(0, bs, cols.clone());
+            dh_t += &d_out.slice(s![r0..r0 + bs, cols.clone()]);
+            if proj {
+                sh_dh_all.view_mut(r0, bs, cols).assign(&dh_t);
+            }
+        }
+    };
+
+    let work_plain = |s: usize, b: usize| {
+        if b >= nb {
+            return;
+        }
+        if s > 0 {
+            through_w_hh(s - 1, b);
+        }
+        if s < steps {
+            add_d_out(s, blocks.units(b));
+            gates_back(s, b, sh_dh);
+        }
+    };
+    let work_proj = |phase: usize, b: usize| {
+        let s = phase / 2;
+        if phase % 2 == 0 {
+            if b >= out_blocks.count() {
+                return;
+            }
+            if s > 0 {
+                through_w_hh(s - 1, b);
+            }
+            if s < steps {
+                add_d_out(s, out_blocks.units(b));
+            }
+        } else {
+            if b >= nb {
+                return;
+            }
+            let (_, bs) = step(s);
+            // SAFETY: dh is complete (previous phase) and only read; this item alone writes
+            // the block's columns of dm.
+            unsafe {
+                matmul_packed_serial(
+                    &mut sh_dm.view_mut(0, bs, blocks.units(b)),
+                    &sh_dh.view(0, bs, 0..h_out),
+                    &w_hr[b],
+                    false,
+                );
+            }
+            gates_back(s, b, sh_dm);
+        }
+    };
+    let step_work = n * (w.w_ih.ncols() + h_out) * gh;
+    let items = nb.max(out_blocks.count());
+    if proj {
+        run_phases(threads_for(step_work), 2 * steps + 1, items, &work_proj);
+    } else {
+        run_phases(threads_for(step_work), steps + 1, items, &work_plain);
+    }
+
+    // Weight gradients: a few large GEMMs over all timesteps, then back to PyTorch's row order.
+    let dhw_all = if is_gru { dhw.view() } else { dxw.view() };
+    let mut g_ih = Array2::zeros(w.w_ih.dim());
+    matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
+    let mut g_hh = Array2::zeros(w.w_hh.dim());
+    matmul(
+        &mut g_hh.view_mut(),
+        &dhw_all.t(),
+        &saved.h_prev.view(),
+        false,
+    );
+    let (g_bih, g_bhh) = if w.b_ih.is_some() {
+        (
+            Some(scatter(&dxw.sum_axis(Axis(0)), &order)),
+            Some(scatter(&dhw_all.sum_axis(Axis(0)), &order)),
+        )
+    } else {
+        (None, None)
+    };
+    let g_hr = w.w_hr.as_ref().map(|w_hr| {
+        // m = o * tanh(c') per row, rebuilt from the saved (blocked) gates.
+        let mut m_all = Array2::zeros((rows, hidden));
+        for b in 0..nb {
+            let (units, cols, aux_cols) =
+                (blocks.units(b), blocks.columns(b, g), blocks.columns(b, aw));
+            let wb = units.len();
+            let o = saved.gates.slice(s![.., cols.start + 3 * wb..cols.end]);
+            let tanh_c = saved.aux.slice(s![.., aux_cols.start + wb..aux_cols.end]);
+            m_all.slice_mut(s![.., units]).assign(&(&o * &tanh_c));
+        }
+        let mut g = Array2::zeros(w_hr.dim());
+        matmul(&mut g.view_mut(), &dh_all.t(), &m_all.view(), false);
+        g
+    });
+    matmul(
+        &mut d_input.view_mut(),
+        &dxw.view(),
+        &gather_rows(&w.w_ih, &order).view(),
+        true,
+    );
+    DirGrads {
+        w_ih: scatter_rows(&g_ih, &order),
+        w_hh: scatter_rows(&g_hh, &order),
+        b_ih: g_bih,
+        b_hh: g_bhh,
+        w_hr: g_hr,
+    }
+}

@@ -2,47 +2,14 @@
 //! `crates/rnn/tests/fixtures/cli/` (README section 6), every kind of bad input, and
 //! `rnn basics`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{rnn, TempDir};
 use ndarray::{ArrayD, Dimension, IxDyn};
 use rnn::io::TensorFile;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rnn-cli-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rnn/tests/fixtures/cli")
@@ -50,13 +17,6 @@ fn fixtures() -> PathBuf {
 
 fn fixture(case: &str, kind: &str) -> PathBuf {
     fixtures().join(format!("{case}.{kind}.safetensors"))
-}
-
-fn rnn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(args)
-        .output()
-        .expect("the rnn binary runs")
 }
 
 fn run(model: &Path, input: &Path, output: &Path) -> Output {

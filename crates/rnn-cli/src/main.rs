@@ -10,6 +10,7 @@ mod basics;
 mod bench;
 mod corpus;
 mod eval;
+mod memory;
 mod metrics;
 mod plot;
 mod progress;
@@ -53,6 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     set_panic_hook();
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::main(args),

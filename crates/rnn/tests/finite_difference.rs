@@ -253,9 +253,9 @@ fn backward_matches_finite_differences() {
 #[test]
 fn wide_layers_match_finite_differences() {
     let cases = [
-        (CellKind::Lstm, 40, 0, Nonlinearity::Tanh),
+        (CellKind::Lstm, 70, 0, Nonlinearity::Tanh),
         (CellKind::Lstm, 140, 130, Nonlinearity::Tanh),
-        (CellKind::Gru, 48, 0, Nonlinearity::Tanh),
+        (CellKind::Gru, 100, 0, Nonlinearity::Tanh),
         (CellKind::Rnn, 150, 0, Nonlinearity::Tanh),
     ];
     for (seed, (cell, hidden, proj, nonlinearity)) in cases.into_iter().enumerate() {

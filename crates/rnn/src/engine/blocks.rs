@@ -20,9 +20,10 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 /// Columns of a packed weight panel: blocks are multiples of it where the shape allows.
 const PANEL: usize = crate::linalg::PANEL_WIDTH;
 
-/// Aimed-for product columns per block: enough for a few panels per micro-kernel sweep, small
-/// enough that two threads share small layers evenly.
-const TARGET_COLUMNS: usize = 64;
+/// Aimed-for hidden units per block: long enough vector loops in the gate math and a few
+/// panels per product; measured on the benchmark presets (32 units per block was 20-30% slower
+/// than 64 for LSTM, 128 left small layers on one thread).
+const TARGET_UNITS: usize = 64;
 
 /// At most this many blocks: each costs a claim per step.
 const MAX_BLOCKS: usize = 16;
@@ -35,13 +36,14 @@ pub(crate) struct Blocks {
 }
 
 impl Blocks {
-    /// Blocks for `hidden` units of `gates` gates each: about [`TARGET_COLUMNS`] product
-    /// columns per block, in whole panels where possible.
+    /// Blocks for `hidden` units of `gates` gates each: a power of two of them (so that 2, 4,
+    /// ... threads share them evenly), about [`TARGET_UNITS`] units each, in whole panels of
+    /// product columns where possible.
     pub(crate) fn new(gates: usize, hidden: usize) -> Self {
         // Units per block such that gates * units is a multiple of the panel width.
         let unit = PANEL / gcd(PANEL, gates.max(1));
-        let columns = gates * hidden;
-        let count = (columns / TARGET_COLUMNS).clamp(1, MAX_BLOCKS);
+        let wanted = hidden.div_ceil(TARGET_UNITS).max(1);
+        let count = (1usize << wanted.ilog2()).min(MAX_BLOCKS);
         let width = hidden.div_ceil(count).div_ceil(unit) * unit;
         let mut starts: Vec<usize> = (0..hidden).step_by(width.max(1)).collect();
         starts.push(hidden);
@@ -161,7 +163,9 @@ mod tests {
             order.sort_unstable();
             assert!(order.iter().enumerate().all(|(i, &r)| i == r));
         }
-        assert_eq!(Blocks::new(4, 128).count(), 8);
+        assert_eq!(Blocks::new(4, 128).count(), 2);
+        assert_eq!(Blocks::new(3, 512).count(), 8);
+        assert_eq!(Blocks::new(4, 4096).count(), 16);
         assert_eq!(Blocks::new(1, 2).count(), 1);
     }
 

@@ -242,44 +242,56 @@ fn forward_row<F: Activations>(
             }
         }
         CellKind::Lstm => {
-            let [xi, xf, xg, xo] = parts(xw, n);
-            let [hi, hf, hg, ho] = parts(hw, n);
-            let [bi, bf, bg, bo] = parts(bias, n);
-            let [gi, gf, gg, go] = parts_mut(gates, n);
+            // Two simple passes (activations gate by gate, then the state update) keep few
+            // streams live per loop, so the compiler keeps them in vector registers.
+            let (gates, xw, hw, bias) = (
+                &mut gates[..4 * n],
+                &xw[..4 * n],
+                &hw[..4 * n],
+                &bias[..4 * n],
+            );
+            for k in 0..2 * n {
+                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
+            }
+            for k in 2 * n..3 * n {
+                gates[k] = (xw[k] + hw[k] + bias[k]).tanh_fast();
+            }
+            for k in 3 * n..4 * n {
+                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
+            }
+            let [gi, gf, gg, go] = parts(gates, n);
             let [c_prev, tanh_c] = parts_mut(aux, n);
             let c = &mut c[..n];
             for j in 0..n {
-                let i = sigmoid(xi[j] + hi[j] + bi[j]);
-                let f = sigmoid(xf[j] + hf[j] + bf[j]);
-                let g = (xg[j] + hg[j] + bg[j]).tanh_fast();
-                let o = sigmoid(xo[j] + ho[j] + bo[j]);
                 let cp = c[j];
-                let c_new = f * cp + i * g;
-                let tc = c_new.tanh_fast();
+                let c_new = gf[j] * cp + gi[j] * gg[j];
                 c_prev[j] = cp;
                 c[j] = c_new;
-                tanh_c[j] = tc;
-                h_new[j] = o * tc;
-                gi[j] = i;
-                gf[j] = f;
-                gg[j] = g;
-                go[j] = o;
+                tanh_c[j] = c_new.tanh_fast();
+            }
+            for j in 0..n {
+                h_new[j] = go[j] * tanh_c[j];
             }
         }
         CellKind::Gru => {
-            let [xr, xz, xn] = parts(xw, n);
-            let [hr, hz, hn] = parts(hw, n);
-            let [br, bz, bn] = parts(bias, n);
-            let [gr, gz, gn] = parts_mut(gates, n);
-            let (aux, b_hn, h_prev) = (&mut aux[..n], &b_hn[..n], &h_prev[..n]);
+            let (gates, xw, hw, bias) = (
+                &mut gates[..3 * n],
+                &xw[..3 * n],
+                &hw[..3 * n],
+                &bias[..3 * n],
+            );
+            for k in 0..2 * n {
+                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
+            }
+            let [xn, hn] = [&xw[2 * n..], &hw[2 * n..]];
+            let bn = &bias[2 * n..];
+            let (rz, gn) = gates.split_at_mut(2 * n);
+            let [gr, gz] = parts(rz, n);
+            let (aux, b_hn, h_prev, gn) = (&mut aux[..n], &b_hn[..n], &h_prev[..n], &mut gn[..n]);
             for j in 0..n {
-                let r = sigmoid(xr[j] + hr[j] + br[j]);
-                let z = sigmoid(xz[j] + hz[j] + bz[j]);
                 let hn_j = hn[j] + b_hn[j];
-                let nn = (xn[j] + bn[j] + r * hn_j).tanh_fast();
-                h_new[j] = nn + z * (h_prev[j] - nn);
-                gr[j] = r;
-                gz[j] = z;
+                let nn = (xn[j] + bn[j] + gr[j] * hn_j).tanh_fast();
+                h_new[j] = nn + gz[j] * (h_prev[j] - nn);
                 gn[j] = nn;
                 aux[j] = hn_j;
             }

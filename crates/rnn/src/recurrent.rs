@@ -115,10 +115,8 @@ impl Layout {
                     .view()
                     .into_dimensionality::<ndarray::Ix3>()
                     .expect("checked ndim");
-                let tm = a3.permuted_axes([1, 0, 2]);
-                let rows = tm.len() / width.max(1);
-                let v: Vec<f32> = tm.iter().copied().collect();
-                Array2::from_shape_vec((rows, width), v).expect("sizes agree")
+                let rows = a.len() / width.max(1);
+                Array2::from_shape_vec((rows, width), swap_outer_axes(a3)).expect("sizes agree")
             }
             _ => {
                 let rows = a.len() / width.max(1);
@@ -143,15 +141,27 @@ impl Layout {
                 let tm = rows
                     .into_shape_with_order((len, batch, width))
                     .expect("sizes agree");
-                Ok(tm
-                    .permuted_axes([1, 0, 2])
-                    .as_standard_layout()
-                    .into_owned()
-                    .into_dyn())
+                ArrayD::from_shape_vec(IxDyn(&[batch, len, width]), swap_outer_axes(tm.view()))
             }
         }
         .expect("sizes agree")
     }
+}
+
+/// The values of `a` (A, B, W) in the order of (B, A, W): whole rows of `W` copied at once.
+fn swap_outer_axes(a: ndarray::ArrayView3<'_, f32>) -> Vec<f32> {
+    let (outer, inner, _) = a.dim();
+    let mut v = Vec::with_capacity(a.len());
+    for i in 0..inner {
+        for o in 0..outer {
+            let row = a.slice(ndarray::s![o, i, ..]);
+            match row.as_slice() {
+                Some(row) => v.extend_from_slice(row),
+                None => v.extend(row.iter().copied()),
+            }
+        }
+    }
+    v
 }
 
 /// The outputs of a [`Recurrent`] pass.

@@ -64,6 +64,14 @@ impl<F> Shared<F> {
         }
     }
 
+    /// Shares a buffer the pass writes before it reads it.
+    fn uninit(a: &mut Array2<std::mem::MaybeUninit<F>>) -> Self {
+        Shared {
+            ptr: a.as_mut_ptr().cast::<F>(),
+            stride: a.strides()[0].max(0) as usize,
+        }
+    }
+
     /// Shares a matrix the pass only reads.
     fn read_only(a: &ArrayView2<'_, F>) -> Self {
         assert!(
@@ -201,27 +209,23 @@ pub(super) fn direction_forward<F: Activations>(
 
     // Work buffers, allocated once.
     let saved_rows = if save { rows } else { n };
-    let mut gates = Array2::zeros((saved_rows, gh));
-    let mut aux = Array2::zeros((saved_rows, aw * hidden));
-    let mut h_prev = Array2::zeros((if save { rows } else { 0 }, h_out));
-    let mut xw = Array2::zeros((n, gh));
-    let mut hw = Array2::zeros((n, gh));
+    // Written in full before they are read (the saved values: every row is active at one
+    // step), so not zero-filled.
+    let mut gates = Array2::<F>::uninit((saved_rows, gh));
+    let mut aux = Array2::<F>::uninit((saved_rows, aw * hidden));
+    let mut h_prev = Array2::<F>::uninit((if save { rows } else { 0 }, h_out));
+    let mut xw = Array2::<F>::uninit((n, gh));
+    let mut hw = Array2::<F>::uninit((n, gh));
     let mut h_other = h.to_owned();
-    let mut m = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let mut m = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut c = c.unwrap_or_else(|| no_c.view_mut());
 
     let states = [Shared::new(&mut h), Shared::new(&mut h_other.view_mut())];
-    let (sh_gates, sh_aux) = (
-        Shared::new(&mut gates.view_mut()),
-        Shared::new(&mut aux.view_mut()),
-    );
-    let sh_h_prev = Shared::new(&mut h_prev.view_mut());
-    let (sh_xw, sh_hw) = (
-        Shared::new(&mut xw.view_mut()),
-        Shared::new(&mut hw.view_mut()),
-    );
-    let sh_m = Shared::new(&mut m.view_mut());
+    let (sh_gates, sh_aux) = (Shared::uninit(&mut gates), Shared::uninit(&mut aux));
+    let sh_h_prev = Shared::uninit(&mut h_prev);
+    let (sh_xw, sh_hw) = (Shared::uninit(&mut xw), Shared::uninit(&mut hw));
+    let sh_m = Shared::uninit(&mut m);
     let sh_c = Shared::new(&mut c);
     let sh_out = Shared::new(&mut out);
     let is_lstm = cell.kind == CellKind::Lstm;
@@ -337,11 +341,15 @@ pub(super) fn direction_forward<F: Activations>(
         let (r0, _) = batches.step(last);
         h.row_mut(i).assign(&out.row(r0 + i));
     }
-    save.then_some(DirSaved {
-        blocks,
-        gates,
-        h_prev,
-        aux,
+    // SAFETY: with `save`, every row of these was written (each row is active at one step;
+    // each block writes its columns of gates and aux, each output block its columns of h_prev).
+    save.then(|| unsafe {
+        DirSaved {
+            blocks,
+            gates: gates.assume_init(),
+            h_prev: h_prev.assume_init(),
+            aux: aux.assume_init(),
+        }
     })
 }
 
@@ -391,22 +399,17 @@ pub(super) fn direction_backward<F: Activations>(
         None => Vec::new(),
     };
 
-    let mut dxw = Array2::zeros((rows, gh));
-    let mut dhw = Array2::zeros((if is_gru { rows } else { 0 }, gh));
+    // Written in full by the sweep before they are read, so not zero-filled.
+    let mut dxw = Array2::<F>::uninit((rows, gh));
+    let mut dhw = Array2::<F>::uninit((if is_gru { rows } else { 0 }, gh));
     // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
-    let mut dh_all = Array2::zeros((if proj { rows } else { 0 }, h_out));
-    let mut dm = Array2::zeros((if proj { n } else { 0 }, hidden));
+    let mut dh_all = Array2::<F>::uninit((if proj { rows } else { 0 }, h_out));
+    let mut dm = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut dc = dc.unwrap_or_else(|| no_c.view_mut());
 
-    let (sh_dxw, sh_dhw) = (
-        Shared::new(&mut dxw.view_mut()),
-        Shared::new(&mut dhw.view_mut()),
-    );
-    let (sh_dh_all, sh_dm) = (
-        Shared::new(&mut dh_all.view_mut()),
-        Shared::new(&mut dm.view_mut()),
-    );
+    let (sh_dxw, sh_dhw) = (Shared::uninit(&mut dxw), Shared::uninit(&mut dhw));
+    let (sh_dh_all, sh_dm) = (Shared::uninit(&mut dh_all), Shared::uninit(&mut dm));
     let (sh_dh, sh_dc) = (Shared::new(&mut dh), Shared::new(&mut dc));
     let sh_gates = Shared::read_only(&saved.gates.view());
     let sh_aux = Shared::read_only(&saved.aux.view());
@@ -526,6 +529,10 @@ pub(super) fn direction_backward<F: Activations>(
         run_phases(threads_for(step_work), steps + 1, items, &work_plain);
     }
 
+    // SAFETY: every row of each step was written by the gate math (dxw, dhw) or with dL/dh
+    // (dh_all), and every row belongs to one step.
+    let (dxw, dhw, dh_all) =
+        unsafe { (dxw.assume_init(), dhw.assume_init(), dh_all.assume_init()) };
     // Weight gradients: a few large GEMMs over all timesteps, then back to PyTorch's row order.
     let dhw_all = if is_gru { dhw.view() } else { dxw.view() };
     let mut g_ih = Array2::zeros(w.w_ih.dim());

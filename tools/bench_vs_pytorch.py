@@ -3,7 +3,10 @@
 
 Same workloads and protocol on both sides: one layer, unidirectional, batch-first, f32, the
 same thread count; warm-up runs, then repetitions until at least 5 runs and 1 second; the
-median wall time. `train` is forward, loss = sum of outputs, backward to every weight and the
+median wall time. Each workload alternates between the libraries `--rounds` times (default
+3) and each side reports the median of its round medians, with the range of the per-round
+ratios: the machine's speed drifts (other tenants on the host), and alternating evens it out.
+`train` is forward, loss = sum of outputs, backward to every weight and the
 input. The runs alternate between the libraries workload by workload, so that both see the
 same machine state. Prints a Markdown table of ratios (PyTorch time / rnn time: > 1 means rnn
 is faster) with GFLOP/s, and the machine's GEMM ceiling (a 2048-cube f32 matmul in PyTorch)
@@ -18,6 +21,7 @@ import argparse
 import warnings
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +147,9 @@ def main():
     ap.add_argument("--modes", default="infer,train")
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also peak training memory (medium, large)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternations per workload; each side reports the median of its round medians "
+                         "(the machine's speed drifts; alternating several times evens it out)")
     args = ap.parse_args()
     if not os.path.exists(RNN_BIN):
         sys.exit("build first: cargo build --release -p rnn-cli")
@@ -150,26 +157,36 @@ def main():
     ceiling = gemm_ceiling()
     print(f"PyTorch {torch.__version__}, {args.threads} threads; GEMM ceiling (2048^3 f32 in PyTorch): "
           f"{ceiling:.0f} GFLOP/s\n")
-    print("| cell | preset | mode | PyTorch ms | rnn ms | ratio | rnn GFLOP/s | % of ceiling | ORT ms | ratio vs ORT |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| cell | preset | mode | PyTorch ms | rnn ms | ratio | ratio range | rnn GFLOP/s | % of ceiling | ORT ms | ratio vs ORT |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for cell in args.cells.split(","):
         for preset in args.presets.split(","):
             for mode in args.modes.split(","):
-                tb = torch_bench(cell, preset, mode)
-                rb = rnn_bench(cell, preset, mode, args.threads)
-                ratio = tb["median_ms"] / rb["median_ms"]
-                gf = flops(cell, preset, mode) / (rb["median_ms"] * 1e-3) / 1e9
+                t_ms, r_ms, o_ms, ratios = [], [], [], []
+                for _ in range(max(1, args.rounds)):
+                    t_ms.append(torch_bench(cell, preset, mode)["median_ms"])
+                    r_ms.append(rnn_bench(cell, preset, mode, args.threads)["median_ms"])
+                    ratios.append(t_ms[-1] / r_ms[-1])
+                    if mode == "infer" and not args.no_ort:
+                        try:
+                            o_ms.append(ort_bench(cell, preset, args.threads)["median_ms"])
+                        except Exception as e:  # noqa: BLE001 - report and go on
+                            o_ms.append(f"n/a ({type(e).__name__})")
+                tb, rb = statistics.median(t_ms), statistics.median(r_ms)
+                ratio = tb / rb
+                gf = flops(cell, preset, mode) / (rb * 1e-3) / 1e9
                 ort_ms = ort_ratio = ""
-                if mode == "infer" and not args.no_ort:
-                    try:
-                        ob = ort_bench(cell, preset, args.threads)
-                        ort_ms = f"{ob['median_ms']:.3f}"
-                        ort_ratio = f"{ob['median_ms'] / rb['median_ms']:.2f}"
-                    except Exception as e:  # noqa: BLE001 - report and go on
-                        ort_ms = f"n/a ({type(e).__name__})"
-                print(f"| {cell} | {preset} | {mode} | {tb['median_ms']:.3f} | {rb['median_ms']:.3f} | "
-                      f"{ratio:.2f} | {gf:.1f} | {100 * gf / ceiling:.0f}% | {ort_ms} | {ort_ratio} |",
-                      flush=True)
+                if o_ms and all(isinstance(v, float) for v in o_ms):
+                    ob = statistics.median(o_ms)
+                    ort_ms, ort_ratio = f"{ob:.3f}", f"{ob / rb:.2f}"
+                elif o_ms:
+                    ort_ms = next(v for v in o_ms if isinstance(v, str))
+                print(f"| {cell} | {preset} | {mode} | {tb:.3f} | {rb:.3f} | {ratio:.2f} | "
+                      f"{min(ratios):.2f}-{max(ratios):.2f} | {gf:.1f} | {100 * gf / ceiling:.0f}% | "
+                      f"{ort_ms} | {ort_ratio} |", flush=True)
+    ceiling_end = gemm_ceiling()
+    print(f"\nGEMM ceiling measured again at the end: {ceiling_end:.0f} GFLOP/s "
+          f"(the % column uses the first, {ceiling:.0f})")
     if args.memory:
         print("\n| cell | preset | PyTorch peak train MiB (growth) | rnn peak train MiB (growth) |")
         print("|---|---|---|---|")

@@ -23,7 +23,7 @@ use super::math::Activations;
 use super::parallel::run_phases;
 use super::{Batches, DirGrads, DirWeights};
 use crate::config::CellKind;
-use crate::linalg::{matmul, matmul_packed_serial, PackedWeights};
+use crate::linalg::{matmul, matmul_packed, matmul_packed_serial, PackedWeights};
 
 /// Multiply-adds per step below which a pass stays on the calling thread.
 const PARALLEL_MIN_STEP_WORK: usize = 1 << 16;
@@ -401,14 +401,25 @@ pub(super) fn direction_backward<F: Activations>(
 
     // Written in full by the sweep before they are read, so not zero-filled.
     let mut dxw = Array2::<F>::uninit((rows, gh));
-    let mut dhw = Array2::<F>::uninit((if is_gru { rows } else { 0 }, gh));
+    // GRU: dHW differs from dXW only in the n gate (times r). The sweep needs the whole dHW
+    // of one step (two buffers: one step's is read while the next one's is written); only
+    // its n part is kept for the weight gradients, which saves (R, 2H) of memory.
+    let gru_rows = |r: usize| if is_gru { r } else { 0 };
+    let mut dhw_steps = [
+        Array2::<F>::uninit((gru_rows(n), gh)),
+        Array2::<F>::uninit((gru_rows(n), gh)),
+    ];
+    let mut dhn = Array2::<F>::uninit((gru_rows(rows), hidden));
     // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
     let mut dh_all = Array2::<F>::uninit((if proj { rows } else { 0 }, h_out));
     let mut dm = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut dc = dc.unwrap_or_else(|| no_c.view_mut());
 
-    let (sh_dxw, sh_dhw) = (Shared::uninit(&mut dxw), Shared::uninit(&mut dhw));
+    let sh_dxw = Shared::uninit(&mut dxw);
+    let [a, b] = &mut dhw_steps;
+    let sh_dhw_steps = [Shared::uninit(a), Shared::uninit(b)];
+    let sh_dhn = Shared::uninit(&mut dhn);
     let (sh_dh_all, sh_dm) = (Shared::uninit(&mut dh_all), Shared::uninit(&mut dm));
     let (sh_dh, sh_dc) = (Shared::new(&mut dh), Shared::new(&mut dc));
     let sh_gates = Shared::read_only(&saved.gates.view());
@@ -420,13 +431,17 @@ pub(super) fn direction_backward<F: Activations>(
     // dL/dh (+)= dHW W_hh for the columns of block `b` after loop step `s`.
     let through_w_hh = |s: usize, b: usize| {
         let (r0, bs) = step(s);
-        let a = if is_gru { sh_dhw } else { sh_dxw };
+        let (a, a_r0) = if is_gru {
+            (sh_dhw_steps[s % 2], 0)
+        } else {
+            (sh_dxw, r0)
+        };
         // SAFETY: dHW of the step is complete (previous phase) and only read; this item alone
         // writes these columns of dh.
         unsafe {
             matmul_packed_serial(
                 &mut sh_dh.view_mut(0, bs, out_blocks.units(b)),
-                &a.view(r0, bs, 0..gh),
+                &a.view(a_r0, bs, 0..gh),
                 &w_hh[b],
                 is_gru,
             );
@@ -445,7 +460,7 @@ pub(super) fn direction_backward<F: Activations>(
                     rows: bs,
                     dxw: sh_dxw.rows(r0, cols.clone()),
                     dhw: if is_gru {
-                        sh_dhw.rows(r0, cols.clone())
+                        sh_dhw_steps[s % 2].rows(0, cols.clone())
                     } else {
                         Rows::empty()
                     },
@@ -455,15 +470,21 @@ pub(super) fn direction_backward<F: Activations>(
                     } else {
                         Rows::empty()
                     },
-                    gates: sh_gates.rows(r0, cols),
+                    gates: sh_gates.rows(r0, cols.clone()),
                     aux: sh_aux.rows(r0, blocks.columns(b, aw)),
                     h_prev: if is_gru {
-                        sh_h_prev.rows(r0, units)
+                        sh_h_prev.rows(r0, units.clone())
                     } else {
                         Rows::empty()
                     },
                 },
             );
+            if is_gru {
+                let n_gate = cols.end - units.len()..cols.end;
+                sh_dhn
+                    .view_mut(r0, bs, units)
+                    .assign(&sh_dhw_steps[s % 2].view(0, bs, n_gate));
+            }
         }
     };
     // dL/dh += dL/d output for columns `cols` of loop step `s`.
@@ -529,26 +550,37 @@ pub(super) fn direction_backward<F: Activations>(
         run_phases(threads_for(step_work), steps + 1, items, &work_plain);
     }
 
-    // SAFETY: every row of each step was written by the gate math (dxw, dhw) or with dL/dh
+    // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh
     // (dh_all), and every row belongs to one step.
-    let (dxw, dhw, dh_all) =
-        unsafe { (dxw.assume_init(), dhw.assume_init(), dh_all.assume_init()) };
+    let (dxw, dhn, dh_all) =
+        unsafe { (dxw.assume_init(), dhn.assume_init(), dh_all.assume_init()) };
     // Weight gradients: a few large GEMMs over all timesteps, then back to PyTorch's row order.
-    let dhw_all = if is_gru { dhw.view() } else { dxw.view() };
     let mut g_ih = Array2::zeros(w.w_ih.dim());
     matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
     let mut g_hh = Array2::zeros(w.w_hh.dim());
-    matmul(
-        &mut g_hh.view_mut(),
-        &dhw_all.t(),
-        &saved.h_prev.view(),
-        false,
-    );
+    let mut g_bhh = dxw.sum_axis(Axis(0));
+    let g_bih = scatter(&g_bhh, &order);
+    if is_gru {
+        // Per block: the r and z rows come from dXW, the n rows from dHW's n part.
+        let h_prev = PackedWeights::new(&saved.h_prev.view());
+        for b in 0..nb {
+            let (units, cols) = (blocks.units(b), blocks.columns(b, g));
+            let (rz, n_gate) = (
+                cols.start..cols.end - units.len(),
+                cols.end - units.len()..cols.end,
+            );
+            let dhn_b = dhn.slice(s![.., units]);
+            let mut g_rz = g_hh.slice_mut(s![rz.clone(), ..]);
+            matmul_packed(&mut g_rz, &dxw.slice(s![.., rz]).t(), &h_prev, false);
+            let mut g_n = g_hh.slice_mut(s![n_gate.clone(), ..]);
+            matmul_packed(&mut g_n, &dhn_b.t(), &h_prev, false);
+            g_bhh.slice_mut(s![n_gate]).assign(&dhn_b.sum_axis(Axis(0)));
+        }
+    } else {
+        matmul(&mut g_hh.view_mut(), &dxw.t(), &saved.h_prev.view(), false);
+    }
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
-        (
-            Some(scatter(&dxw.sum_axis(Axis(0)), &order)),
-            Some(scatter(&dhw_all.sum_axis(Axis(0)), &order)),
-        )
+        (Some(g_bih), Some(scatter(&g_bhh, &order)))
     } else {
         (None, None)
     };

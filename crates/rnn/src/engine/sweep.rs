@@ -13,7 +13,7 @@
 //! computes its columns of `dL/dh = dXW W_hh` and goes straight on with its gate math of the
 //! previous step. The weight gradients are a few large products over all steps afterwards.
 
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 
 use super::blocks::{gather, gather_rows, scatter, scatter_rows, Blocks};
 use super::cell::{
@@ -128,8 +128,6 @@ impl<F> Shared<F> {
         )
     }
 }
-
-use ndarray::ShapeBuilder;
 
 /// Threads for a pass whose steps do `step_work` multiply-adds.
 fn threads_for(step_work: usize) -> usize {

@@ -4,11 +4,11 @@
 //! The recurrent engine has already computed the two matrix products of a step for one block
 //! of `w` hidden units (see `engine/blocks.rs`): `xw = x W_ih^T` and `hw = h W_hh^T`, each
 //! `G * w` values per row, gate-major (the `w` values of gate 0, then gate 1, ...). What is
-//! left per element is cheap but touches every gate once; doing it in one pass keeps it in
-//! cache and allocates nothing. The biases are added here (`b`: [`fold_biases`], permuted to
+//! left per element is cheap but touches every gate once; doing it row by row, right after
+//! the products, keeps it in cache and allocates nothing. The biases are added here (`b`: [`fold_biases`], permuted to
 //! the block layout).
 //!
-//! * RNN: `h' = act(xw + hw)`.
+//! * RNN: `h' = act(xw + hw + b)`.
 //! * LSTM (gates i, f, g, o): `i = σ(.)`, `f = σ(.)`, `g = tanh(.)`, `o = σ(.)`,
 //!   `c' = f c + i g`, `h' = o tanh(c')` (then `h' W_hr^T` with a projection).
 //! * GRU (gates r, z, n): `r = σ(.)`, `z = σ(.)`, `n = tanh(xw_n + r (hw_n + b_hn))`,

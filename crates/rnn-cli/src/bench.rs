@@ -147,11 +147,13 @@ pub fn main(args: Args) -> Result<()> {
             Ok(model.forward_states(x, None, None)?.output)
         }
     };
+    // Inference reads the same input every time (as PyTorch's side does); training starts from
+    // a fresh copy that requires grad (PyTorch's side clones too).
+    let x_infer = Tensor::new(x.clone());
     let run_once = || -> Result<()> {
         match args.mode {
             Mode::Infer => {
-                let x = Tensor::new(x.clone());
-                rnn::no_grad(|| forward(&x))?;
+                rnn::no_grad(|| forward(&x_infer))?;
             }
             Mode::Train => {
                 model.zero_grad();

@@ -150,8 +150,16 @@ impl Layout {
 
 /// The values of `a` (A, B, W) in the order of (B, A, W): whole rows of `W` copied at once.
 fn swap_outer_axes(a: ndarray::ArrayView3<'_, f32>) -> Vec<f32> {
-    let (outer, inner, _) = a.dim();
+    let (outer, inner, width) = a.dim();
     let mut v = Vec::with_capacity(a.len());
+    if let Some(all) = a.as_slice() {
+        for i in 0..inner {
+            for o in 0..outer {
+                v.extend_from_slice(&all[(o * inner + i) * width..][..width]);
+            }
+        }
+        return v;
+    }
     for i in 0..inner {
         for o in 0..outer {
             let row = a.slice(ndarray::s![o, i, ..]);

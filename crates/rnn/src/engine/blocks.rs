@@ -69,6 +69,12 @@ impl Blocks {
         per_unit * self.starts[b]..per_unit * self.starts[b + 1]
     }
 
+    /// The blocked columns of gate `k` of block `b` in a buffer `gates * hidden` wide.
+    pub(crate) fn gate(&self, b: usize, gates: usize, k: usize) -> Range<usize> {
+        let (start, width) = (gates * self.starts[b], self.units(b).len());
+        start + k * width..start + (k + 1) * width
+    }
+
     /// For each blocked column of a `gates * hidden` buffer, the PyTorch row `g * hidden + j`
     /// of the weights that produces it.
     pub(crate) fn order(&self, gates: usize) -> Vec<usize> {
@@ -157,6 +163,11 @@ mod tests {
                     assert_eq!(gates * u.len() % PANEL, 0, "{gates} x {hidden}");
                     assert_eq!(u.end, b.units(k + 1).start);
                 }
+            }
+            for k in 0..b.count() {
+                let last = b.gate(k, gates, gates - 1);
+                assert_eq!(b.gate(k, gates, 0).start, b.columns(k, gates).start);
+                assert_eq!(last.end, b.columns(k, gates).end);
             }
             let mut order = b.order(gates);
             assert_eq!(order.len(), gates * hidden);

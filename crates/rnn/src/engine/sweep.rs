@@ -478,7 +478,7 @@ pub(super) fn direction_backward<F: Activations>(
                 },
             );
             if is_gru {
-                let n_gate = cols.end - units.len()..cols.end;
+                let n_gate = blocks.gate(b, g, 2);
                 sh_dhn
                     .view_mut(r0, bs, units)
                     .assign(&sh_dhw_steps[s % 2].view(0, bs, n_gate));
@@ -556,29 +556,38 @@ pub(super) fn direction_backward<F: Activations>(
     let mut g_ih = Array2::zeros(w.w_ih.dim());
     matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
     let mut g_hh = Array2::zeros(w.w_hh.dim());
-    let mut g_bhh = dxw.sum_axis(Axis(0));
-    let g_bih = scatter(&g_bhh, &order);
     if is_gru {
         // Per block: the r and z rows come from dXW, the n rows from dHW's n part.
         let h_prev = PackedWeights::new(&saved.h_prev.view());
         for b in 0..nb {
-            let (units, cols) = (blocks.units(b), blocks.columns(b, g));
             let (rz, n_gate) = (
-                cols.start..cols.end - units.len(),
-                cols.end - units.len()..cols.end,
+                blocks.gate(b, g, 0).start..blocks.gate(b, g, 1).end,
+                blocks.gate(b, g, 2),
             );
-            let dhn_b = dhn.slice(s![.., units]);
             let mut g_rz = g_hh.slice_mut(s![rz.clone(), ..]);
             matmul_packed(&mut g_rz, &dxw.slice(s![.., rz]).t(), &h_prev, false);
-            let mut g_n = g_hh.slice_mut(s![n_gate.clone(), ..]);
+            let mut g_n = g_hh.slice_mut(s![n_gate, ..]);
+            let dhn_b = dhn.slice(s![.., blocks.units(b)]);
             matmul_packed(&mut g_n, &dhn_b.t(), &h_prev, false);
-            g_bhh.slice_mut(s![n_gate]).assign(&dhn_b.sum_axis(Axis(0)));
         }
     } else {
         matmul(&mut g_hh.view_mut(), &dxw.t(), &saved.h_prev.view(), false);
     }
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
-        (Some(g_bih), Some(scatter(&g_bhh, &order)))
+        let d_bias = dxw.sum_axis(Axis(0));
+        let mut d_bhh = d_bias.clone();
+        if is_gru {
+            for b in 0..nb {
+                let dhn_b = dhn.slice(s![.., blocks.units(b)]);
+                d_bhh
+                    .slice_mut(s![blocks.gate(b, g, 2)])
+                    .assign(&dhn_b.sum_axis(Axis(0)));
+            }
+        }
+        (
+            Some(scatter(&d_bias, &order)),
+            Some(scatter(&d_bhh, &order)),
+        )
     } else {
         (None, None)
     };
@@ -586,12 +595,12 @@ pub(super) fn direction_backward<F: Activations>(
         // m = o * tanh(c') per row, rebuilt from the saved (blocked) gates.
         let mut m_all = Array2::zeros((rows, hidden));
         for b in 0..nb {
-            let (units, cols, aux_cols) =
-                (blocks.units(b), blocks.columns(b, g), blocks.columns(b, aw));
-            let wb = units.len();
-            let o = saved.gates.slice(s![.., cols.start + 3 * wb..cols.end]);
-            let tanh_c = saved.aux.slice(s![.., aux_cols.start + wb..aux_cols.end]);
-            m_all.slice_mut(s![.., units]).assign(&(&o * &tanh_c));
+            // LSTM's aux holds c and tanh(c') per block: its "gate" 1 is tanh(c').
+            let o = saved.gates.slice(s![.., blocks.gate(b, g, 3)]);
+            let tanh_c = saved.aux.slice(s![.., blocks.gate(b, aw, 1)]);
+            m_all
+                .slice_mut(s![.., blocks.units(b)])
+                .assign(&(&o * &tanh_c));
         }
         let mut g = Array2::zeros(w_hr.dim());
         matmul(&mut g.view_mut(), &dh_all.t(), &m_all.view(), false);

@@ -49,11 +49,6 @@ impl Cell {
     }
 }
 
-#[inline(always)]
-fn sigmoid<F: Activations>(x: F) -> F {
-    x.sigmoid()
-}
-
 /// The bias added to `x W_ih^T` once for all timesteps: `b_ih + b_hh`, except GRU's `b_hn`,
 /// which is multiplied by `r` and so stays in the step (see [`Cell`]).
 pub fn fold_biases<F: Float>(kind: CellKind, b_ih: &[F], b_hh: &[F]) -> Vec<F> {
@@ -226,11 +221,8 @@ fn forward_row<F: Activations>(
             let (xw, hw, bias, gates) = (&xw[..n], &hw[..n], &bias[..n], &mut gates[..n]);
             match cell.nonlinearity {
                 Nonlinearity::Tanh => {
-                    for j in 0..n {
-                        let v = (xw[j] + hw[j] + bias[j]).tanh_fast();
-                        h_new[j] = v;
-                        gates[j] = v;
-                    }
+                    F::tanh_of_sum(gates, xw, hw, bias);
+                    h_new.copy_from_slice(gates);
                 }
                 Nonlinearity::Relu => {
                     for j in 0..n {
@@ -250,15 +242,25 @@ fn forward_row<F: Activations>(
                 &hw[..4 * n],
                 &bias[..4 * n],
             );
-            for k in 0..2 * n {
-                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
-            }
-            for k in 2 * n..3 * n {
-                gates[k] = (xw[k] + hw[k] + bias[k]).tanh_fast();
-            }
-            for k in 3 * n..4 * n {
-                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
-            }
+            let [g_if, g_g, g_o] = [0..2 * n, 2 * n..3 * n, 3 * n..4 * n];
+            F::sigmoid_of_sum(
+                &mut gates[g_if.clone()],
+                &xw[g_if.clone()],
+                &hw[g_if.clone()],
+                &bias[g_if],
+            );
+            F::tanh_of_sum(
+                &mut gates[g_g.clone()],
+                &xw[g_g.clone()],
+                &hw[g_g.clone()],
+                &bias[g_g],
+            );
+            F::sigmoid_of_sum(
+                &mut gates[g_o.clone()],
+                &xw[g_o.clone()],
+                &hw[g_o.clone()],
+                &bias[g_o],
+            );
             let [gi, gf, gg, go] = parts(gates, n);
             let [c_prev, tanh_c] = parts_mut(aux, n);
             let c = &mut c[..n];
@@ -267,8 +269,9 @@ fn forward_row<F: Activations>(
                 let c_new = gf[j] * cp + gi[j] * gg[j];
                 c_prev[j] = cp;
                 c[j] = c_new;
-                tanh_c[j] = c_new.tanh_fast();
+                tanh_c[j] = c_new;
             }
+            F::tanh_in_place(tanh_c);
             for j in 0..n {
                 h_new[j] = go[j] * tanh_c[j];
             }
@@ -280,9 +283,7 @@ fn forward_row<F: Activations>(
                 &hw[..3 * n],
                 &bias[..3 * n],
             );
-            for k in 0..2 * n {
-                gates[k] = sigmoid(xw[k] + hw[k] + bias[k]);
-            }
+            F::sigmoid_of_sum(&mut gates[..2 * n], xw, hw, bias);
             let [xn, hn] = [&xw[2 * n..], &hw[2 * n..]];
             let bn = &bias[2 * n..];
             let (rz, gn) = gates.split_at_mut(2 * n);
@@ -290,10 +291,12 @@ fn forward_row<F: Activations>(
             let (aux, b_hn, h_prev, gn) = (&mut aux[..n], &b_hn[..n], &h_prev[..n], &mut gn[..n]);
             for j in 0..n {
                 let hn_j = hn[j] + b_hn[j];
-                let nn = (xn[j] + bn[j] + gr[j] * hn_j).tanh_fast();
-                h_new[j] = nn + gz[j] * (h_prev[j] - nn);
-                gn[j] = nn;
+                gn[j] = xn[j] + bn[j] + gr[j] * hn_j;
                 aux[j] = hn_j;
+            }
+            F::tanh_in_place(gn);
+            for j in 0..n {
+                h_new[j] = gn[j] + gz[j] * (h_prev[j] - gn[j]);
             }
         }
     }

@@ -10,12 +10,43 @@
 
 use crate::linalg::Float;
 
-/// `sigmoid` and `tanh` as the cells use them.
+/// `sigmoid` and `tanh` as the cells use them, one value at a time and over slices.
+///
+/// The slice forms are what the gate math calls: f32 overrides them with 8-wide AVX2 + FMA
+/// code when the CPU has it (about three times faster than the compiler's vectorisation of
+/// the scalar forms, which cannot contract to FMA); the defaults loop over the scalar forms.
+/// Each takes `out.len()` values from every input slice.
 pub trait Activations: Float {
     /// `1 / (1 + exp(-x))`.
     fn sigmoid(self) -> Self;
     /// `tanh(x)`.
     fn tanh_fast(self) -> Self;
+
+    /// `out[k] = sigmoid(a[k] + b[k] + c[k])`.
+    #[inline(always)]
+    fn sigmoid_of_sum(out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]) {
+        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (a[k] + b[k] + c[k]).sigmoid();
+        }
+    }
+
+    /// `out[k] = tanh(a[k] + b[k] + c[k])`.
+    #[inline(always)]
+    fn tanh_of_sum(out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]) {
+        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (a[k] + b[k] + c[k]).tanh_fast();
+        }
+    }
+
+    /// `x[k] = tanh(x[k])`.
+    #[inline(always)]
+    fn tanh_in_place(x: &mut [Self]) {
+        for v in x.iter_mut() {
+            *v = v.tanh_fast();
+        }
+    }
 }
 
 impl Activations for f64 {
@@ -82,6 +113,234 @@ impl Activations for f32 {
             large
         }
     }
+
+    #[inline(always)]
+    fn sigmoid_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA; the slices have `out.len()` values.
+            unsafe { avx2::map_sum::<avx2::Sigmoid>(out, a, b, c) };
+            return;
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (a[k] + b[k] + c[k]).sigmoid();
+        }
+    }
+
+    #[inline(always)]
+    fn tanh_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: as in `sigmoid_of_sum`.
+            unsafe { avx2::map_sum::<avx2::Tanh>(out, a, b, c) };
+            return;
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (a[k] + b[k] + c[k]).tanh_fast();
+        }
+    }
+
+    #[inline(always)]
+    fn tanh_in_place(x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { avx2::tanh_in_place(x) };
+            return;
+        }
+        for v in x.iter_mut() {
+            *v = v.tanh_fast();
+        }
+    }
+}
+
+/// The f32 activations eight at a time with AVX2 + FMA: the same formulas and constants as
+/// the scalar [`exp_f32`] and [`Activations::tanh_fast`], with fused multiply-adds (so the
+/// last bit may differ from the scalar forms) and the same handling of extremes and NaN
+/// (`max(lo, x)` and `min(hi, x)` return `x` when it is NaN).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// An activation of 8 values.
+    pub(super) trait Lanes {
+        /// Applies it.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA.
+        unsafe fn apply(x: __m256) -> __m256;
+    }
+
+    /// [`sigmoid8`] as a [`Lanes`].
+    pub(super) struct Sigmoid;
+    /// [`tanh8`] as a [`Lanes`].
+    pub(super) struct Tanh;
+
+    impl Lanes for Sigmoid {
+        #[inline(always)]
+        unsafe fn apply(x: __m256) -> __m256 {
+            sigmoid8(x)
+        }
+    }
+
+    impl Lanes for Tanh {
+        #[inline(always)]
+        unsafe fn apply(x: __m256) -> __m256 {
+            tanh8(x)
+        }
+    }
+
+    /// `exp` of 8 values; see [`super::exp_f32`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA (as for every function here).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn exp8(x: __m256) -> __m256 {
+        let set = _mm256_set1_ps;
+        let x = _mm256_min_ps(set(88.376_26), _mm256_max_ps(set(-87.336_55), x));
+        let n = _mm256_floor_ps(_mm256_fmadd_ps(x, set(std::f32::consts::LOG2_E), set(0.5)));
+        let r = _mm256_fnmadd_ps(n, set(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, set(-2.121_944_4e-4), r);
+        let mut p = set(1.987_569_1e-4);
+        p = _mm256_fmadd_ps(p, r, set(1.398_199_9e-3));
+        p = _mm256_fmadd_ps(p, r, set(8.333_452e-3));
+        p = _mm256_fmadd_ps(p, r, set(4.166_579_6e-2));
+        p = _mm256_fmadd_ps(p, r, set(1.666_666_5e-1));
+        p = _mm256_fmadd_ps(p, r, set(5.000_000_1e-1));
+        let y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), set(1.0));
+        let n = _mm256_min_ps(set(127.0), _mm256_max_ps(set(-126.0), n));
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+    }
+
+    /// `1 / (1 + exp(-x))` of 8 values.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn sigmoid8(x: __m256) -> __m256 {
+        let one = _mm256_set1_ps(1.0);
+        let e = exp8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
+        _mm256_div_ps(one, _mm256_add_ps(one, e))
+    }
+
+    /// `tanh` of 8 values: the odd polynomial below 0.625 in magnitude, else
+    /// `1 - 2 / (exp(2|x|) + 1)` with the sign of `x`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn tanh8(x: __m256) -> __m256 {
+        let set = _mm256_set1_ps;
+        let sign = _mm256_and_ps(x, set(-0.0));
+        let a = _mm256_andnot_ps(set(-0.0), x);
+        let z = _mm256_mul_ps(x, x);
+        let mut p = _mm256_fmadd_ps(set(-5.704_988_7e-3), z, set(2.063_908_9e-2));
+        p = _mm256_fmadd_ps(p, z, set(-5.373_971_6e-2));
+        p = _mm256_fmadd_ps(p, z, set(1.333_144_2e-1));
+        p = _mm256_fmadd_ps(p, z, set(-3.333_328_2e-1));
+        let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
+        let e = exp8(_mm256_add_ps(a, a));
+        let large = _mm256_sub_ps(
+            set(1.0),
+            _mm256_div_ps(set(2.0), _mm256_add_ps(e, set(1.0))),
+        );
+        let large = _mm256_or_ps(large, sign);
+        _mm256_blendv_ps(large, small, _mm256_cmp_ps::<_CMP_LT_OQ>(a, set(0.625)))
+    }
+
+    /// Loads `len < 8` values from `p` (zeros in the other lanes), and the lane mask.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `p` is readable for `len` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn load_part(p: *const f32, len: usize) -> (__m256, __m256i) {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(len as i32), lanes);
+        (_mm256_maskload_ps(p, mask), mask)
+    }
+
+    /// `out[k] = f(a[k] + b[k] + c[k])`, 8 at a time; the tail through masked loads and
+    /// stores, so that every value goes through the same arithmetic.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a`, `b`, `c` have at least `out.len()` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn map_sum<L: Lanes>(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+        let n = out.len();
+        debug_assert!(a.len() >= n && b.len() >= n && c.len() >= n);
+        let (o, a, b, c) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
+        let sum = |k: usize| {
+            _mm256_add_ps(
+                _mm256_add_ps(_mm256_loadu_ps(a.add(k)), _mm256_loadu_ps(b.add(k))),
+                _mm256_loadu_ps(c.add(k)),
+            )
+        };
+        let mut k = 0;
+        // Four independent vectors per iteration: one activation is a long dependency chain,
+        // and four of them side by side keep the FMA pipes busy (1.4x faster than one).
+        while k + 32 <= n {
+            let (v0, v1, v2, v3) = (sum(k), sum(k + 8), sum(k + 16), sum(k + 24));
+            let (r0, r1, r2, r3) = (L::apply(v0), L::apply(v1), L::apply(v2), L::apply(v3));
+            _mm256_storeu_ps(o.add(k), r0);
+            _mm256_storeu_ps(o.add(k + 8), r1);
+            _mm256_storeu_ps(o.add(k + 16), r2);
+            _mm256_storeu_ps(o.add(k + 24), r3);
+            k += 32;
+        }
+        while k + 8 <= n {
+            let v = _mm256_add_ps(
+                _mm256_add_ps(_mm256_loadu_ps(a.add(k)), _mm256_loadu_ps(b.add(k))),
+                _mm256_loadu_ps(c.add(k)),
+            );
+            _mm256_storeu_ps(o.add(k), L::apply(v));
+            k += 8;
+        }
+        if k < n {
+            let (va, mask) = load_part(a.add(k), n - k);
+            let (vb, _) = load_part(b.add(k), n - k);
+            let (vc, _) = load_part(c.add(k), n - k);
+            let v = _mm256_add_ps(_mm256_add_ps(va, vb), vc);
+            _mm256_maskstore_ps(o.add(k), mask, L::apply(v));
+        }
+    }
+
+    /// `x[k] = tanh(x[k])`, 8 at a time (tail masked).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn tanh_in_place(x: &mut [f32]) {
+        let n = x.len();
+        let p = x.as_mut_ptr();
+        let mut k = 0;
+        while k + 32 <= n {
+            let v = [0, 8, 16, 24].map(|d| tanh8(_mm256_loadu_ps(p.add(k + d))));
+            for (d, v) in [0, 8, 16, 24].into_iter().zip(v) {
+                _mm256_storeu_ps(p.add(k + d), v);
+            }
+            k += 32;
+        }
+        while k + 8 <= n {
+            _mm256_storeu_ps(p.add(k), tanh8(_mm256_loadu_ps(p.add(k))));
+            k += 8;
+        }
+        if k < n {
+            let (v, mask) = load_part(p.add(k), n - k);
+            _mm256_maskstore_ps(p.add(k), mask, tanh8(v));
+        }
+    }
 }
 
 /// Whether this CPU has AVX2 and FMA (checked once).
@@ -117,6 +376,57 @@ mod tests {
         // Small arguments keep their relative accuracy.
         for &x in &[1e-3f32, -2e-5, 0.3] {
             assert!(((x.tanh_fast() as f64 - (x as f64).tanh()) / (x as f64).tanh()).abs() < 1e-6);
+        }
+    }
+
+    /// The slice forms (AVX2 on this CPU when it has it, tails included) agree with the
+    /// scalar forms to a few ulp, and keep the extremes and NaN.
+    #[test]
+    fn slice_forms_match_scalar_forms() {
+        let mut x: Vec<f32> = (-100_000..=100_000).map(|k| k as f32 * 9e-4).collect();
+        x.extend([
+            f32::NAN,
+            1e30,
+            -1e30,
+            0.0,
+            -0.0,
+            1e-20,
+            88.5,
+            -88.5,
+            0.625,
+            -0.625,
+        ]);
+        let zeros = vec![0.0f32; x.len()];
+        let halves: Vec<f32> = x.iter().map(|v| v / 2.0).collect();
+        // Every tail length: slices of 0 to 17 values.
+        for len in (0..18).chain([x.len()]) {
+            let (a, b) = (&halves[..len], &halves[..len]);
+            let mut sig = vec![0.0f32; len];
+            let mut tanh = vec![0.0f32; len];
+            f32::sigmoid_of_sum(&mut sig, a, b, &zeros);
+            f32::tanh_of_sum(&mut tanh, a, &zeros, b);
+            let mut in_place = x[..len].to_vec();
+            f32::tanh_in_place(&mut in_place);
+            for k in 0..len {
+                let v = x[k];
+                let close = |got: f32, want: f32| {
+                    (got.is_nan() && want.is_nan())
+                        || (got - want).abs() <= 2e-7 * want.abs().max(1e-3)
+                };
+                assert!(
+                    close(sig[k], v.sigmoid()),
+                    "sigmoid({v}): {} vs {}",
+                    sig[k],
+                    v.sigmoid()
+                );
+                assert!(
+                    close(tanh[k], v.tanh_fast()),
+                    "tanh({v}): {} vs {}",
+                    tanh[k],
+                    v.tanh_fast()
+                );
+                assert!(close(in_place[k], v.tanh_fast()), "tanh({v}) in place");
+            }
         }
     }
 

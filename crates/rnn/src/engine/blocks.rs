@@ -111,7 +111,7 @@ pub(crate) fn gather_rows<F: Copy + num_traits::Zero>(
 
 /// The inverse of [`gather_rows`]: row `k` of `blocked` becomes row `order[k]`.
 pub(crate) fn scatter_rows<F: Copy + num_traits::Zero>(
-    blocked: &Array2<F>,
+    blocked: &ArrayView2<'_, F>,
     order: &[usize],
 ) -> Array2<F> {
     let mut out = Array2::zeros(blocked.dim());
@@ -187,7 +187,7 @@ mod tests {
         let w = Array2::from_shape_fn((120, 2), |(i, j)| (i * 2 + j) as f32);
         let g = gather_rows(&w.view(), &order);
         assert_eq!(g.row(0), w.row(order[0]));
-        assert_eq!(scatter_rows(&g, &order), w);
+        assert_eq!(scatter_rows(&g.view(), &order), w);
         let v = Array1::from_shape_fn(120, |i| i as f32);
         assert_eq!(scatter(&Array1::from(gather(&v.view(), &order)), &order), v);
     }

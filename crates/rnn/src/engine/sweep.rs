@@ -11,7 +11,12 @@
 //! Backward mirrors it: per step and block, the gate math turns `dL/dh'` into the gradients of
 //! the pre-activations (`dXW`, stored for all steps), then, after the meeting, each block
 //! computes its columns of `dL/dh = dXW W_hh` and goes straight on with its gate math of the
-//! previous step. The weight gradients are a few large products over all steps afterwards.
+//! previous step. The weight gradients are a few large products over all steps afterwards
+//! (for RNN and LSTM one: `[dW_ih | dW_hh] = dXW^T [X | H_prev]`).
+//!
+//! When the batch is wide and the weights small (the weights fit in a core's cache), the
+//! threads do not meet at all: each takes a range of the batch's rows through every step and
+//! block on its own ([`sweep`]).
 
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 
@@ -147,6 +152,118 @@ fn time(batches: &Batches, reverse: bool, s: usize) -> usize {
     }
 }
 
+/// Rows of the batch each thread needs before the threads take rows each rather than share
+/// every step by blocks of units (see [`sweep`]).
+const MIN_ROWS_PER_THREAD: usize = 16;
+
+/// The rows of one step that a work item covers: rows `r0..r0 + len` of the whole pass
+/// (all steps stacked), which are rows `lo..lo + len` of the per-step buffers (states).
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    r0: usize,
+    lo: usize,
+    len: usize,
+}
+
+impl Part {
+    /// The rows of step `t` among the step's rows `rows` (all of them: `0..batch`); `None`
+    /// if there are none (the sequences of `rows` have ended).
+    fn of_step(batches: &Batches, t: usize, rows: std::ops::Range<usize>) -> Option<Part> {
+        let (offset, active) = batches.step(t);
+        let (lo, hi) = (rows.start.min(active), rows.end.min(active));
+        (lo < hi).then_some(Part {
+            r0: offset + lo,
+            lo,
+            len: hi - lo,
+        })
+    }
+}
+
+/// The most bytes of packed weights a pass may have for the threads to take rows each: every
+/// thread then reads all the weights at every step, which must stay in its core's cache (half
+/// of a 512 KiB L2 for the weights was too little: the small LSTM, 384 KiB, gains ~10% by
+/// rows; the medium one, 6 MiB, loses ~15%).
+const ROWS_MAX_WEIGHT_BYTES: usize = 512 << 10;
+
+/// Bytes of the weights a step reads: `W_ih`, `W_hh` and `W_hr`.
+fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {
+    let w_hr = w.w_hr.as_ref().map_or(0, |w| w.len());
+    (w.w_ih.len() + w.w_hh.len() + w_hr) * size_of::<F>()
+}
+
+/// Cuts the batch's sequences into `threads` ranges of rows with about equal work (a row's
+/// work is its sequence's length), or returns one range when the batch is too small for that
+/// or the weights (`weight_bytes`) too large (see [`sweep`]).
+fn row_parts(
+    batches: &Batches,
+    threads: usize,
+    weight_bytes: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let n = batches.batch();
+    if threads < 2 || n < threads * MIN_ROWS_PER_THREAD || weight_bytes > ROWS_MAX_WEIGHT_BYTES {
+        return vec![0..n];
+    }
+    // Sequence i is active at the steps whose batch size exceeds i.
+    let mut ending_at = vec![0usize; n + 1];
+    for &b in batches.batch_sizes() {
+        ending_at[b] += 1;
+    }
+    let mut lengths = vec![0usize; n];
+    let mut active = 0;
+    for i in (0..n).rev() {
+        active += ending_at[i + 1];
+        lengths[i] = active;
+    }
+    let total: usize = lengths.iter().sum();
+    let mut parts = Vec::with_capacity(threads);
+    let (mut start, mut done) = (0, 0);
+    for (i, &len) in lengths.iter().enumerate() {
+        done += len;
+        let k = parts.len() + 1;
+        if k < threads && done * threads >= k * total && n - (i + 1) >= threads - k {
+            parts.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    parts.push(start..n);
+    parts
+}
+
+/// Runs `work(phase, item, rows)` for every phase in `0..phases` and item in `0..items`, with
+/// the phases in order and the items of a phase independent, on up to `threads` threads.
+///
+/// Two ways to share the work: when the batch has enough rows ([`MIN_ROWS_PER_THREAD`] per
+/// thread) and the layer's packed weights (`weight_bytes`) fit in a core's cache, each thread
+/// takes a range of rows ([`row_parts`]) through every phase on its own, without meeting the
+/// others: the rows of a batch never interact. Otherwise the threads
+/// share each phase's items (blocks of units) over all rows and meet between phases
+/// ([`run_phases`]). Either way every value is computed by the same arithmetic, so the results
+/// do not depend on the number of threads.
+fn sweep(
+    threads: usize,
+    batches: &Batches,
+    weight_bytes: usize,
+    phases: usize,
+    items: usize,
+    work: &(dyn Fn(usize, usize, std::ops::Range<usize>) + Sync),
+) {
+    let parts = row_parts(batches, threads, weight_bytes);
+    if parts.len() > 1 {
+        run_phases(threads, 1, parts.len(), &|_, p| {
+            for phase in 0..phases {
+                for item in 0..items {
+                    work(phase, item, parts[p].clone());
+                }
+            }
+        });
+    } else {
+        let all = 0..batches.batch();
+        run_phases(threads, phases, items, &|phase, item| {
+            work(phase, item, all.clone())
+        });
+    }
+}
+
 /// One layer and direction forward. Writes each step's state into `out` (R, H_out), which may
 /// be a column range of a wider matrix, and leaves the final states in `h` (N, H_out) (the
 /// initial states on entry) and `c` (N, H).
@@ -230,27 +347,31 @@ pub(super) fn direction_forward<F: Activations>(
 
     // Copies the new state's columns `cols` of the step into the output (and the old state
     // into the saved inputs).
-    let emit = |s: usize, r0: usize, bs: usize, cols: std::ops::Range<usize>| {
-        // SAFETY: each item copies its own columns of rows r0.. (out, h_prev) from the state
+    let emit = |s: usize, part: &Part, cols: std::ops::Range<usize>| {
+        let (r0, lo, len) = (part.r0, part.lo, part.len);
+        // SAFETY: each item copies its own columns of its rows (out, h_prev) from the state
         // buffers, which no item of this phase writes in those columns.
         unsafe {
             let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
             sh_out
-                .view_mut(r0, bs, cols.clone())
-                .assign(&next.view(0, bs, cols.clone()));
+                .view_mut(r0, len, cols.clone())
+                .assign(&next.view(lo, len, cols.clone()));
             if save {
                 sh_h_prev
-                    .view_mut(r0, bs, cols.clone())
-                    .assign(&cur.view(0, bs, cols));
+                    .view_mut(r0, len, cols.clone())
+                    .assign(&cur.view(lo, len, cols));
             }
         }
     };
     let phases_per_step = if proj { 2 } else { 1 };
-    let work = |phase: usize, item: usize| {
+    let work = |phase: usize, item: usize, rows: std::ops::Range<usize>| {
         let s = phase / phases_per_step;
-        let (r0, bs) = batches.step(time(batches, reverse, s));
+        let Some(part) = Part::of_step(batches, time(batches, reverse, s), rows) else {
+            return;
+        };
+        let (r0, lo, bs) = (part.r0, part.lo, part.len);
         let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
-        let saved_r0 = if save { r0 } else { 0 };
+        let saved_r0 = if save { r0 } else { lo };
         if phase % phases_per_step == 0 {
             if item >= nb {
                 return;
@@ -261,14 +382,14 @@ pub(super) fn direction_forward<F: Activations>(
             // this phase.
             unsafe {
                 matmul_packed_serial(
-                    &mut sh_xw.view_mut(0, bs, cols.clone()),
+                    &mut sh_xw.view_mut(lo, bs, cols.clone()),
                     &x.slice(s![r0..r0 + bs, ..]),
                     &w_ih[item],
                     false,
                 );
                 matmul_packed_serial(
-                    &mut sh_hw.view_mut(0, bs, cols.clone()),
-                    &cur.view(0, bs, 0..h_out),
+                    &mut sh_hw.view_mut(lo, bs, cols.clone()),
+                    &cur.view(lo, bs, 0..h_out),
                     &w_hh[item],
                     false,
                 );
@@ -279,29 +400,29 @@ pub(super) fn direction_forward<F: Activations>(
                         h_prev: if proj {
                             Rows::empty()
                         } else {
-                            cur.rows(0, units.clone())
+                            cur.rows(lo, units.clone())
                         },
                         h_new: if proj {
-                            sh_m.rows(0, units.clone())
+                            sh_m.rows(lo, units.clone())
                         } else {
-                            next.rows(0, units.clone())
+                            next.rows(lo, units.clone())
                         },
                         c: if is_lstm {
-                            sh_c.rows(0, units.clone())
+                            sh_c.rows(lo, units.clone())
                         } else {
                             Rows::empty()
                         },
                         gates: sh_gates.rows(saved_r0, cols.clone()),
                         aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
-                        xw: sh_xw.rows(0, cols.clone()),
-                        hw: sh_hw.rows(0, cols.clone()),
+                        xw: sh_xw.rows(lo, cols.clone()),
+                        hw: sh_hw.rows(lo, cols.clone()),
                         bias: &bias[cols],
                         b_hn: if is_gru { &b_hn[units.clone()] } else { &[] },
                     },
                 );
             }
             if !proj {
-                emit(s, r0, bs, units);
+                emit(s, &part, units);
             }
         } else {
             if item >= out_blocks.count() {
@@ -312,18 +433,21 @@ pub(super) fn direction_forward<F: Activations>(
             // (previous phase) and only read.
             unsafe {
                 matmul_packed_serial(
-                    &mut next.view_mut(0, bs, cols.clone()),
-                    &sh_m.view(0, bs, 0..hidden),
+                    &mut next.view_mut(lo, bs, cols.clone()),
+                    &sh_m.view(lo, bs, 0..hidden),
                     &w_hr[item],
                     false,
                 );
             }
-            emit(s, r0, bs, cols);
+            emit(s, &part, cols);
         }
     };
     let step_work = n * (w.w_ih.ncols() + h_out) * gh;
-    run_phases(
+    let weight_bytes = weight_bytes(w);
+    sweep(
         threads_for(step_work),
+        batches,
+        weight_bytes,
         steps * phases_per_step,
         nb.max(out_blocks.count()),
         &work,
@@ -423,14 +547,16 @@ pub(super) fn direction_backward<F: Activations>(
     let sh_gates = Shared::read_only(&saved.gates.view());
     let sh_aux = Shared::read_only(&saved.aux.view());
     let sh_h_prev = Shared::read_only(&saved.h_prev.view());
-    // The rows of the loop's `s`-th step (the reverse of the forward order).
-    let step = |s: usize| batches.step(time(batches, !reverse, s));
+    // The rows of the loop's `s`-th step (the reverse of the forward order) within `rows`.
+    let step = |s: usize, rows: &std::ops::Range<usize>| {
+        Part::of_step(batches, time(batches, !reverse, s), rows.clone())
+    };
 
     // dL/dh (+)= dHW W_hh for the columns of block `b` after loop step `s`.
-    let through_w_hh = |s: usize, b: usize| {
-        let (r0, bs) = step(s);
+    let through_w_hh = |s: usize, b: usize, part: &Part| {
+        let (r0, lo, bs) = (part.r0, part.lo, part.len);
         let (a, a_r0) = if is_gru {
-            (sh_dhw_steps[s % 2], 0)
+            (sh_dhw_steps[s % 2], lo)
         } else {
             (sh_dxw, r0)
         };
@@ -438,7 +564,7 @@ pub(super) fn direction_backward<F: Activations>(
         // writes these columns of dh.
         unsafe {
             matmul_packed_serial(
-                &mut sh_dh.view_mut(0, bs, out_blocks.units(b)),
+                &mut sh_dh.view_mut(lo, bs, out_blocks.units(b)),
                 &a.view(a_r0, bs, 0..gh),
                 &w_hh[b],
                 is_gru,
@@ -446,8 +572,8 @@ pub(super) fn direction_backward<F: Activations>(
         }
     };
     // The gate math of loop step `s` for unit block `b`, from dL/dh' in `d_state`.
-    let gates_back = |s: usize, b: usize, d_state: Shared<F>| {
-        let (r0, bs) = step(s);
+    let gates_back = |s: usize, b: usize, part: &Part, d_state: Shared<F>| {
+        let (r0, lo, bs) = (part.r0, part.lo, part.len);
         let (cols, units) = (blocks.columns(b, g), blocks.units(b));
         // SAFETY: this item alone writes the block's columns of dxw, dhw (rows of the step),
         // of d_state and dc; the saved values are only read.
@@ -458,13 +584,13 @@ pub(super) fn direction_backward<F: Activations>(
                     rows: bs,
                     dxw: sh_dxw.rows(r0, cols.clone()),
                     dhw: if is_gru {
-                        sh_dhw_steps[s % 2].rows(0, cols.clone())
+                        sh_dhw_steps[s % 2].rows(lo, cols.clone())
                     } else {
                         Rows::empty()
                     },
-                    dh: d_state.rows(0, units.clone()),
+                    dh: d_state.rows(lo, units.clone()),
                     dc: if is_lstm {
-                        sh_dc.rows(0, units.clone())
+                        sh_dc.rows(lo, units.clone())
                     } else {
                         Rows::empty()
                     },
@@ -481,16 +607,16 @@ pub(super) fn direction_backward<F: Activations>(
                 let n_gate = blocks.gate(b, g, 2);
                 sh_dhn
                     .view_mut(r0, bs, units)
-                    .assign(&sh_dhw_steps[s % 2].view(0, bs, n_gate));
+                    .assign(&sh_dhw_steps[s % 2].view(lo, bs, n_gate));
             }
         }
     };
     // dL/dh += dL/d output for columns `cols` of loop step `s`.
-    let add_d_out = |s: usize, cols: std::ops::Range<usize>| {
-        let (r0, bs) = step(s);
+    let add_d_out = |part: &Part, cols: std::ops::Range<usize>| {
+        let (r0, lo, bs) = (part.r0, part.lo, part.len);
         // SAFETY: this item alone writes these columns of dh (and of dh_all's rows).
         unsafe {
-            let mut dh_t = sh_dh.view_mut(0, bs, cols.clone());
+            let mut dh_t = sh_dh.view_mut(lo, bs, cols.clone());
             dh_t += &d_out.slice(s![r0..r0 + bs, cols.clone()]);
             if proj {
                 sh_dh_all.view_mut(r0, bs, cols).assign(&dh_t);
@@ -498,65 +624,90 @@ pub(super) fn direction_backward<F: Activations>(
         }
     };
 
-    let work_plain = |s: usize, b: usize| {
+    let work_plain = |s: usize, b: usize, rows: std::ops::Range<usize>| {
         if b >= nb {
             return;
         }
         if s > 0 {
-            through_w_hh(s - 1, b);
+            if let Some(part) = step(s - 1, &rows) {
+                through_w_hh(s - 1, b, &part);
+            }
         }
-        if s < steps {
-            add_d_out(s, blocks.units(b));
-            gates_back(s, b, sh_dh);
+        if let Some(part) = (s < steps).then(|| step(s, &rows)).flatten() {
+            add_d_out(&part, blocks.units(b));
+            gates_back(s, b, &part, sh_dh);
         }
     };
-    let work_proj = |phase: usize, b: usize| {
+    let work_proj = |phase: usize, b: usize, rows: std::ops::Range<usize>| {
         let s = phase / 2;
         if phase % 2 == 0 {
             if b >= out_blocks.count() {
                 return;
             }
             if s > 0 {
-                through_w_hh(s - 1, b);
+                if let Some(part) = step(s - 1, &rows) {
+                    through_w_hh(s - 1, b, &part);
+                }
             }
-            if s < steps {
-                add_d_out(s, out_blocks.units(b));
+            if let Some(part) = (s < steps).then(|| step(s, &rows)).flatten() {
+                add_d_out(&part, out_blocks.units(b));
             }
         } else {
             if b >= nb {
                 return;
             }
-            let (_, bs) = step(s);
+            let Some(part) = step(s, &rows) else {
+                return;
+            };
+            let (lo, bs) = (part.lo, part.len);
             // SAFETY: dh is complete (previous phase) and only read; this item alone writes
             // the block's columns of dm.
             unsafe {
                 matmul_packed_serial(
-                    &mut sh_dm.view_mut(0, bs, blocks.units(b)),
-                    &sh_dh.view(0, bs, 0..h_out),
+                    &mut sh_dm.view_mut(lo, bs, blocks.units(b)),
+                    &sh_dh.view(lo, bs, 0..h_out),
                     &w_hr[b],
                     false,
                 );
             }
-            gates_back(s, b, sh_dm);
+            gates_back(s, b, &part, sh_dm);
         }
     };
     let step_work = n * (w.w_ih.ncols() + h_out) * gh;
     let items = nb.max(out_blocks.count());
+    let threads = threads_for(step_work);
+    let weight_bytes = weight_bytes(w);
     if proj {
-        run_phases(threads_for(step_work), 2 * steps + 1, items, &work_proj);
+        sweep(
+            threads,
+            batches,
+            weight_bytes,
+            2 * steps + 1,
+            items,
+            &work_proj,
+        );
     } else {
-        run_phases(threads_for(step_work), steps + 1, items, &work_plain);
+        sweep(
+            threads,
+            batches,
+            weight_bytes,
+            steps + 1,
+            items,
+            &work_plain,
+        );
     }
 
     // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh
     // (dh_all), and every row belongs to one step.
     let (dxw, dhn, dh_all) =
         unsafe { (dxw.assume_init(), dhn.assume_init(), dh_all.assume_init()) };
-    // Weight gradients: a few large GEMMs over all timesteps, then back to PyTorch's row order.
-    let mut g_ih = Array2::zeros(w.w_ih.dim());
-    matmul(&mut g_ih.view_mut(), &dxw.t(), &x, false);
-    let mut g_hh = Array2::zeros(w.w_hh.dim());
+    // Weight gradients [dW_ih | dW_hh] (G*H, I + H_out): a few large GEMMs over all timesteps,
+    // then back to PyTorch's row order.
+    let inputs = x.ncols();
+    let mut g_ih_hh = Array2::zeros((gh, inputs + h_out));
     if is_gru {
+        let (mut g_ih, mut g_hh) = g_ih_hh.view_mut().split_at(Axis(1), inputs);
+        matmul(&mut g_ih, &dxw.t(), &x, false);
         // Per block: the r and z rows come from dXW, the n rows from dHW's n part.
         let h_prev = PackedWeights::new(&saved.h_prev.view());
         for b in 0..nb {
@@ -571,8 +722,11 @@ pub(super) fn direction_backward<F: Activations>(
             matmul_packed(&mut g_n, &dhn_b.t(), &h_prev, false);
         }
     } else {
-        matmul(&mut g_hh.view_mut(), &dxw.t(), &saved.h_prev.view(), false);
+        // One product, so one pass over (and one packing of) dXW^T.
+        let x_h = PackedWeights::concat(&[x.view(), saved.h_prev.view()]);
+        matmul_packed(&mut g_ih_hh.view_mut(), &dxw.t(), &x_h, false);
     }
+    let (g_ih, g_hh) = g_ih_hh.view().split_at(Axis(1), inputs);
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
         let d_bias = dxw.sum_axis(Axis(0));
         let mut d_bhh = d_bias.clone();
@@ -618,5 +772,43 @@ pub(super) fn direction_backward<F: Activations>(
         b_ih: g_bih,
         b_hh: g_bhh,
         w_hr: g_hr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_parts_balance_the_work_of_the_sequences() {
+        let small = 64 << 10;
+        // Too few rows per thread, or weights too large: one part.
+        let padded = Batches::uniform(5, 31);
+        assert_eq!(row_parts(&padded, 2, small), vec![0..31]);
+        let padded = Batches::uniform(5, 64);
+        assert_eq!(
+            row_parts(&padded, 2, ROWS_MAX_WEIGHT_BYTES + 1),
+            vec![0..64]
+        );
+        assert_eq!(row_parts(&padded, 1, small), vec![0..64]);
+        // Equal lengths: equal rows.
+        assert_eq!(row_parts(&padded, 2, small), vec![0..32, 32..64]);
+        assert_eq!(
+            row_parts(&padded, 4, small),
+            vec![0..16, 16..32, 32..48, 48..64]
+        );
+        // Sorted by decreasing length: the long sequences share the work of the short ones.
+        // Lengths: 10 rows of 4 steps, 20 of 3, 10 of 1 (40 + 60 + 10 = 110 row-steps).
+        let packed = Batches::from_batch_sizes(vec![40, 30, 30, 10]).unwrap();
+        let parts = row_parts(&packed, 2, small);
+        assert_eq!(parts, vec![0..15, 15..40]);
+        let work = |r: &std::ops::Range<usize>| -> usize {
+            packed
+                .batch_sizes()
+                .iter()
+                .map(|&b| b.min(r.end).saturating_sub(r.start))
+                .sum()
+        };
+        assert_eq!((work(&parts[0]), work(&parts[1])), (55, 55));
     }
 }

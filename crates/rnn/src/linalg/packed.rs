@@ -17,7 +17,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, ArrayView2, ArrayViewMut2, Axis, CowArray};
 
 use super::kernel::{Kernels, MR, NR};
 use super::Float;
@@ -96,9 +96,55 @@ impl<F: Float> PackedWeights<F> {
         Self::new(&w.t())
     }
 
+    /// Packs `[b_1 | b_2 | ...]`, the side-by-side concatenation of matrices with the same
+    /// number of rows `k`: one product `A [B_1 | B_2]` then gives `A B_1` and `A B_2` as
+    /// column ranges of its result, for one pass over `A` (the weight gradients
+    /// `dXW^T [X | H_prev]`). Panics if the row counts differ.
+    pub fn concat(parts: &[ArrayView2<'_, F>]) -> Self {
+        let k = parts.first().map_or(0, |b| b.nrows());
+        assert!(
+            parts.iter().all(|b| b.nrows() == k),
+            "PackedWeights::concat: row counts differ"
+        );
+        // Sources whose rows are not contiguous are copied to row-major first.
+        let rows: Vec<_> = parts
+            .iter()
+            .map(|b| {
+                if b.strides()[1] == 1 || b.ncols() <= 1 {
+                    CowArray::from(b.view())
+                } else {
+                    CowArray::from(b.as_standard_layout().into_owned())
+                }
+            })
+            .collect();
+        let views: Vec<_> = rows.iter().map(|b| b.view()).collect();
+        let mut packed = PackedWeights::default();
+        packed.pack_rows(&views);
+        packed
+    }
+
     /// Packs new values of `b` (k, n) into this buffer, reallocating only when it must grow.
     pub fn repack(&mut self, b: &ArrayView2<'_, F>) {
+        if b.strides()[1] == 1 || b.ncols() == 1 {
+            self.pack_rows(std::slice::from_ref(b));
+            return;
+        }
         let (k, n) = b.dim();
+        let data = self.reserve(k, n);
+        let panels = n.div_ceil(NR);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let block = &mut data[k0 * NR * panels..(k0 + kc) * NR * panels];
+            for (p, sub_panel) in block.chunks_exact_mut(kc * NR).enumerate() {
+                let cols = NR.min(n - p * NR);
+                pack_panel(sub_panel, b.slice(s![k0..k0 + kc, p * NR..p * NR + cols]));
+            }
+        }
+    }
+
+    /// Sizes the buffer for `B` (k, n), reallocating only when it must grow, and returns the
+    /// (aligned) packed region.
+    fn reserve(&mut self, k: usize, n: usize) -> &mut [F] {
         let len = n.div_ceil(NR) * k * NR;
         if self.data.len() < len + ALIGN_PAD {
             self.data = vec![F::zero(); len + ALIGN_PAD];
@@ -107,27 +153,36 @@ impl<F: Float> PackedWeights<F> {
         self.start = if align < ALIGN_PAD { align } else { 0 };
         self.k = k;
         self.n = n;
-        let data = &mut self.data[self.start..self.start + len];
+        &mut self.data[self.start..self.start + len]
+    }
+
+    /// Packs `[b_1 | b_2 | ...]` from sources with contiguous rows (row-major: `A W`, `X`,
+    /// `H`): each row is read once, in order, and dealt out to the panels (one sequential
+    /// write stream per panel); a panel may straddle two sources.
+    fn pack_rows(&mut self, parts: &[ArrayView2<'_, F>]) {
+        let k = parts.first().map_or(0, |b| b.nrows());
+        let n: usize = parts.iter().map(|b| b.ncols()).sum();
+        let data = self.reserve(k, n);
         let panels = n.div_ceil(NR);
-        let rows_contiguous = b.strides()[1] == 1 || n == 1;
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let block = &mut data[k0 * NR * panels..(k0 + kc) * NR * panels];
-            if rows_contiguous {
-                // Row-major source (A W, X, H): each row of `b` is read once, in order, and
-                // dealt out to the panels (one sequential write stream per panel).
-                for (kk, row) in b.slice(s![k0..k0 + kc, ..]).rows().into_iter().enumerate() {
-                    let row = row.to_slice().expect("unit column stride");
-                    for (p, chunk) in row.chunks(NR).enumerate() {
-                        let dst = &mut block[(p * kc + kk) * NR..][..NR];
-                        dst[..chunk.len()].copy_from_slice(chunk);
-                        dst[chunk.len()..].fill(F::zero());
+            for kk in 0..kc {
+                let mut col = 0;
+                for b in parts {
+                    let row = b.row(k0 + kk);
+                    let mut row = row.to_slice().expect("contiguous rows");
+                    while !row.is_empty() {
+                        let (p, q) = (col / NR, col % NR);
+                        let take = row.len().min(NR - q);
+                        block[(p * kc + kk) * NR + q..][..take].copy_from_slice(&row[..take]);
+                        row = &row[take..];
+                        col += take;
                     }
                 }
-            } else {
-                for (p, sub_panel) in block.chunks_exact_mut(kc * NR).enumerate() {
-                    let cols = NR.min(n - p * NR);
-                    pack_panel(sub_panel, b.slice(s![k0..k0 + kc, p * NR..p * NR + cols]));
+                if col % NR != 0 {
+                    let (p, q) = (col / NR, col % NR);
+                    block[(p * kc + kk) * NR + q..(p * kc + kk + 1) * NR].fill(F::zero());
                 }
             }
         }

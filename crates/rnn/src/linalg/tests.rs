@@ -297,3 +297,35 @@ fn matmul_matches_reference_on_strided_views() {
         }
     }
 }
+
+/// `A [B_1 | B_2 | B_3]` through one concatenated packing equals the separate products, for
+/// widths that put panel boundaries inside a source (and a source with strided rows), on
+/// depths of one and of several packing blocks.
+#[test]
+fn concatenated_operands_give_the_products_side_by_side() {
+    let mut rng = Rng::new(11);
+    for k in [1, 37, 300] {
+        let a = random::<f32>(&mut rng, 13, k);
+        let b1 = random::<f32>(&mut rng, k, 7);
+        let b2 = random::<f32>(&mut rng, k, 20);
+        let b3_t = random::<f32>(&mut rng, 17, k); // used transposed: not row-contiguous
+        let parts = [b1.view(), b2.view(), b3_t.t()];
+        let packed = PackedWeights::concat(&parts);
+        assert_eq!((packed.k(), packed.n()), (k, 44));
+        let mut got = Array2::from_elem((13, 44), f32::NAN);
+        matmul_packed(&mut got.view_mut(), &a.view(), &packed, false);
+        let whole = ndarray::concatenate(ndarray::Axis(1), &parts).unwrap();
+        let mut want = Array2::zeros((13, 44));
+        matmul_reference(&mut want.view_mut(), &a.view(), &whole.view(), false);
+        let zero = Array2::zeros((13, 44));
+        assert_close(
+            &got.view(),
+            &want.view(),
+            &a.view(),
+            &whole.view(),
+            &zero.view(),
+            1e-5,
+            &format!("concat k = {k}"),
+        );
+    }
+}

@@ -194,6 +194,7 @@ fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {
 /// Cuts the batch's sequences into `threads` ranges of rows with about equal work (a row's
 /// work is its sequence's length), or returns one range when the batch is too small for that
 /// or the weights (`weight_bytes`) too large (see [`sweep`]).
+#[allow(clippy::single_range_in_vec_init)] // A list of row ranges, here of one.
 fn row_parts(
     batches: &Batches,
     threads: usize,
@@ -776,6 +777,7 @@ pub(super) fn direction_backward<F: Activations>(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

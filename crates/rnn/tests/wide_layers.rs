@@ -85,12 +85,15 @@ fn wide_layers_match_the_step_by_step_reference_on_any_thread_count() {
         (CellKind::Rnn, 150, 0),
     ];
     for (cell, hidden, proj) in cases {
-        // The last batch is wide enough for the threads to take rows each (the others make
-        // them share every step by blocks of units).
+        // The third batch is wide enough for the threads to take rows each (the others make
+        // them share every step by blocks of units); the last one is long enough for the
+        // input projection to be computed in several chunks of steps.
+        let long: Vec<usize> = [vec![5; 10], vec![4; 15], vec![2; 12]].concat();
         for batch_sizes in [
             vec![4, 4, 4, 4, 4],
             vec![5, 4, 4, 2, 1, 1],
             vec![40, 40, 31, 17, 3],
+            long,
         ] {
             let config = RecurrentConfig::new(cell, 7, hidden)
                 .with_bidirectional(true)

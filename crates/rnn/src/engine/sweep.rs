@@ -143,6 +143,27 @@ fn threads_for(step_work: usize) -> usize {
     }
 }
 
+/// Steps whose input projection the forward pass computes at once when the threads share each
+/// step by blocks (see `direction_forward`): W_ih is then read once per chunk.
+const INPUT_CHUNK_STEPS: usize = 16;
+
+/// The rows (of all steps stacked) of the loop's steps `loop_steps`, which are consecutive in
+/// time and so in rows.
+fn step_rows(
+    batches: &Batches,
+    reverse: bool,
+    loop_steps: std::ops::Range<usize>,
+) -> std::ops::Range<usize> {
+    let (a, b) = (
+        time(batches, reverse, loop_steps.start),
+        time(batches, reverse, loop_steps.end - 1),
+    );
+    let (first, last) = (a.min(b), a.max(b));
+    let (start, _) = batches.step(first);
+    let (offset, len) = batches.step(last);
+    start..offset + len
+}
+
 /// The loop's `s`-th step: forward in time, or backward for the reverse direction.
 fn time(batches: &Batches, reverse: bool, s: usize) -> usize {
     if reverse {
@@ -243,12 +264,11 @@ fn row_parts(
 fn sweep(
     threads: usize,
     batches: &Batches,
-    weight_bytes: usize,
+    parts: &[std::ops::Range<usize>],
     phases: usize,
     items: usize,
     work: &(dyn Fn(usize, usize, std::ops::Range<usize>) + Sync),
 ) {
-    let parts = row_parts(batches, threads, weight_bytes);
     if parts.len() > 1 {
         run_phases(threads, 1, parts.len(), &|_, p| {
             for phase in 0..phases {
@@ -330,7 +350,17 @@ pub(super) fn direction_forward<F: Activations>(
     let mut gates = Array2::<F>::uninit((saved_rows, gh));
     let mut aux = Array2::<F>::uninit((saved_rows, aw * hidden));
     let mut h_prev = Array2::<F>::uninit((if save { rows } else { 0 }, h_out));
-    let mut xw = Array2::<F>::uninit((n, gh));
+    // x W_ih^T: per step for the threads' own rows when they take rows each (the weights
+    // are in cache); otherwise for `chunk` steps at a time, so that W_ih, which then streams
+    // from memory, is read once per chunk rather than once per step.
+    let threads = threads_for(n * (w.w_ih.ncols() + h_out) * gh);
+    let parts = row_parts(batches, threads, weight_bytes(w));
+    let chunk = if parts.len() > 1 {
+        1
+    } else {
+        INPUT_CHUNK_STEPS
+    };
+    let mut xw = Array2::<F>::uninit((n * chunk.min(steps.max(1)), gh));
     let mut hw = Array2::<F>::uninit((n, gh));
     let mut h_other = h.to_owned();
     let mut m = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
@@ -378,16 +408,41 @@ pub(super) fn direction_forward<F: Activations>(
                 return;
             }
             let (cols, units) = (blocks.columns(item, g), blocks.units(item));
-            // SAFETY: this item alone writes the block's columns of xw, hw (rows 0..bs), of
-            // the new state or m, c, gates and aux; x and the old state are only read in
+            // The rows of x W_ih^T for this step: computed now for this step alone, or at the
+            // first step of each chunk for the chunk's steps (for all the batch's rows, which
+            // is then one part).
+            let xw_row = if chunk == 1 {
+                // SAFETY: this item alone writes the block's columns of these rows of xw.
+                unsafe {
+                    matmul_packed_serial(
+                        &mut sh_xw.view_mut(lo, bs, cols.clone()),
+                        &x.slice(s![r0..r0 + bs, ..]),
+                        &w_ih[item],
+                        false,
+                    );
+                }
+                lo
+            } else {
+                let first = s - s % chunk;
+                let chunk_rows = step_rows(batches, reverse, first..(first + chunk).min(steps));
+                if s == first {
+                    // SAFETY: this item alone writes the block's columns of xw; the rows of the
+                    // previous chunk are no longer read (their steps are done).
+                    unsafe {
+                        matmul_packed_serial(
+                            &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
+                            &x.slice(s![chunk_rows.clone(), ..]),
+                            &w_ih[item],
+                            false,
+                        );
+                    }
+                }
+                r0 - chunk_rows.start
+            };
+            // SAFETY: this item alone writes the block's columns of hw (the part's rows), of
+            // the new state or m, c, gates and aux; x, xw and the old state are only read in
             // this phase.
             unsafe {
-                matmul_packed_serial(
-                    &mut sh_xw.view_mut(lo, bs, cols.clone()),
-                    &x.slice(s![r0..r0 + bs, ..]),
-                    &w_ih[item],
-                    false,
-                );
                 matmul_packed_serial(
                     &mut sh_hw.view_mut(lo, bs, cols.clone()),
                     &cur.view(lo, bs, 0..h_out),
@@ -415,7 +470,7 @@ pub(super) fn direction_forward<F: Activations>(
                         },
                         gates: sh_gates.rows(saved_r0, cols.clone()),
                         aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
-                        xw: sh_xw.rows(lo, cols.clone()),
+                        xw: sh_xw.rows(xw_row, cols.clone()),
                         hw: sh_hw.rows(lo, cols.clone()),
                         bias: &bias[cols],
                         b_hn: if is_gru { &b_hn[units.clone()] } else { &[] },
@@ -443,12 +498,10 @@ pub(super) fn direction_forward<F: Activations>(
             emit(s, &part, cols);
         }
     };
-    let step_work = n * (w.w_ih.ncols() + h_out) * gh;
-    let weight_bytes = weight_bytes(w);
     sweep(
-        threads_for(step_work),
+        threads,
         batches,
-        weight_bytes,
+        &parts,
         steps * phases_per_step,
         nb.max(out_blocks.count()),
         &work,
@@ -677,25 +730,11 @@ pub(super) fn direction_backward<F: Activations>(
     let step_work = n * (w.w_ih.ncols() + h_out) * gh;
     let items = nb.max(out_blocks.count());
     let threads = threads_for(step_work);
-    let weight_bytes = weight_bytes(w);
+    let parts = row_parts(batches, threads, weight_bytes(w));
     if proj {
-        sweep(
-            threads,
-            batches,
-            weight_bytes,
-            2 * steps + 1,
-            items,
-            &work_proj,
-        );
+        sweep(threads, batches, &parts, 2 * steps + 1, items, &work_proj);
     } else {
-        sweep(
-            threads,
-            batches,
-            weight_bytes,
-            steps + 1,
-            items,
-            &work_plain,
-        );
+        sweep(threads, batches, &parts, steps + 1, items, &work_plain);
     }
 
     // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis, CowArray};
 
-use super::kernel::{Kernels, MR, NR};
+use super::kernel::{Kernels, Prefetch, MR, NR};
 use super::Float;
 
 /// Depth of one pass over the inner dimension: a `KC x NR` panel of `B` is 16 KiB in f32.
@@ -387,12 +387,21 @@ fn serial<F: Float>(
                     (MR * kc) as isize,
                 )
             };
+            let tiles = mc.div_ceil(MR);
+            // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
+            let lines = kc * NR * size_of::<F>() / 64;
             for p in 0..n.div_ceil(NR) {
                 let b_panel = b.sub_panel(k0, p0 + p);
+                let next = b_panel.as_ptr().wrapping_add(kc * NR);
                 let cols = NR.min(n - p * NR);
                 for (panel, r0) in (0..mc).step_by(MR).enumerate() {
                     let rows = MR.min(mc - r0);
                     let kernel = kernels.by_rows[rows - 1];
+                    let first = lines * panel / tiles;
+                    let prefetch = Prefetch {
+                        start: next.wrapping_add(first * 64 / size_of::<F>()),
+                        lines: lines * (panel + 1) / tiles - first,
+                    };
                     // SAFETY: `a_ptr + panel * panel_step + i * rsa + q * csa` is value
                     // (r0 + i, q) of `a_block` (i < rows, q < kc): in place, by its strides;
                     // packed, as `pack_a` wrote it. `b_panel` holds `kc * NR` values. The C tile
@@ -412,6 +421,7 @@ fn serial<F: Float>(
                             csc,
                             cols,
                             acc,
+                            prefetch,
                         );
                     }
                 }

@@ -275,3 +275,24 @@ fn wide_layers_match_finite_differences() {
         }
     }
 }
+
+/// Sequences long enough that the forward pass computes the input projection in several
+/// chunks of steps and the weight gradients are summed over several slices of rows (over 2048
+/// rows), in both directions.
+#[test]
+fn long_sequences_match_finite_differences() {
+    let batch_sizes: Vec<usize> = [vec![2; 1000], vec![1; 100]].concat();
+    for (seed, cell) in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru]
+        .into_iter()
+        .enumerate()
+    {
+        let config = RecurrentConfig::new(cell, 2, 3).with_bidirectional(true);
+        check(
+            &Case {
+                config,
+                batch_sizes: batch_sizes.clone(),
+            },
+            200 + seed as u64,
+        );
+    }
+}

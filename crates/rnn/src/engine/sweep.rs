@@ -143,6 +143,9 @@ fn threads_for(step_work: usize) -> usize {
     }
 }
 
+/// Rows (of all steps) per slice of the weight-gradient products (see `direction_backward`).
+const GRADIENT_ROWS: usize = 2048;
+
 /// Steps whose input projection the forward pass computes at once when the threads share each
 /// step by blocks (see `direction_forward`): W_ih is then read once per chunk.
 const INPUT_CHUNK_STEPS: usize = 16;
@@ -254,13 +257,13 @@ fn row_parts(
 /// Runs `work(phase, item, rows)` for every phase in `0..phases` and item in `0..items`, with
 /// the phases in order and the items of a phase independent, on up to `threads` threads.
 ///
-/// Two ways to share the work: when the batch has enough rows ([`MIN_ROWS_PER_THREAD`] per
-/// thread) and the layer's packed weights (`weight_bytes`) fit in a core's cache, each thread
-/// takes a range of rows ([`row_parts`]) through every phase on its own, without meeting the
-/// others: the rows of a batch never interact. Otherwise the threads
-/// share each phase's items (blocks of units) over all rows and meet between phases
-/// ([`run_phases`]). Either way every value is computed by the same arithmetic, so the results
-/// do not depend on the number of threads.
+/// Two ways to share the work. With several `parts` (from [`row_parts`]: the batch has enough
+/// rows, [`MIN_ROWS_PER_THREAD`] per thread, and the layer's weights fit in a core's cache),
+/// each thread takes a range of rows through every phase on its own, without meeting the
+/// others: the rows of a batch never interact. With one part, the threads share each phase's
+/// items (blocks of units) over all rows and meet between phases ([`run_phases`]). Either way
+/// every value is computed by the same arithmetic, so the results do not depend on the number
+/// of threads.
 fn sweep(
     threads: usize,
     batches: &Batches,
@@ -741,31 +744,45 @@ pub(super) fn direction_backward<F: Activations>(
     // (dh_all), and every row belongs to one step.
     let (dxw, dhn, dh_all) =
         unsafe { (dxw.assume_init(), dhn.assume_init(), dh_all.assume_init()) };
-    // Weight gradients [dW_ih | dW_hh] (G*H, I + H_out): a few large GEMMs over all timesteps,
-    // then back to PyTorch's row order.
+    // Weight gradients [dW_ih | dW_hh] (G*H, I + H_out): large GEMMs over all timesteps, then
+    // back to PyTorch's row order. The operands X and H_prev are packed a slice of rows at a
+    // time, so that the packed copies never hold all rows (peak memory).
     let inputs = x.ncols();
-    let mut g_ih_hh = Array2::zeros((gh, inputs + h_out));
-    if is_gru {
-        let (mut g_ih, mut g_hh) = g_ih_hh.view_mut().split_at(Axis(1), inputs);
-        matmul(&mut g_ih, &dxw.t(), &x, false);
-        // Per block: the r and z rows come from dXW, the n rows from dHW's n part.
-        let h_prev = PackedWeights::new(&saved.h_prev.view());
-        for b in 0..nb {
-            let (rz, n_gate) = (
-                blocks.gate(b, g, 0).start..blocks.gate(b, g, 1).end,
-                blocks.gate(b, g, 2),
-            );
-            let mut g_rz = g_hh.slice_mut(s![rz.clone(), ..]);
-            matmul_packed(&mut g_rz, &dxw.slice(s![.., rz]).t(), &h_prev, false);
-            let mut g_n = g_hh.slice_mut(s![n_gate, ..]);
-            let dhn_b = dhn.slice(s![.., blocks.units(b)]);
-            matmul_packed(&mut g_n, &dhn_b.t(), &h_prev, false);
+    let mut g_ih_hh = Array2::<F>::zeros((gh, inputs + h_out));
+    let (mut packed_x, mut packed_h) = (PackedWeights::default(), PackedWeights::default());
+    for r0 in (0..rows).step_by(GRADIENT_ROWS) {
+        let r = r0..(r0 + GRADIENT_ROWS).min(rows);
+        let acc = r0 > 0;
+        let (x_r, h_r) = (
+            x.slice(s![r.clone(), ..]),
+            saved.h_prev.slice(s![r.clone(), ..]),
+        );
+        if is_gru {
+            let (mut g_ih, mut g_hh) = g_ih_hh.view_mut().split_at(Axis(1), inputs);
+            packed_x.repack(&x_r);
+            matmul_packed(&mut g_ih, &dxw.slice(s![r.clone(), ..]).t(), &packed_x, acc);
+            // Per block: the r and z rows come from dXW, the n rows from dHW's n part.
+            packed_h.repack(&h_r);
+            for b in 0..nb {
+                let (rz, n_gate) = (
+                    blocks.gate(b, g, 0).start..blocks.gate(b, g, 1).end,
+                    blocks.gate(b, g, 2),
+                );
+                let mut g_rz = g_hh.slice_mut(s![rz.clone(), ..]);
+                let dxw_rz = dxw.slice(s![r.clone(), rz]);
+                matmul_packed(&mut g_rz, &dxw_rz.t(), &packed_h, acc);
+                let mut g_n = g_hh.slice_mut(s![n_gate, ..]);
+                let dhn_b = dhn.slice(s![r.clone(), blocks.units(b)]);
+                matmul_packed(&mut g_n, &dhn_b.t(), &packed_h, acc);
+            }
+        } else {
+            // One product, so one pass over (and one packing of) dXW^T.
+            packed_x.repack_concat(&[x_r, h_r]);
+            let dxw_r = dxw.slice(s![r, ..]);
+            matmul_packed(&mut g_ih_hh.view_mut(), &dxw_r.t(), &packed_x, acc);
         }
-    } else {
-        // One product, so one pass over (and one packing of) dXW^T.
-        let x_h = PackedWeights::concat(&[x.view(), saved.h_prev.view()]);
-        matmul_packed(&mut g_ih_hh.view_mut(), &dxw.t(), &x_h, false);
     }
+    drop((packed_x, packed_h));
     let (g_ih, g_hh) = g_ih_hh.view().split_at(Axis(1), inputs);
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
         let d_bias = dxw.sum_axis(Axis(0));

@@ -101,6 +101,14 @@ impl<F: Float> PackedWeights<F> {
     /// column ranges of its result, for one pass over `A` (the weight gradients
     /// `dXW^T [X | H_prev]`). Panics if the row counts differ.
     pub fn concat(parts: &[ArrayView2<'_, F>]) -> Self {
+        let mut packed = PackedWeights::default();
+        packed.repack_concat(parts);
+        packed
+    }
+
+    /// Packs `[b_1 | b_2 | ...]` (see [`PackedWeights::concat`]) into this buffer,
+    /// reallocating only when it must grow.
+    pub fn repack_concat(&mut self, parts: &[ArrayView2<'_, F>]) {
         let k = parts.first().map_or(0, |b| b.nrows());
         assert!(
             parts.iter().all(|b| b.nrows() == k),
@@ -118,9 +126,7 @@ impl<F: Float> PackedWeights<F> {
             })
             .collect();
         let views: Vec<_> = rows.iter().map(|b| b.view()).collect();
-        let mut packed = PackedWeights::default();
-        packed.pack_rows(&views);
-        packed
+        self.pack_rows(&views);
     }
 
     /// Packs new values of `b` (k, n) into this buffer, reallocating only when it must grow.
@@ -309,9 +315,10 @@ struct Split<'k, F> {
 }
 
 /// Splits `C` (whose column 0 is column `p0 * NR` of `B`) between `threads` threads along its
-/// longer side: by panels of columns for the wide per-step products (each thread then packs
-/// all of the small `A`), by rows for the tall ones (each thread packs only its rows of `A`);
-/// runs shares below `min_work` multiply-adds on the calling thread.
+/// longer side: by panels of columns for the wide per-step products (each thread then reads
+/// all of the small `A`), by rows for the tall ones and whenever `A` has to be packed (each
+/// thread packs only its rows of `A`); runs shares below `min_work` multiply-adds on the
+/// calling thread.
 fn split<F: Float>(
     how: &Split<'_, F>,
     threads: usize,
@@ -329,7 +336,10 @@ fn split<F: Float>(
     }
     let left_threads = threads / 2;
     let right_threads = threads - left_threads;
-    if panels >= 2 && (n > m || row_blocks < 2) {
+    // A split by columns has every thread pack all of A when A is not read in place: fine for
+    // the small A of a per-step product, not for the transposed dXW^T of a weight gradient.
+    let a_packed = a.strides()[1] != 1 && a.ncols() > 1;
+    if panels >= 2 && (row_blocks < 2 || (n > m && !a_packed)) {
         let left = (panels * left_threads / threads).max(1);
         let (cl, cr) = c.split_at(Axis(1), left * NR);
         rayon::join(

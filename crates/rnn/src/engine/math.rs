@@ -116,30 +116,12 @@ impl Activations for f32 {
 
     #[inline(always)]
     fn sigmoid_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA; the slices have `out.len()` values.
-            unsafe { avx2::map_sum::<avx2::Sigmoid>(out, a, b, c) };
-            return;
-        }
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = (a[k] + b[k] + c[k]).sigmoid();
-        }
+        map_sum_f32::<false>(out, a, b, c);
     }
 
     #[inline(always)]
     fn tanh_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            // SAFETY: as in `sigmoid_of_sum`.
-            unsafe { avx2::map_sum::<avx2::Tanh>(out, a, b, c) };
-            return;
-        }
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = (a[k] + b[k] + c[k]).tanh_fast();
-        }
+        map_sum_f32::<true>(out, a, b, c);
     }
 
     #[inline(always)]
@@ -153,6 +135,29 @@ impl Activations for f32 {
         for v in x.iter_mut() {
             *v = v.tanh_fast();
         }
+    }
+}
+
+/// `out[k] = act(a[k] + b[k] + c[k])` in f32, `act` = `tanh` if `TANH` else `sigmoid`: eight at
+/// a time when the CPU has AVX2 and FMA.
+#[inline(always)]
+fn map_sum_f32<const TANH: bool>(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA; the slices have `out.len()` values.
+        unsafe {
+            if TANH {
+                avx2::map_sum::<avx2::Tanh>(out, a, b, c)
+            } else {
+                avx2::map_sum::<avx2::Sigmoid>(out, a, b, c)
+            }
+        };
+        return;
+    }
+    for (k, o) in out.iter_mut().enumerate() {
+        let v = a[k] + b[k] + c[k];
+        *o = if TANH { v.tanh_fast() } else { v.sigmoid() };
     }
 }
 

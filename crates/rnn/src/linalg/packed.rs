@@ -114,6 +114,11 @@ impl<F: Float> PackedWeights<F> {
             parts.iter().all(|b| b.nrows() == k),
             "PackedWeights::concat: row counts differ"
         );
+        if parts.iter().all(|b| b.strides()[1] == 1 || b.ncols() <= 1) {
+            // The engine's case (X, H_prev): no copy, and no allocation but growing the buffer.
+            self.pack_rows(parts);
+            return;
+        }
         // Sources whose rows are not contiguous are copied to row-major first.
         let rows: Vec<_> = parts
             .iter()

@@ -274,8 +274,7 @@ mod avx2 {
         (_mm256_maskload_ps(p, mask), mask)
     }
 
-    /// `out[k] = f(a[k] + b[k] + c[k])`, 8 at a time; the tail through masked loads and
-    /// stores, so that every value goes through the same arithmetic.
+    /// `out[k] = L(a[k] + b[k] + c[k])`.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA; `a`, `b`, `c` have at least `out.len()` values.
@@ -284,79 +283,73 @@ mod avx2 {
     pub(super) unsafe fn map_sum<L: Lanes>(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
         let n = out.len();
         debug_assert!(a.len() >= n && b.len() >= n && c.len() >= n);
-        let (o, a, b, c) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
-        let mut k = 0;
-        // Four independent vectors per iteration: one activation is a long dependency chain,
-        // and four of them side by side keep the FMA pipes busy (1.4x faster than one).
-        while k + 32 <= n {
-            let v0 = sum3(a.add(k), b.add(k), c.add(k));
-            let v1 = sum3(a.add(k + 8), b.add(k + 8), c.add(k + 8));
-            let v2 = sum3(a.add(k + 16), b.add(k + 16), c.add(k + 16));
-            let v3 = sum3(a.add(k + 24), b.add(k + 24), c.add(k + 24));
-            let (r0, r1, r2, r3) = (L::apply(v0), L::apply(v1), L::apply(v2), L::apply(v3));
-            _mm256_storeu_ps(o.add(k), r0);
-            _mm256_storeu_ps(o.add(k + 8), r1);
-            _mm256_storeu_ps(o.add(k + 16), r2);
-            _mm256_storeu_ps(o.add(k + 24), r3);
-            k += 32;
-        }
-        while k + 8 <= n {
-            _mm256_storeu_ps(o.add(k), L::apply(sum3(a.add(k), b.add(k), c.add(k))));
-            k += 8;
-        }
-        if k < n {
-            let (va, mask) = load_part(a.add(k), n - k);
-            let (vb, _) = load_part(b.add(k), n - k);
-            let (vc, _) = load_part(c.add(k), n - k);
-            let v = _mm256_add_ps(_mm256_add_ps(va, vb), vc);
-            _mm256_maskstore_ps(o.add(k), mask, L::apply(v));
-        }
+        map::<L, 3>(out.as_mut_ptr(), [a.as_ptr(), b.as_ptr(), c.as_ptr()], n);
     }
 
-    /// `a + b + c`, 8 values from each pointer.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; each pointer is readable for 8 values.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn sum3(a: *const f32, b: *const f32, c: *const f32) -> __m256 {
-        _mm256_add_ps(
-            _mm256_add_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b)),
-            _mm256_loadu_ps(c),
-        )
-    }
-
-    /// `x[k] = tanh(x[k])`, 8 at a time (tail masked).
+    /// `x[k] = tanh(x[k])`.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub(super) unsafe fn tanh_in_place(x: &mut [f32]) {
-        let n = x.len();
         let p = x.as_mut_ptr();
+        map::<Tanh, 1>(p, [p.cast_const()], x.len());
+    }
+
+    /// `out[k] = L(sum of inputs[i][k])` for `k < n`, 8 at a time; the tail through masked
+    /// loads and stores, so that every value goes through the same arithmetic. `out` may be
+    /// one of the inputs: each vector is read before it is written.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `out` is writable and every input readable for `n` values.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn map<L: Lanes, const INPUTS: usize>(
+        out: *mut f32,
+        inputs: [*const f32; INPUTS],
+        n: usize,
+    ) {
         let mut k = 0;
+        // Four independent vectors per iteration: one activation is a long dependency chain,
+        // and four of them side by side keep the FMA pipes busy (1.4x faster than one).
         while k + 32 <= n {
-            let (v0, v1) = (_mm256_loadu_ps(p.add(k)), _mm256_loadu_ps(p.add(k + 8)));
-            let (v2, v3) = (
-                _mm256_loadu_ps(p.add(k + 16)),
-                _mm256_loadu_ps(p.add(k + 24)),
-            );
-            let (r0, r1, r2, r3) = (tanh8(v0), tanh8(v1), tanh8(v2), tanh8(v3));
-            _mm256_storeu_ps(p.add(k), r0);
-            _mm256_storeu_ps(p.add(k + 8), r1);
-            _mm256_storeu_ps(p.add(k + 16), r2);
-            _mm256_storeu_ps(p.add(k + 24), r3);
+            let v0 = L::apply(sum(inputs, k));
+            let v1 = L::apply(sum(inputs, k + 8));
+            let v2 = L::apply(sum(inputs, k + 16));
+            let v3 = L::apply(sum(inputs, k + 24));
+            _mm256_storeu_ps(out.add(k), v0);
+            _mm256_storeu_ps(out.add(k + 8), v1);
+            _mm256_storeu_ps(out.add(k + 16), v2);
+            _mm256_storeu_ps(out.add(k + 24), v3);
             k += 32;
         }
         while k + 8 <= n {
-            _mm256_storeu_ps(p.add(k), tanh8(_mm256_loadu_ps(p.add(k))));
+            _mm256_storeu_ps(out.add(k), L::apply(sum(inputs, k)));
             k += 8;
         }
         if k < n {
-            let (v, mask) = load_part(p.add(k), n - k);
-            _mm256_maskstore_ps(p.add(k), mask, tanh8(v));
+            let (mut v, mask) = load_part(inputs[0].add(k), n - k);
+            for input in &inputs[1..] {
+                v = _mm256_add_ps(v, _mm256_maskload_ps(input.add(k), mask));
+            }
+            _mm256_maskstore_ps(out.add(k), mask, L::apply(v));
         }
+    }
+
+    /// The sum of 8 values from each input, from value `k` on (left to right, as the scalar
+    /// forms add).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; each input is readable for values `k..k + 8`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn sum<const INPUTS: usize>(inputs: [*const f32; INPUTS], k: usize) -> __m256 {
+        let mut v = _mm256_loadu_ps(inputs[0].add(k));
+        for input in &inputs[1..] {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(input.add(k)));
+        }
+        v
     }
 }
 

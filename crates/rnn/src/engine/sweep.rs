@@ -134,15 +134,6 @@ impl<F> Shared<F> {
     }
 }
 
-/// Threads for a pass whose steps do `step_work` multiply-adds.
-fn threads_for(step_work: usize) -> usize {
-    if step_work < PARALLEL_MIN_STEP_WORK {
-        1
-    } else {
-        rayon::current_num_threads()
-    }
-}
-
 /// Rows (of all steps) per slice of the weight-gradient products (see `direction_backward`).
 const GRADIENT_ROWS: usize = 2048;
 
@@ -177,7 +168,7 @@ fn time(batches: &Batches, reverse: bool, s: usize) -> usize {
 }
 
 /// Rows of the batch each thread needs before the threads take rows each rather than share
-/// every step by blocks of units (see [`sweep`]).
+/// every step by blocks of units (see [`Sharing`]).
 const MIN_ROWS_PER_THREAD: usize = 16;
 
 /// The rows of one step that a work item covers: rows `r0..r0 + len` of the whole pass
@@ -217,7 +208,7 @@ fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {
 
 /// Cuts the batch's sequences into `threads` ranges of rows with about equal work (a row's
 /// work is its sequence's length), or returns one range when the batch is too small for that
-/// or the weights (`weight_bytes`) too large (see [`sweep`]).
+/// or the weights (`weight_bytes`) too large (see [`Sharing`]).
 #[allow(clippy::single_range_in_vec_init)] // A list of row ranges, here of one.
 fn row_parts(
     batches: &Batches,
@@ -254,37 +245,61 @@ fn row_parts(
     parts
 }
 
-/// Runs `work(phase, item, rows)` for every phase in `0..phases` and item in `0..items`, with
-/// the phases in order and the items of a phase independent, on up to `threads` threads.
+/// How the threads of one layer and direction's pass share its work.
 ///
-/// Two ways to share the work. With several `parts` (from [`row_parts`]: the batch has enough
-/// rows, [`MIN_ROWS_PER_THREAD`] per thread, and the layer's weights fit in a core's cache),
-/// each thread takes a range of rows through every phase on its own, without meeting the
-/// others: the rows of a batch never interact. With one part, the threads share each phase's
-/// items (blocks of units) over all rows and meet between phases ([`run_phases`]). Either way
-/// every value is computed by the same arithmetic, so the results do not depend on the number
-/// of threads.
-fn sweep(
+/// Two ways. With several `parts` (from [`row_parts`]: the batch has enough rows,
+/// [`MIN_ROWS_PER_THREAD`] per thread, and the layer's weights fit in a core's cache), each
+/// thread takes a range of rows through every phase on its own, without meeting the others:
+/// the rows of a batch never interact. With one part (all rows), the threads share each
+/// phase's items (blocks of units) and meet between phases ([`run_phases`]). Either way every
+/// value is computed by the same arithmetic, so the results do not depend on the number of
+/// threads.
+struct Sharing {
     threads: usize,
-    batches: &Batches,
-    parts: &[std::ops::Range<usize>],
-    phases: usize,
-    items: usize,
-    work: &(dyn Fn(usize, usize, std::ops::Range<usize>) + Sync),
-) {
-    if parts.len() > 1 {
-        run_phases(threads, 1, parts.len(), &|_, p| {
-            for phase in 0..phases {
-                for item in 0..items {
-                    work(phase, item, parts[p].clone());
+    parts: Vec<std::ops::Range<usize>>,
+}
+
+impl Sharing {
+    /// For the layer `w` over `batches`: one thread when a step's products are below
+    /// [`PARALLEL_MIN_STEP_WORK`] multiply-adds, else rayon's threads, by rows or by blocks.
+    fn new<F>(w: &DirWeights<'_, F>, batches: &Batches) -> Self {
+        let step_work = batches.batch() * w.w_ih.nrows() * (w.w_ih.ncols() + w.w_hh.ncols());
+        let threads = if step_work < PARALLEL_MIN_STEP_WORK {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        let parts = row_parts(batches, threads, weight_bytes(w));
+        Sharing { threads, parts }
+    }
+
+    /// Whether the threads take rows each (and never meet).
+    fn by_rows(&self) -> bool {
+        self.parts.len() > 1
+    }
+
+    /// Runs `work(phase, item, rows)` for every phase in `0..phases` and item in `0..items`,
+    /// with the phases in order and the items of a phase independent.
+    fn run(
+        &self,
+        phases: usize,
+        items: usize,
+        work: &(dyn Fn(usize, usize, std::ops::Range<usize>) + Sync),
+    ) {
+        let parts = &self.parts;
+        if self.by_rows() {
+            run_phases(self.threads, 1, parts.len(), &|_, p| {
+                for phase in 0..phases {
+                    for item in 0..items {
+                        work(phase, item, parts[p].clone());
+                    }
                 }
-            }
-        });
-    } else {
-        let all = 0..batches.batch();
-        run_phases(threads, phases, items, &|phase, item| {
-            work(phase, item, all.clone())
-        });
+            });
+        } else {
+            run_phases(self.threads, phases, items, &|phase, item| {
+                work(phase, item, parts[0].clone())
+            });
+        }
     }
 }
 
@@ -356,9 +371,8 @@ pub(super) fn direction_forward<F: Activations>(
     // x W_ih^T: per step for the threads' own rows when they take rows each (the weights
     // are in cache); otherwise for `chunk` steps at a time, so that W_ih, which then streams
     // from memory, is read once per chunk rather than once per step.
-    let threads = threads_for(n * (w.w_ih.ncols() + h_out) * gh);
-    let parts = row_parts(batches, threads, weight_bytes(w));
-    let chunk = if parts.len() > 1 {
+    let sharing = Sharing::new(w, batches);
+    let chunk = if sharing.by_rows() {
         1
     } else {
         INPUT_CHUNK_STEPS
@@ -501,14 +515,7 @@ pub(super) fn direction_forward<F: Activations>(
             emit(s, &part, cols);
         }
     };
-    sweep(
-        threads,
-        batches,
-        &parts,
-        steps * phases_per_step,
-        nb.max(out_blocks.count()),
-        &work,
-    );
+    sharing.run(steps * phases_per_step, nb.max(out_blocks.count()), &work);
 
     // Final states: each sequence's output at its last step.
     for i in 0..n {
@@ -730,14 +737,12 @@ pub(super) fn direction_backward<F: Activations>(
             gates_back(s, b, &part, sh_dm);
         }
     };
-    let step_work = n * (w.w_ih.ncols() + h_out) * gh;
     let items = nb.max(out_blocks.count());
-    let threads = threads_for(step_work);
-    let parts = row_parts(batches, threads, weight_bytes(w));
+    let sharing = Sharing::new(w, batches);
     if proj {
-        sweep(threads, batches, &parts, 2 * steps + 1, items, &work_proj);
+        sharing.run(2 * steps + 1, items, &work_proj);
     } else {
-        sweep(threads, batches, &parts, steps + 1, items, &work_plain);
+        sharing.run(steps + 1, items, &work_plain);
     }
 
     // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh

@@ -208,31 +208,39 @@ mod avx2 {
             _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        let mut a = a;
+        // One pointer per row of A and one offset along k, so that every broadcast is
+        // `[row + 4 * offset]` and a step costs one add for A, not a chain of adds through
+        // the rows (what the compiler makes of `a + i * rsa`: ~10% slower on every shape).
+        let rows: [*const f32; M] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rsa));
+        let mut offset = 0isize;
         let mut b = b;
-        // One prefetch every `every` steps of the inner dimension (the rest after the loop).
+        // One prefetch after every `every` steps of the inner dimension (the rest after the
+        // loop): runs of steps without a countdown inside them.
         let every = kc.checked_div(prefetch.lines).unwrap_or(usize::MAX).max(1);
-        let (mut line, mut left, mut until) = (prefetch.start, prefetch.lines, every);
-        for _ in 0..kc {
-            until -= 1;
-            if until == 0 && left > 0 {
+        let (mut line, mut left) = (prefetch.start, prefetch.lines);
+        let mut steps_left = kc;
+        while steps_left > 0 {
+            let run = every.min(steps_left);
+            for _ in 0..run {
+                // SAFETY (whole block): `b` walks the `kc * NR` panel, `rows[i] + offset`
+                // walks `kc` columns of row `i < M`, both within the kernel contract.
+                unsafe {
+                    let b0 = _mm256_loadu_ps(b);
+                    let b1 = _mm256_loadu_ps(b.add(8));
+                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                        let ai = _mm256_broadcast_ss(&*row.offset(offset));
+                        acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+                    }
+                    offset += csa;
+                    b = b.add(NR);
+                }
+            }
+            steps_left -= run;
+            if left > 0 {
                 _mm_prefetch::<_MM_HINT_T1>(line.cast());
                 line = line.wrapping_add(16);
                 left -= 1;
-                until = every;
-            }
-            // SAFETY (whole block): `b` walks the `kc * NR` panel, `a` walks `kc` columns of
-            // `M` rows, both within the kernel contract.
-            unsafe {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_broadcast_ss(&*a.offset(i as isize * rsa));
-                    acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
-                }
-                a = a.offset(csa);
-                b = b.add(NR);
             }
         }
         for _ in 0..left {

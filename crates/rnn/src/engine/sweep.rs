@@ -303,6 +303,20 @@ impl Sharing {
     }
 }
 
+/// From this size of a layer's weights, the threads pack the blocks' weights together.
+const PACK_PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// `[pack(0), .., pack(count - 1)]`, on rayon's threads when `parallel` (packing the weights
+/// of the large layers: 32 MiB per call for the large LSTM), else on this one.
+fn per_block<T: Send>(count: usize, parallel: bool, pack: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
+    if parallel && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().map(pack).collect()
+    } else {
+        (0..count).map(pack).collect()
+    }
+}
+
 /// One layer and direction forward. Writes each step's state into `out` (R, H_out), which may
 /// be a column range of a wider matrix, and leaves the final states in `h` (N, H_out) (the
 /// initial states on entry) and `c` (N, H).
@@ -334,8 +348,9 @@ pub(super) fn direction_forward<F: Activations>(
     let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
         PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
     };
-    let w_ih: Vec<_> = (0..nb).map(|b| pack_block(&w.w_ih, b)).collect();
-    let w_hh: Vec<_> = (0..nb).map(|b| pack_block(&w.w_hh, b)).collect();
+    let big = weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES;
+    let w_ih = per_block(nb, big, &|b| pack_block(&w.w_ih, b));
+    let w_hh = per_block(nb, big, &|b| pack_block(&w.w_hh, b));
     let bias = match (&w.b_ih, &w.b_hh) {
         (Some(b_ih), Some(b_hh)) => {
             let folded = Array1::from(fold_biases(cell.kind, &b_ih.to_vec(), &b_hh.to_vec()));
@@ -354,10 +369,10 @@ pub(super) fn direction_forward<F: Activations>(
     } else {
         blocks.clone()
     };
-    let w_hr: Vec<_> = match &w.w_hr {
-        Some(w_hr) => (0..out_blocks.count())
-            .map(|b| PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..])))
-            .collect(),
+    let w_hr = match &w.w_hr {
+        Some(w_hr) => per_block(out_blocks.count(), big, &|b| {
+            PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
+        }),
         None => Vec::new(),
     };
 
@@ -575,13 +590,14 @@ pub(super) fn direction_backward<F: Activations>(
     // dL/dh_prev = dHW W_hh by blocks of columns of h, with W_hh's rows in block order;
     // dL/dm = dL/dh W_hr by unit blocks.
     let w_hh_blocked = gather_rows(&w.w_hh, &order);
-    let w_hh: Vec<_> = (0..out_blocks.count())
-        .map(|b| PackedWeights::new(&w_hh_blocked.slice(s![.., out_blocks.units(b)])))
-        .collect();
-    let w_hr: Vec<_> = match &w.w_hr {
-        Some(w_hr) => (0..nb)
-            .map(|b| PackedWeights::new(&w_hr.slice(s![.., blocks.units(b)])))
-            .collect(),
+    let big = weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES;
+    let w_hh = per_block(out_blocks.count(), big, &|b| {
+        PackedWeights::new(&w_hh_blocked.slice(s![.., out_blocks.units(b)]))
+    });
+    let w_hr = match &w.w_hr {
+        Some(w_hr) => per_block(nb, big, &|b| {
+            PackedWeights::new(&w_hr.slice(s![.., blocks.units(b)]))
+        }),
         None => Vec::new(),
     };
 

@@ -142,15 +142,12 @@ impl<F: Float> PackedWeights<F> {
         }
         let (k, n) = b.dim();
         let data = self.reserve(k, n);
-        let panels = n.div_ceil(NR);
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let block = &mut data[k0 * NR * panels..(k0 + kc) * NR * panels];
+        for_each_block(data, k, n, &|k0, kc, block| {
             for (p, sub_panel) in block.chunks_exact_mut(kc * NR).enumerate() {
                 let cols = NR.min(n - p * NR);
                 pack_panel(sub_panel, b.slice(s![k0..k0 + kc, p * NR..p * NR + cols]));
             }
-        }
+        });
     }
 
     /// Sizes the buffer for `B` (k, n), reallocating only when it must grow, and returns the
@@ -174,10 +171,7 @@ impl<F: Float> PackedWeights<F> {
         let k = parts.first().map_or(0, |b| b.nrows());
         let n: usize = parts.iter().map(|b| b.ncols()).sum();
         let data = self.reserve(k, n);
-        let panels = n.div_ceil(NR);
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let block = &mut data[k0 * NR * panels..(k0 + kc) * NR * panels];
+        for_each_block(data, k, n, &|k0, kc, block| {
             for kk in 0..kc {
                 let mut col = 0;
                 for b in parts {
@@ -196,7 +190,7 @@ impl<F: Float> PackedWeights<F> {
                     block[(p * kc + kk) * NR + q..(p * kc + kk + 1) * NR].fill(F::zero());
                 }
             }
-        }
+        });
     }
 
     /// The inner dimension `k` (rows of `B`).
@@ -214,6 +208,36 @@ impl<F: Float> PackedWeights<F> {
         let (kc, panels) = (KC.min(self.k - k0), self.n.div_ceil(NR));
         let base = self.start + k0 * NR * panels + p * kc * NR;
         &self.data[base..base + kc * NR]
+    }
+}
+
+/// Packing splits over rayon's threads from this many values of `B` (1 MiB in f32): a
+/// single thread copies ~3 GB/s, so the weight gradients' `[X | H_prev]` (6 MiB per slice
+/// at the medium preset) kept the other thread idle for ~2 ms.
+const PACK_PARALLEL_MIN_VALUES: usize = 1 << 18;
+
+/// Runs `pack(k0, kc, block)` for every block of [`KC`] rows of the packed region `data` of
+/// `B` (k, n): `block` holds rows `k0..k0 + kc` of all the panels. The blocks are disjoint,
+/// so large `B` are packed by all of rayon's threads.
+fn for_each_block<F: Float>(
+    data: &mut [F],
+    k: usize,
+    n: usize,
+    pack: &(dyn Fn(usize, usize, &mut [F]) + Sync),
+) {
+    let block_len = KC * n.div_ceil(NR) * NR;
+    if block_len == 0 {
+        return;
+    }
+    let run = |(b, block): (usize, &mut [F])| {
+        let k0 = b * KC;
+        pack(k0, KC.min(k - k0), block)
+    };
+    if k * n >= PACK_PARALLEL_MIN_VALUES && k > KC && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        data.par_chunks_mut(block_len).enumerate().for_each(run);
+    } else {
+        data.chunks_mut(block_len).enumerate().for_each(run);
     }
 }
 

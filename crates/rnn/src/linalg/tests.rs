@@ -329,3 +329,44 @@ fn concatenated_operands_give_the_products_side_by_side() {
         );
     }
 }
+
+/// Operands of more than `PACK_PARALLEL_MIN_VALUES` values are packed by several threads,
+/// a block of rows each: row-major sources, a concatenation, and transposed sources all give
+/// the reference product, with a partial last block.
+#[test]
+fn large_operands_are_packed_by_several_threads() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut rng = Rng::new(12);
+        let k = 1100; // 4 full packing blocks and a partial one
+        let a = random::<f32>(&mut rng, 13, k);
+        let b1 = random::<f32>(&mut rng, k, 130);
+        let b2_t = random::<f32>(&mut rng, 170, k);
+        let whole = ndarray::concatenate(ndarray::Axis(1), &[b1.view(), b2_t.t()]).unwrap();
+        let whole_t = whole.t().as_standard_layout().into_owned();
+        let mut want = Array2::zeros((13, 300));
+        matmul_reference(&mut want.view_mut(), &a.view(), &whole.view(), false);
+        let zero = Array2::zeros((13, 300));
+        let packings = [
+            ("concat", PackedWeights::concat(&[b1.view(), b2_t.t()])),
+            ("row-major", PackedWeights::new(&whole.view())),
+            ("transposed", PackedWeights::transposed(&whole_t.view())),
+        ];
+        for (name, packed) in packings {
+            let mut got = Array2::from_elem((13, 300), f32::NAN);
+            matmul_packed(&mut got.view_mut(), &a.view(), &packed, false);
+            assert_close(
+                &got.view(),
+                &want.view(),
+                &a.view(),
+                &whole.view(),
+                &zero.view(),
+                1e-5,
+                name,
+            );
+        }
+    });
+}

@@ -344,7 +344,9 @@ pub fn backward<F: Activations>(
         None => Array3::zeros((config.num_layers * dirs, n, config.hidden_size)),
     });
     let mut grads: Vec<Option<DirGrads<F>>> = vec![None; config.num_layers * dirs];
-    let mut d_top = d_output.to_owned();
+    // dL/d(this layer's output): the caller's d_output for the top layer (not copied), then
+    // each layer's input gradient.
+    let mut d_top = ndarray::CowArray::from(d_output);
     for layer in (0..config.num_layers).rev() {
         let input = if layer == 0 {
             x.view()
@@ -414,10 +416,10 @@ pub fn backward<F: Activations>(
                 d_input *= mask;
             }
         }
-        d_top = d_input;
+        d_top = d_input.into();
     }
     Backward {
-        input: d_top,
+        input: d_top.into_owned(),
         h0: dh0,
         c0: dc0,
         weights: grads

@@ -69,13 +69,26 @@ const ALIGN_PAD: usize = 64;
 /// matmul_reference(&mut expected.view_mut(), &h.view(), &w_hh.t(), false);
 /// assert!((&hw - &expected).iter().all(|d| d.abs() < 1e-5));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct PackedWeights<F> {
     k: usize,
     n: usize,
     /// Offset of the first packed value in `data` (for 64-byte alignment).
     start: usize,
-    data: Vec<F>,
+    /// `data[start..start + panels * k * NR]` is written by every packing before it is read;
+    /// the rest is never read. Not zero-filled on allocation: packing writes every value.
+    data: Vec<MaybeUninit<F>>,
+}
+
+impl<F: Copy> Clone for PackedWeights<F> {
+    fn clone(&self) -> Self {
+        PackedWeights {
+            k: self.k,
+            n: self.n,
+            start: self.start,
+            data: self.data.clone(),
+        }
+    }
 }
 
 impl<F: Float> PackedWeights<F> {
@@ -152,10 +165,12 @@ impl<F: Float> PackedWeights<F> {
 
     /// Sizes the buffer for `B` (k, n), reallocating only when it must grow, and returns the
     /// (aligned) packed region.
-    fn reserve(&mut self, k: usize, n: usize) -> &mut [F] {
+    fn reserve(&mut self, k: usize, n: usize) -> &mut [MaybeUninit<F>] {
         let len = n.div_ceil(NR) * k * NR;
         if self.data.len() < len + ALIGN_PAD {
-            self.data = vec![F::zero(); len + ALIGN_PAD];
+            self.data = Vec::with_capacity(len + ALIGN_PAD);
+            // SAFETY: `MaybeUninit` values need no initialisation.
+            unsafe { self.data.set_len(len + ALIGN_PAD) };
         }
         let align = self.data.as_ptr().align_offset(64);
         self.start = if align < ALIGN_PAD { align } else { 0 };
@@ -180,14 +195,14 @@ impl<F: Float> PackedWeights<F> {
                     while !row.is_empty() {
                         let (p, q) = (col / NR, col % NR);
                         let take = row.len().min(NR - q);
-                        block[(p * kc + kk) * NR + q..][..take].copy_from_slice(&row[..take]);
+                        write_copy(&mut block[(p * kc + kk) * NR + q..][..take], &row[..take]);
                         row = &row[take..];
                         col += take;
                     }
                 }
                 if col % NR != 0 {
                     let (p, q) = (col / NR, col % NR);
-                    block[(p * kc + kk) * NR + q..(p * kc + kk + 1) * NR].fill(F::zero());
+                    fill_zero(&mut block[(p * kc + kk) * NR + q..(p * kc + kk + 1) * NR]);
                 }
             }
         });
@@ -207,7 +222,10 @@ impl<F: Float> PackedWeights<F> {
     fn sub_panel(&self, k0: usize, p: usize) -> &[F] {
         let (kc, panels) = (KC.min(self.k - k0), self.n.div_ceil(NR));
         let base = self.start + k0 * NR * panels + p * kc * NR;
-        &self.data[base..base + kc * NR]
+        let values = &self.data[base..base + kc * NR];
+        // SAFETY: every packing writes all of `start..start + panels * k * NR` (the panels'
+        // values and their zero padding) before the buffer is read.
+        unsafe { &*(values as *const [MaybeUninit<F>] as *const [F]) }
     }
 }
 
@@ -216,20 +234,23 @@ impl<F: Float> PackedWeights<F> {
 /// at the medium preset) kept the other thread idle for ~2 ms.
 const PACK_PARALLEL_MIN_VALUES: usize = 1 << 18;
 
+/// Packs rows `k0..k0 + kc` (all panels) into a block: `pack(k0, kc, block)`.
+type PackBlock<'a, F> = dyn Fn(usize, usize, &mut [MaybeUninit<F>]) + Sync + 'a;
+
 /// Runs `pack(k0, kc, block)` for every block of [`KC`] rows of the packed region `data` of
 /// `B` (k, n): `block` holds rows `k0..k0 + kc` of all the panels. The blocks are disjoint,
 /// so large `B` are packed by all of rayon's threads.
 fn for_each_block<F: Float>(
-    data: &mut [F],
+    data: &mut [MaybeUninit<F>],
     k: usize,
     n: usize,
-    pack: &(dyn Fn(usize, usize, &mut [F]) + Sync),
+    pack: &PackBlock<'_, F>,
 ) {
     let block_len = KC * n.div_ceil(NR) * NR;
     if block_len == 0 {
         return;
     }
-    let run = |(b, block): (usize, &mut [F])| {
+    let run = |(b, block): (usize, &mut [MaybeUninit<F>])| {
         let k0 = b * KC;
         pack(k0, KC.min(k - k0), block)
     };
@@ -243,7 +264,7 @@ fn for_each_block<F: Float>(
 
 /// Packs `src` (kc, cols <= NR), rows `k0..k0 + kc` of one panel of `B`, into `dst`: `kc` rows
 /// of [`NR`] values, zero past `cols`.
-fn pack_panel<F: Float>(dst: &mut [F], src: ArrayView2<'_, F>) {
+fn pack_panel<F: Float>(dst: &mut [MaybeUninit<F>], src: ArrayView2<'_, F>) {
     let (kc, cols) = src.dim();
     let (rs, cs) = (src.strides()[0], src.strides()[1]);
     let mut cols_of_b: [&[F]; NR] = [&[]; NR];
@@ -262,30 +283,44 @@ fn pack_panel<F: Float>(dst: &mut [F], src: ArrayView2<'_, F>) {
             for (j, col) in cols_of_b[..cols].iter().enumerate() {
                 let col: &[F; 8] = col[k0..k0 + 8].try_into().expect("8 values");
                 for (r, &v) in col.iter().enumerate() {
-                    block[r * NR + j] = v;
+                    block[r * NR + j].write(v);
                 }
             }
         }
         let k0 = kc - kc % 8;
         for (kk, row) in (k0..kc).zip(blocks.into_remainder().chunks_exact_mut(NR)) {
             for (d, col) in row.iter_mut().zip(&cols_of_b[..cols]) {
-                *d = col[kk];
+                d.write(col[kk]);
             }
         }
     } else {
         // Any other strides: row by row.
         for (row_dst, row) in dst.chunks_exact_mut(NR).zip(src.rows()) {
             match row.to_slice() {
-                Some(row) => row_dst[..cols].copy_from_slice(row),
-                None => row_dst
-                    .iter_mut()
-                    .zip(row.iter())
-                    .for_each(|(d, &v)| *d = v),
+                Some(row) => write_copy(&mut row_dst[..cols], row),
+                None => row_dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
+                    d.write(v);
+                }),
             }
         }
     }
     for row in dst.chunks_exact_mut(NR) {
-        row[cols..].fill(F::zero());
+        fill_zero(&mut row[cols..]);
+    }
+}
+
+/// Copies `src` into `dst` (of the same length).
+fn write_copy<F: Float>(dst: &mut [MaybeUninit<F>], src: &[F]) {
+    assert_eq!(dst.len(), src.len(), "write_copy: lengths differ");
+    // SAFETY: both slices hold `src.len()` values and cannot overlap (`dst` is borrowed
+    // mutably); `MaybeUninit<F>` has the layout of `F`.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) }
+}
+
+/// Writes zeros (the padding of a panel's last columns).
+fn fill_zero<F: Float>(values: &mut [MaybeUninit<F>]) {
+    for v in values {
+        v.write(F::zero());
     }
 }
 

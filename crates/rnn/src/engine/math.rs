@@ -22,21 +22,19 @@ pub trait Activations: Float {
     /// `tanh(x)`.
     fn tanh_fast(self) -> Self;
 
-    /// `out[k] = sigmoid(a[k] + b[k] + c[k])`.
+    /// `out[k] = sigmoid(inputs[0][k] + inputs[1][k] + ...)`, summed left to right.
     #[inline(always)]
-    fn sigmoid_of_sum(out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]) {
-        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+    fn sigmoid_of_sum<const N: usize>(out: &mut [Self], inputs: [&[Self]; N]) {
         for (k, o) in out.iter_mut().enumerate() {
-            *o = (a[k] + b[k] + c[k]).sigmoid();
+            *o = sum_at(&inputs, k).sigmoid();
         }
     }
 
-    /// `out[k] = tanh(a[k] + b[k] + c[k])`.
+    /// `out[k] = tanh(inputs[0][k] + inputs[1][k] + ...)`, summed left to right.
     #[inline(always)]
-    fn tanh_of_sum(out: &mut [Self], a: &[Self], b: &[Self], c: &[Self]) {
-        let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+    fn tanh_of_sum<const N: usize>(out: &mut [Self], inputs: [&[Self]; N]) {
         for (k, o) in out.iter_mut().enumerate() {
-            *o = (a[k] + b[k] + c[k]).tanh_fast();
+            *o = sum_at(&inputs, k).tanh_fast();
         }
     }
 
@@ -47,6 +45,16 @@ pub trait Activations: Float {
             *v = v.tanh_fast();
         }
     }
+}
+
+/// `inputs[0][k] + inputs[1][k] + ...`, left to right.
+#[inline(always)]
+fn sum_at<F: Float, const N: usize>(inputs: &[&[F]; N], k: usize) -> F {
+    let mut v = inputs[0][k];
+    for input in &inputs[1..] {
+        v += input[k];
+    }
+    v
 }
 
 impl Activations for f64 {
@@ -115,13 +123,13 @@ impl Activations for f32 {
     }
 
     #[inline(always)]
-    fn sigmoid_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-        map_sum_f32::<false>(out, a, b, c);
+    fn sigmoid_of_sum<const N: usize>(out: &mut [f32], inputs: [&[f32]; N]) {
+        map_sum_f32::<false, N>(out, inputs);
     }
 
     #[inline(always)]
-    fn tanh_of_sum(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-        map_sum_f32::<true>(out, a, b, c);
+    fn tanh_of_sum<const N: usize>(out: &mut [f32], inputs: [&[f32]; N]) {
+        map_sum_f32::<true, N>(out, inputs);
     }
 
     #[inline(always)]
@@ -138,25 +146,25 @@ impl Activations for f32 {
     }
 }
 
-/// `out[k] = act(a[k] + b[k] + c[k])` in f32, `act` = `tanh` if `TANH` else `sigmoid`: eight at
-/// a time when the CPU has AVX2 and FMA.
+/// `out[k] = act(inputs[0][k] + inputs[1][k] + ...)` in f32, `act` = `tanh` if `TANH` else
+/// `sigmoid`: eight at a time when the CPU has AVX2 and FMA.
 #[inline(always)]
-fn map_sum_f32<const TANH: bool>(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
-    let (a, b, c) = (&a[..out.len()], &b[..out.len()], &c[..out.len()]);
+fn map_sum_f32<const TANH: bool, const N: usize>(out: &mut [f32], inputs: [&[f32]; N]) {
+    let inputs = inputs.map(|input| &input[..out.len()]);
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA; the slices have `out.len()` values.
+        // SAFETY: the CPU has AVX2 and FMA; the inputs have `out.len()` values.
         unsafe {
             if TANH {
-                avx2::map_sum::<avx2::Tanh>(out, a, b, c)
+                avx2::map_sum::<avx2::Tanh, N>(out, inputs)
             } else {
-                avx2::map_sum::<avx2::Sigmoid>(out, a, b, c)
+                avx2::map_sum::<avx2::Sigmoid, N>(out, inputs)
             }
         };
         return;
     }
     for (k, o) in out.iter_mut().enumerate() {
-        let v = a[k] + b[k] + c[k];
+        let v = sum_at(&inputs, k);
         *o = if TANH { v.tanh_fast() } else { v.sigmoid() };
     }
 }
@@ -274,16 +282,16 @@ mod avx2 {
         (_mm256_maskload_ps(p, mask), mask)
     }
 
-    /// `out[k] = L(a[k] + b[k] + c[k])`.
+    /// `out[k] = L(inputs[0][k] + inputs[1][k] + ...)`.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `a`, `b`, `c` have at least `out.len()` values.
+    /// The CPU has AVX2 and FMA; every input has at least `out.len()` values.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    pub(super) unsafe fn map_sum<L: Lanes>(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32]) {
+    pub(super) unsafe fn map_sum<L: Lanes, const N: usize>(out: &mut [f32], inputs: [&[f32]; N]) {
         let n = out.len();
-        debug_assert!(a.len() >= n && b.len() >= n && c.len() >= n);
-        map::<L, 3>(out.as_mut_ptr(), [a.as_ptr(), b.as_ptr(), c.as_ptr()], n);
+        debug_assert!(inputs.iter().all(|input| input.len() >= n));
+        map::<L, N>(out.as_mut_ptr(), inputs.map(|input| input.as_ptr()), n);
     }
 
     /// `x[k] = tanh(x[k])`.
@@ -413,8 +421,9 @@ mod tests {
             let (a, b) = (&halves[..len], &halves[..len]);
             let mut sig = vec![0.0f32; len];
             let mut tanh = vec![0.0f32; len];
-            f32::sigmoid_of_sum(&mut sig, a, b, &zeros);
-            f32::tanh_of_sum(&mut tanh, a, &zeros, b);
+            // Three inputs and two (the fused pre-activation plus the bias).
+            f32::sigmoid_of_sum(&mut sig, [a, b, &zeros]);
+            f32::tanh_of_sum(&mut tanh, [a, b]);
             let mut in_place = x[..len].to_vec();
             f32::tanh_in_place(&mut in_place);
             for k in 0..len {

@@ -393,7 +393,8 @@ pub(super) fn direction_forward<F: Activations>(
         INPUT_CHUNK_STEPS
     };
     let mut xw = Array2::<F>::uninit((n * chunk.min(steps.max(1)), gh));
-    let mut hw = Array2::<F>::uninit((n, gh));
+    // h W_hh^T apart from x W_ih^T: GRU only (see the step below).
+    let mut hw = Array2::<F>::uninit((if is_gru { n } else { 0 }, gh));
     let mut h_other = h.to_owned();
     let mut m = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
@@ -471,15 +472,22 @@ pub(super) fn direction_forward<F: Activations>(
                 }
                 r0 - chunk_rows.start
             };
-            // SAFETY: this item alone writes the block's columns of hw (the part's rows), of
-            // the new state or m, c, gates and aux; x, xw and the old state are only read in
-            // this phase.
+            // SAFETY: this item alone writes the block's columns of xw's rows of the step or
+            // of hw (the part's rows), of the new state or m, c, gates and aux; x and the old
+            // state are only read in this phase.
             unsafe {
+                // h W_hh^T: added into x W_ih^T for RNN and LSTM (the gate math then reads one
+                // pre-activation); apart for GRU, whose n gate scales it by r.
+                let (mut hw_to, accumulate) = if is_gru {
+                    (sh_hw.view_mut(lo, bs, cols.clone()), false)
+                } else {
+                    (sh_xw.view_mut(xw_row, bs, cols.clone()), true)
+                };
                 matmul_packed_serial(
-                    &mut sh_hw.view_mut(lo, bs, cols.clone()),
+                    &mut hw_to,
                     &cur.view(lo, bs, 0..h_out),
                     &w_hh[item],
-                    false,
+                    accumulate,
                 );
                 forward_block(
                     cell,
@@ -503,7 +511,11 @@ pub(super) fn direction_forward<F: Activations>(
                         gates: sh_gates.rows(saved_r0, cols.clone()),
                         aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
                         xw: sh_xw.rows(xw_row, cols.clone()),
-                        hw: sh_hw.rows(lo, cols.clone()),
+                        hw: if is_gru {
+                            sh_hw.rows(lo, cols.clone())
+                        } else {
+                            Rows::empty()
+                        },
                         bias: &bias[cols],
                         b_hn: if is_gru { &b_hn[units.clone()] } else { &[] },
                     },

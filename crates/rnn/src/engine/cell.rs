@@ -89,6 +89,11 @@ impl<F> Rows<F> {
         }
     }
 
+    /// Whether the rows hold no values.
+    pub(crate) fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
     /// Row `i`, to write.
     ///
     /// # Safety
@@ -137,6 +142,11 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub bias: &'a [F],
     /// (w), GRU: `b_hn` of the block (zeros without bias); empty otherwise.
     pub b_hn: &'a [F],
+    /// (w) per row: the layer's output rows, which receive a copy of `h_new`; empty for
+    /// none (with a projection the output is `h_new W_hr^T`, a later product).
+    pub out: Rows<F>,
+    /// (w) per row: where the entering state `h_prev` is saved for backward; empty for none.
+    pub saved_h_prev: Rows<F>,
 }
 
 /// One step forward of one block of units, row by row, with AVX2 + FMA when the CPU has them.
@@ -174,6 +184,13 @@ unsafe fn forward_rows<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
             op.bias,
             op.b_hn,
         );
+        // While the row is in L1: the copies for the output and for backward.
+        if !op.out.is_empty() {
+            op.out.row(i).copy_from_slice(op.h_new.get(i));
+        }
+        if !op.saved_h_prev.is_empty() {
+            op.saved_h_prev.row(i).copy_from_slice(op.h_prev.get(i));
+        }
     }
 }
 

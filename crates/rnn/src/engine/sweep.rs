@@ -409,8 +409,8 @@ pub(super) fn direction_forward<F: Activations>(
     let sh_out = Shared::new(&mut out);
     let is_lstm = cell.kind == CellKind::Lstm;
 
-    // Copies the new state's columns `cols` of the step into the output (and the old state
-    // into the saved inputs).
+    // With a projection: copies the new state's columns `cols` of the step into the output
+    // (and the old state into the saved inputs); without, the gate math does.
     let emit = |s: usize, part: &Part, cols: std::ops::Range<usize>| {
         let (r0, lo, len) = (part.r0, part.lo, part.len);
         // SAFETY: each item copies its own columns of its rows (out, h_prev) from the state
@@ -518,11 +518,18 @@ pub(super) fn direction_forward<F: Activations>(
                         },
                         bias: &bias[cols],
                         b_hn: if is_gru { &b_hn[units.clone()] } else { &[] },
+                        out: if proj {
+                            Rows::empty()
+                        } else {
+                            sh_out.rows(r0, units.clone())
+                        },
+                        saved_h_prev: if save && !proj {
+                            sh_h_prev.rows(r0, units.clone())
+                        } else {
+                            Rows::empty()
+                        },
                     },
                 );
-            }
-            if !proj {
-                emit(s, &part, units);
             }
         } else {
             if item >= out_blocks.count() {

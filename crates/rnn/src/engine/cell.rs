@@ -90,7 +90,7 @@ impl<F> Rows<F> {
     }
 
     /// Whether the rows hold no values.
-    pub(crate) fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 

@@ -312,22 +312,34 @@ fn concatenated_operands_give_the_products_side_by_side() {
         let parts = [b1.view(), b2.view(), b3_t.t()];
         let packed = PackedWeights::concat(&parts);
         assert_eq!((packed.k(), packed.n()), (k, 44));
-        let mut got = Array2::from_elem((13, 44), f32::NAN);
-        matmul_packed(&mut got.view_mut(), &a.view(), &packed, false);
         let whole = ndarray::concatenate(ndarray::Axis(1), &parts).unwrap();
-        let mut want = Array2::zeros((13, 44));
-        matmul_reference(&mut want.view_mut(), &a.view(), &whole.view(), false);
-        let zero = Array2::zeros((13, 44));
-        assert_close(
-            &got.view(),
-            &want.view(),
-            &a.view(),
-            &whole.view(),
-            &zero.view(),
-            1e-5,
-            &format!("concat k = {k}"),
-        );
+        assert_packed_product(&a, &whole, &packed, &format!("concat k = {k}"));
     }
+}
+
+/// `A B` through `packed` (B packed) equals the reference product with `whole` (= B).
+fn assert_packed_product(
+    a: &Array2<f32>,
+    whole: &Array2<f32>,
+    packed: &PackedWeights<f32>,
+    what: &str,
+) {
+    let shape = (a.nrows(), whole.ncols());
+    let mut got = Array2::from_elem(shape, f32::NAN);
+    matmul_packed(&mut got.view_mut(), &a.view(), packed, false);
+    let mut want = Array2::zeros(shape);
+    matmul_reference(&mut want.view_mut(), &a.view(), &whole.view(), false);
+    let zero = Array2::zeros(shape);
+    let (got, want) = (got.view(), want.view());
+    assert_close(
+        &got,
+        &want,
+        &a.view(),
+        &whole.view(),
+        &zero.view(),
+        1e-5,
+        what,
+    );
 }
 
 /// Operands of more than `PACK_PARALLEL_MIN_VALUES` values are packed by several threads,
@@ -347,26 +359,13 @@ fn large_operands_are_packed_by_several_threads() {
         let b2_t = random::<f32>(&mut rng, 170, k);
         let whole = ndarray::concatenate(ndarray::Axis(1), &[b1.view(), b2_t.t()]).unwrap();
         let whole_t = whole.t().as_standard_layout().into_owned();
-        let mut want = Array2::zeros((13, 300));
-        matmul_reference(&mut want.view_mut(), &a.view(), &whole.view(), false);
-        let zero = Array2::zeros((13, 300));
         let packings = [
             ("concat", PackedWeights::concat(&[b1.view(), b2_t.t()])),
             ("row-major", PackedWeights::new(&whole.view())),
             ("transposed", PackedWeights::transposed(&whole_t.view())),
         ];
         for (name, packed) in packings {
-            let mut got = Array2::from_elem((13, 300), f32::NAN);
-            matmul_packed(&mut got.view_mut(), &a.view(), &packed, false);
-            assert_close(
-                &got.view(),
-                &want.view(),
-                &a.view(),
-                &whole.view(),
-                &zero.view(),
-                1e-5,
-                name,
-            );
+            assert_packed_product(&a, &whole, &packed, name);
         }
     });
 }

@@ -134,9 +134,9 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub gates: Rows<F>,
     /// (aux_width w) per row: values saved for backward.
     pub aux: Rows<F>,
-    /// (G w) per row: `x W_ih^T` of the block, plus `h W_hh^T` when `hw` is empty.
+    /// (G w) per row: `x W_ih^T` of the block, plus `h W_hh^T` for RNN and LSTM.
     pub xw: Rows<F>,
-    /// (G w) per row: `h W_hh^T` of the block (GRU); empty when it is added into `xw`.
+    /// (G w) per row, GRU: `h W_hh^T` of the block; empty for the other cells.
     pub hw: Rows<F>,
     /// (G w): the folded biases of the block (zeros without bias).
     pub bias: &'a [F],
@@ -211,22 +211,12 @@ fn parts_mut<F, const K: usize>(v: &mut [F], n: usize) -> [&mut [F]; K] {
     })
 }
 
-/// `out = act(xw + hw + bias)`, `act` = `tanh` or `sigmoid`; `hw` empty when the product
-/// was accumulated into `xw` already.
-#[inline(always)]
-fn activate<F: Activations>(tanh: bool, out: &mut [F], xw: &[F], hw: &[F], bias: &[F]) {
-    match (tanh, hw.is_empty()) {
-        (true, true) => F::tanh_of_sum(out, [xw, bias]),
-        (true, false) => F::tanh_of_sum(out, [xw, hw, bias]),
-        (false, true) => F::sigmoid_of_sum(out, [xw, bias]),
-        (false, false) => F::sigmoid_of_sum(out, [xw, hw, bias]),
-    }
-}
-
 /// One row of one block of a step forward (`w = h_new.len()` units).
 ///
-/// * `xw`, `hw`, `bias`: (G w) pre-activation parts, gate-major; `hw` is empty for RNN and
-///   LSTM, whose `h W_hh^T` the engine accumulates into `xw`.
+/// * `xw`, `bias`: (G w) pre-activation parts, gate-major: `xw` is `x W_ih^T + h W_hh^T` for
+///   RNN and LSTM (the engine accumulates the second product into the first), `x W_ih^T` for
+///   GRU, whose `hw` = `h W_hh^T` comes apart (its n gate scales it by `r`); `hw` is empty
+///   for the other cells.
 /// * `b_hn`: (w) GRU's `b_hn`; empty for other cells.
 /// * `h_prev`: (w) the state entering the step (read by GRU); `h_new`: (w) out.
 /// * `c`: (w) LSTM cell state, previous in, new out; empty for other cells.
@@ -250,42 +240,23 @@ fn forward_row<F: Activations>(
         CellKind::Rnn => {
             let (xw, bias, gates) = (&xw[..n], &bias[..n], &mut gates[..n]);
             match cell.nonlinearity {
-                Nonlinearity::Tanh => {
-                    activate(true, gates, xw, hw, bias);
-                    h_new.copy_from_slice(gates);
-                }
+                Nonlinearity::Tanh => F::tanh_of_sum(gates, [xw, bias]),
                 Nonlinearity::Relu => {
-                    if hw.is_empty() {
-                        for j in 0..n {
-                            gates[j] = (xw[j] + bias[j]).max(F::zero());
-                        }
-                    } else {
-                        for j in 0..n {
-                            gates[j] = (xw[j] + hw[j] + bias[j]).max(F::zero());
-                        }
+                    for j in 0..n {
+                        gates[j] = (xw[j] + bias[j]).max(F::zero());
                     }
-                    h_new.copy_from_slice(gates);
                 }
             }
+            h_new.copy_from_slice(gates);
         }
         CellKind::Lstm => {
             // Two simple passes (activations gate by gate, then the state update) keep few
             // streams live per loop, so the compiler keeps them in vector registers.
-            let gates = &mut gates[..4 * n];
-            for (gate, tanh) in [
-                (0..2 * n, false),
-                (2 * n..3 * n, true),
-                (3 * n..4 * n, false),
-            ] {
-                let hw = hw.get(gate.clone()).unwrap_or(&[]);
-                activate(
-                    tanh,
-                    &mut gates[gate.clone()],
-                    &xw[gate.clone()],
-                    hw,
-                    &bias[gate],
-                );
-            }
+            let (gates, xw, bias) = (&mut gates[..4 * n], &xw[..4 * n], &bias[..4 * n]);
+            let [g_if, g_g, g_o] = [0..2 * n, 2 * n..3 * n, 3 * n..4 * n];
+            F::sigmoid_of_sum(&mut gates[g_if.clone()], [&xw[g_if.clone()], &bias[g_if]]);
+            F::tanh_of_sum(&mut gates[g_g.clone()], [&xw[g_g.clone()], &bias[g_g]]);
+            F::sigmoid_of_sum(&mut gates[g_o.clone()], [&xw[g_o.clone()], &bias[g_o]]);
             let [gi, gf, gg, go] = parts(gates, n);
             let [c_prev, tanh_c] = parts_mut(aux, n);
             let c = &mut c[..n];

@@ -306,10 +306,15 @@ impl Sharing {
 /// From this size of a layer's weights, the threads pack the blocks' weights together.
 const PACK_PARALLEL_MIN_BYTES: usize = 1 << 20;
 
-/// `[pack(0), .., pack(count - 1)]`, on rayon's threads when `parallel` (packing the weights
-/// of the large layers: 32 MiB per call for the large LSTM), else on this one.
-fn per_block<T: Send>(count: usize, parallel: bool, pack: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
-    if parallel && rayon::current_num_threads() > 1 {
+/// `[pack(0), .., pack(count - 1)]`: the packed blocks of the layer `w`'s weights, on rayon's
+/// threads from [`PACK_PARALLEL_MIN_BYTES`] (32 MiB per call for the large LSTM), else on
+/// this one.
+fn per_block<F, T: Send>(
+    w: &DirWeights<'_, F>,
+    count: usize,
+    pack: &(dyn Fn(usize) -> T + Sync),
+) -> Vec<T> {
+    if weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
         (0..count).into_par_iter().map(pack).collect()
     } else {
@@ -348,9 +353,8 @@ pub(super) fn direction_forward<F: Activations>(
     let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
         PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
     };
-    let big = weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES;
-    let w_ih = per_block(nb, big, &|b| pack_block(&w.w_ih, b));
-    let w_hh = per_block(nb, big, &|b| pack_block(&w.w_hh, b));
+    let w_ih = per_block(w, nb, &|b| pack_block(&w.w_ih, b));
+    let w_hh = per_block(w, nb, &|b| pack_block(&w.w_hh, b));
     let bias = match (&w.b_ih, &w.b_hh) {
         (Some(b_ih), Some(b_hh)) => {
             let folded = Array1::from(fold_biases(cell.kind, &b_ih.to_vec(), &b_hh.to_vec()));
@@ -370,7 +374,7 @@ pub(super) fn direction_forward<F: Activations>(
         blocks.clone()
     };
     let w_hr = match &w.w_hr {
-        Some(w_hr) => per_block(out_blocks.count(), big, &|b| {
+        Some(w_hr) => per_block(w, out_blocks.count(), &|b| {
             PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
         }),
         None => Vec::new(),
@@ -609,12 +613,11 @@ pub(super) fn direction_backward<F: Activations>(
     // dL/dh_prev = dHW W_hh by blocks of columns of h, with W_hh's rows in block order;
     // dL/dm = dL/dh W_hr by unit blocks.
     let w_hh_blocked = gather_rows(&w.w_hh, &order);
-    let big = weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES;
-    let w_hh = per_block(out_blocks.count(), big, &|b| {
+    let w_hh = per_block(w, out_blocks.count(), &|b| {
         PackedWeights::new(&w_hh_blocked.slice(s![.., out_blocks.units(b)]))
     });
     let w_hr = match &w.w_hr {
-        Some(w_hr) => per_block(nb, big, &|b| {
+        Some(w_hr) => per_block(w, nb, &|b| {
             PackedWeights::new(&w_hr.slice(s![.., blocks.units(b)]))
         }),
         None => Vec::new(),

@@ -249,7 +249,8 @@ fn backward_matches_finite_differences() {
 }
 
 /// Layers wide enough that the engine cuts their units into several blocks (threads work on
-/// blocks; buffers are stored by block), with and without projection, packed and padded.
+/// blocks; buffers are stored by block), with and without projection, packed and padded;
+/// rows of 2 KiB, which the engine pads.
 #[test]
 fn wide_layers_match_finite_differences() {
     let cases = [
@@ -257,6 +258,9 @@ fn wide_layers_match_finite_differences() {
         (CellKind::Lstm, 140, 130, Nonlinearity::Tanh),
         (CellKind::Gru, 100, 0, Nonlinearity::Tanh),
         (CellKind::Rnn, 150, 0, Nonlinearity::Tanh),
+        // Rows of 2 KiB in f64 (G H = 256; H = 256): padded work buffers.
+        (CellKind::Lstm, 64, 0, Nonlinearity::Tanh),
+        (CellKind::Gru, 256, 0, Nonlinearity::Tanh),
     ];
     for (seed, (cell, hidden, proj, nonlinearity)) in cases.into_iter().enumerate() {
         for batch_sizes in [vec![3, 3, 3], vec![3, 2, 2, 1]] {

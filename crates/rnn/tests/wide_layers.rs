@@ -83,6 +83,9 @@ fn wide_layers_match_the_step_by_step_reference_on_any_thread_count() {
         (CellKind::Lstm, 140, 130),
         (CellKind::Gru, 100, 0),
         (CellKind::Rnn, 150, 0),
+        // Rows of 256 f64 (2 KiB): the engine pads its state and gradient buffers.
+        (CellKind::Rnn, 256, 0),
+        (CellKind::Gru, 256, 0),
     ];
     for (cell, hidden, proj) in cases {
         // The third batch is wide enough for the threads to take rows each (the others make

@@ -28,7 +28,9 @@ use super::math::Activations;
 use super::parallel::run_phases;
 use super::{Batches, DirGrads, DirWeights};
 use crate::config::CellKind;
-use crate::linalg::{matmul, matmul_packed, matmul_packed_serial, Float, PackedWeights};
+use crate::linalg::{
+    matmul, matmul_packed, matmul_packed_serial, Float, PackedWeights, PACK_PARALLEL_MIN_BYTES,
+};
 
 /// Multiply-adds per step below which a pass stays on the calling thread.
 const PARALLEL_MIN_STEP_WORK: usize = 1 << 16;
@@ -328,12 +330,9 @@ impl Sharing {
     }
 }
 
-/// From this size of a layer's weights, the threads pack the blocks' weights together.
-const PACK_PARALLEL_MIN_BYTES: usize = 1 << 20;
-
 /// `[pack(0), .., pack(count - 1)]`: the packed blocks of the layer `w`'s weights, on rayon's
-/// threads from [`PACK_PARALLEL_MIN_BYTES`] (32 MiB per call for the large LSTM), else on
-/// this one.
+/// threads from `linalg`'s [`PACK_PARALLEL_MIN_BYTES`] of weights (32 MiB per call for the
+/// large LSTM; a block's own packing may split further), else on this one.
 fn per_block<F, T: Send>(
     w: &DirWeights<'_, F>,
     count: usize,

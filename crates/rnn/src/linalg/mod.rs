@@ -45,6 +45,7 @@ use std::fmt::Debug;
 
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
+pub(crate) use packed::PACK_PARALLEL_MIN_BYTES;
 pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};
 
 /// Columns of one panel of a [`PackedWeights`]: products whose width is a multiple of it waste

@@ -229,10 +229,11 @@ impl<F: Float> PackedWeights<F> {
     }
 }
 
-/// Packing splits over rayon's threads from this many values of `B` (1 MiB in f32): a
-/// single thread copies ~3 GB/s, so the weight gradients' `[X | H_prev]` (6 MiB per slice
-/// at the medium preset) kept the other thread idle for ~2 ms.
-const PACK_PARALLEL_MIN_VALUES: usize = 1 << 18;
+/// Packing splits over rayon's threads from this many bytes of `B`: a single thread copies
+/// ~3 GB/s, so the weight gradients' `[X | H_prev]` (6 MiB per slice at the medium preset)
+/// kept the other thread idle for ~2 ms. The engine packs a layer's blocks of weights on
+/// several threads from the same size (`engine/sweep.rs`).
+pub(crate) const PACK_PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// Packs rows `k0..k0 + kc` (all panels) into a block: `pack(k0, kc, block)`.
 type PackBlock<'a, F> = dyn Fn(usize, usize, &mut [MaybeUninit<F>]) + Sync + 'a;
@@ -254,7 +255,10 @@ fn for_each_block<F: Float>(
         let k0 = b * KC;
         pack(k0, KC.min(k - k0), block)
     };
-    if k * n >= PACK_PARALLEL_MIN_VALUES && k > KC && rayon::current_num_threads() > 1 {
+    if k * n * size_of::<F>() >= PACK_PARALLEL_MIN_BYTES
+        && k > KC
+        && rayon::current_num_threads() > 1
+    {
         use rayon::prelude::*;
         data.par_chunks_mut(block_len).enumerate().for_each(run);
     } else {

@@ -342,7 +342,7 @@ fn assert_packed_product(
     );
 }
 
-/// Operands of more than `PACK_PARALLEL_MIN_VALUES` values are packed by several threads,
+/// Operands of more than `PACK_PARALLEL_MIN_BYTES` bytes are packed by several threads,
 /// a block of rows each: row-major sources, a concatenation, and transposed sources all give
 /// the reference product, with a partial last block.
 #[test]
@@ -354,6 +354,7 @@ fn large_operands_are_packed_by_several_threads() {
     pool.install(|| {
         let mut rng = Rng::new(12);
         let k = 1100; // 4 full packing blocks and a partial one
+        assert!(k * 300 * size_of::<f32>() >= crate::linalg::PACK_PARALLEL_MIN_BYTES);
         let a = random::<f32>(&mut rng, 13, k);
         let b1 = random::<f32>(&mut rng, k, 130);
         let b2_t = random::<f32>(&mut rng, 170, k);

@@ -423,14 +423,11 @@ pub(super) fn direction_forward<F: Activations>(
     let mut xw = Array2::<F>::uninit((n * chunk.min(steps.max(1)), gh));
     // h W_hh^T apart from x W_ih^T: GRU only (see the step below).
     let mut hw = Array2::<F>::uninit((if is_gru { n } else { 0 }, gh));
-    // The two state buffers the steps alternate between (padded: the products read them).
-    let mut state_bufs = [padded_uninit::<F>(n, h_out), padded_uninit::<F>(n, h_out)];
-    for buf in &mut state_bufs {
-        buf.slice_mut(s![.., ..h_out])
-            .zip_mut_with(&h, |b, &v| *b = std::mem::MaybeUninit::new(v));
-    }
-    // SAFETY: every value was written just above (states, padding by `padded_uninit`).
-    let [mut h_a, mut h_b] = state_bufs.map(|b| unsafe { b.assume_init() });
+    // The two state buffers the steps alternate between, both holding the initial states
+    // (padded: the products read them).
+    let mut h_a = Array2::<F>::zeros((n, padded_width::<F>(h_out)));
+    h_a.slice_mut(s![.., ..h_out]).assign(&h);
+    let mut h_b = h_a.clone();
     let mut m = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut c = c.unwrap_or_else(|| no_c.view_mut());
@@ -819,9 +816,9 @@ pub(super) fn direction_backward<F: Activations>(
 
     // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh
     // (dh_all), and every row belongs to one step.
-    let (dxw, dhn, dh_all) =
+    let (dxw_padded, dhn, dh_all) =
         unsafe { (dxw.assume_init(), dhn.assume_init(), dh_all.assume_init()) };
-    let dxw = dxw.slice(s![.., ..gh]);
+    let dxw = dxw_padded.slice(s![.., ..gh]);
     // Weight gradients [dW_ih | dW_hh] (G*H, I + H_out): large GEMMs over all timesteps, then
     // back to PyTorch's row order. The operands X and H_prev are packed a slice of rows at a
     // time, so that the packed copies never hold all rows (peak memory).

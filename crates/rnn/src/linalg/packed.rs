@@ -465,24 +465,26 @@ fn serial<F: Float>(
                     (MR * kc) as isize,
                 )
             };
-            let tiles = mc.div_ceil(MR);
+            // Packed A comes in panels of MR rows, so only A read in place can be tiled freely.
+            let tiles = row_tiles(mc, in_place);
+            let tile_count = tiles.clone().count();
             // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
             let lines = kc * NR * size_of::<F>() / 64;
             for p in 0..n.div_ceil(NR) {
                 let b_panel = b.sub_panel(k0, p0 + p);
                 let next = b_panel.as_ptr().wrapping_add(kc * NR);
                 let cols = NR.min(n - p * NR);
-                for (panel, r0) in (0..mc).step_by(MR).enumerate() {
-                    let rows = MR.min(mc - r0);
+                for (tile, (r0, rows)) in tiles.clone().enumerate() {
                     let kernel = kernels.by_rows[rows - 1];
-                    let first = lines * panel / tiles;
+                    let first = lines * tile / tile_count;
                     let prefetch = Prefetch {
                         start: next.wrapping_add(first * 64 / size_of::<F>()),
-                        lines: lines * (panel + 1) / tiles - first,
+                        lines: lines * (tile + 1) / tile_count - first,
                     };
-                    // SAFETY: `a_ptr + panel * panel_step + i * rsa + q * csa` is value
-                    // (r0 + i, q) of `a_block` (i < rows, q < kc): in place, by its strides;
-                    // packed, as `pack_a` wrote it. `b_panel` holds `kc * NR` values. The C tile
+                    // SAFETY: `a_ptr + (r0 / MR) * panel_step + (r0 % MR) * rsa + i * rsa
+                    // + q * csa` is value (r0 + i, q) of `a_block` (i < rows, q < kc): in
+                    // place, by its strides (panel_step = MR * rsa); packed, as `pack_a` wrote
+                    // it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The C tile
                     // (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`, which is
                     // borrowed mutably and so aliases neither `a` nor `b`.
                     unsafe {
@@ -490,7 +492,8 @@ fn serial<F: Float>(
                             c_ptr.offset((m0 + r0) as isize * rsc + (p * NR) as isize * csc);
                         kernel(
                             kc,
-                            a_ptr.offset(panel as isize * panel_step),
+                            a_ptr
+                                .offset((r0 / MR) as isize * panel_step + (r0 % MR) as isize * rsa),
                             rsa,
                             csa,
                             b_panel.as_ptr(),
@@ -506,6 +509,21 @@ fn serial<F: Float>(
             }
         }
     }
+}
+
+/// The row tiles `(first row, rows)` of an `mc`-row block: [`MR`] rows each, except that
+/// with `balance` a last tile of 1 or 2 rows shares the rows of the tile before it (6 + 2 rows
+/// become 4 + 4): a kernel of 1 or 2 rows has too few accumulator chains to keep the FMA pipes
+/// busy, so 32 rows run as 4 x 6 + 2 x 4 instead of 5 x 6 + 2.
+pub(super) fn row_tiles(mc: usize, balance: bool) -> impl Iterator<Item = (usize, usize)> + Clone {
+    let rem = mc % MR;
+    let split = balance && mc > MR && (rem == 1 || rem == 2);
+    let full = if split { mc / MR - 1 } else { mc.div_ceil(MR) };
+    let tail = if split { MR + rem } else { 0 };
+    let head = (0..full).map(move |t| (t * MR, MR.min(mc - t * MR)));
+    let first = tail.div_ceil(2);
+    let tail_tiles = [(full * MR, first), (full * MR + first, tail - first)];
+    head.chain(tail_tiles.into_iter().filter(move |_| split))
 }
 
 /// Packs `a` (mc <= MC, kc <= KC) into `block`: micro-panels of [`MR`] rows, value `(i, q)` of

@@ -114,6 +114,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (2, 257, 31),
     (73, 19, 5),
     (64, 300, 48),
+    (8, 5, 20),
+    (32, 40, 35),
 ];
 
 #[test]
@@ -369,4 +371,29 @@ fn large_operands_are_packed_by_several_threads() {
             assert_packed_product(&a, &whole, &packed, name);
         }
     });
+}
+
+#[test]
+fn row_tiles_cover_the_block_without_one_or_two_row_tiles() {
+    use super::kernel::MR;
+    for mc in 1..=3 * MR + 2 {
+        for balance in [false, true] {
+            let tiles: Vec<(usize, usize)> = super::packed::row_tiles(mc, balance).collect();
+            let mut next = 0;
+            for &(r0, rows) in &tiles {
+                assert_eq!(r0, next, "mc {mc}: tiles {tiles:?}");
+                assert!((1..=MR).contains(&rows), "mc {mc}: tiles {tiles:?}");
+                next += rows;
+            }
+            assert_eq!(next, mc, "mc {mc}: tiles {tiles:?}");
+            let smallest = tiles.iter().map(|t| t.1).min().unwrap();
+            if balance && mc > MR {
+                assert!(smallest >= 3, "mc {mc}: tiles {tiles:?}");
+            } else {
+                assert!(tiles[..tiles.len() - 1].iter().all(|t| t.1 == MR));
+            }
+        }
+    }
+    let balanced: Vec<_> = super::packed::row_tiles(32, true).map(|t| t.1).collect();
+    assert_eq!(balanced, [6, 6, 6, 6, 4, 4]);
 }

@@ -11,6 +11,9 @@
 //!         micro-kernel: MR x NR tile of C, kc steps, C touched once
 //! ```
 //!
+//! When `A` is read in place, a block that would end in a tile of 1 or 2 rows ends in two
+//! tiles of 3 or 4 instead ([`row_tiles`]): the small kernels leave the FMA pipes half idle.
+//!
 //! `A` is read in place when its rows are contiguous (`H`, `dHW`, `X`); otherwise (`dXW^T`)
 //! each MC x KC block is packed into a buffer on the stack. A call allocates nothing.
 
@@ -484,9 +487,9 @@ fn serial<F: Float>(
                     // SAFETY: `a_ptr + (r0 / MR) * panel_step + (r0 % MR) * rsa + i * rsa
                     // + q * csa` is value (r0 + i, q) of `a_block` (i < rows, q < kc): in
                     // place, by its strides (panel_step = MR * rsa); packed, as `pack_a` wrote
-                    // it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The C tile
-                    // (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`, which is
-                    // borrowed mutably and so aliases neither `a` nor `b`.
+                    // it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The
+                    // C tile (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`,
+                    // which is borrowed mutably and so aliases neither `a` nor `b`.
                     unsafe {
                         let c_tile =
                             c_ptr.offset((m0 + r0) as isize * rsc + (p * NR) as isize * csc);

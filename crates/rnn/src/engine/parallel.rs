@@ -7,8 +7,14 @@
 //! the phase to finish. Because items are claimed, not assigned, a helper that starts late (or
 //! never, when the pool is busy) only means the others do more: the pass cannot deadlock, and
 //! its result never depends on which thread did what.
+//!
+//! When the threads take rows each instead ([`run_row_parts`]), they do not meet at all; a
+//! thread that finishes its rows early takes over half of the rows another has left, from the
+//! next step on, so that the host slowing one core does not leave the other idle at the end.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Spins before a waiting thread starts yielding its core.
 const SPINS_BEFORE_YIELD: u32 = 1 << 14;
@@ -124,6 +130,136 @@ fn wait_until(progress: &Progress, count: usize) -> bool {
     true
 }
 
+/// Fewest rows a thread takes over from another's part (each half keeps at least this many).
+const MIN_STOLEN_ROWS: usize = 4;
+
+/// One range of rows on its way through the phases, owned by one thread at a time.
+struct RowPart {
+    /// `(first row, end row, next phase to start)`; a thief shortens the range under the lock.
+    ctl: Mutex<(usize, usize, usize)>,
+    /// Phases finished for the part's rows.
+    done: AtomicUsize,
+}
+
+impl RowPart {
+    fn new(rows: Range<usize>, phase: usize) -> Self {
+        RowPart {
+            ctl: Mutex::new((rows.start, rows.end, phase)),
+            done: AtomicUsize::new(phase),
+        }
+    }
+}
+
+/// Runs `work(phase, rows)` for every phase in `0..phases` over the disjoint row ranges
+/// `parts`, on up to `threads` threads: each thread takes a part through all phases in order,
+/// without meeting the others. A thread that has finished its part takes over the second half
+/// of the rows of the part with the most work left, from the first phase its owner has not
+/// started (after the owner finishes the phase before): the rows of a part never interact,
+/// so any split gives the same results, and a thread slowed by the host no longer leaves the
+/// other waiting at the end.
+pub(crate) fn run_row_parts(
+    threads: usize,
+    phases: usize,
+    parts: &[Range<usize>],
+    work: &(dyn Fn(usize, Range<usize>) + Sync),
+) {
+    let total_rows: usize = parts.iter().map(|p| p.len()).sum();
+    let mut slots: Vec<RowPart> = parts.iter().map(|p| RowPart::new(p.clone(), 0)).collect();
+    // Every take-over halves a range of at least 2 * MIN_STOLEN_ROWS rows: at most this many.
+    slots.extend((0..total_rows / MIN_STOLEN_ROWS).map(|_| RowPart::new(0..0, phases)));
+    let used = AtomicUsize::new(parts.len());
+    let progress = Progress {
+        claimed: Padded(AtomicUsize::new(0)),
+        done: Padded(AtomicUsize::new(0)),
+        poisoned: AtomicBool::new(false),
+    };
+    let slots = &slots;
+    run_phases(threads, 1, parts.len(), &|_, p| {
+        let _guard = PoisonOnUnwind(&progress);
+        run_owned(&slots[p], phases, work);
+        while let Some(s) = take_over(slots, &used, phases, &progress) {
+            run_owned(&slots[s], phases, work);
+        }
+    });
+}
+
+/// Runs the owned part `part` through its remaining phases.
+fn run_owned(part: &RowPart, phases: usize, work: &(dyn Fn(usize, Range<usize>) + Sync)) {
+    loop {
+        let (rows, phase) = {
+            let mut ctl = part.ctl.lock().unwrap_or_else(|e| e.into_inner());
+            if ctl.2 >= phases {
+                return;
+            }
+            ctl.2 += 1;
+            (ctl.0..ctl.1, ctl.2 - 1)
+        };
+        work(phase, rows);
+        part.done.store(phase + 1, Ordering::Release);
+    }
+}
+
+/// Splits the part with the most work left (rows x phases) and returns the slot of its second
+/// half, ready to run; `None` if no part has enough rows and phases left to split.
+fn take_over(
+    slots: &[RowPart],
+    used: &AtomicUsize,
+    phases: usize,
+    progress: &Progress,
+) -> Option<usize> {
+    let in_use = used.load(Ordering::Acquire).min(slots.len());
+    // Work left in a part that can be split, else 0.
+    let left = |&(lo, end, next): &(usize, usize, usize)| {
+        let (rows, phases_left) = (end - lo, phases - next.min(phases));
+        if rows >= 2 * MIN_STOLEN_ROWS && phases_left >= 2 {
+            rows * phases_left
+        } else {
+            0
+        }
+    };
+    let victim = (0..in_use)
+        .map(|i| {
+            (
+                i,
+                left(&slots[i].ctl.lock().unwrap_or_else(|e| e.into_inner())),
+            )
+        })
+        .filter(|&(_, work)| work > 0)
+        .max_by_key(|&(_, work)| work)?
+        .0;
+    let slot = used.fetch_add(1, Ordering::AcqRel);
+    if slot >= slots.len() {
+        return None;
+    }
+    let (rows, start) = {
+        let mut ctl = slots[victim].ctl.lock().unwrap_or_else(|e| e.into_inner());
+        if left(&ctl) == 0 {
+            // The victim moved on meanwhile: leave the slot empty.
+            return None;
+        }
+        let (lo, end, next) = *ctl;
+        let mid = lo + (end - lo) / 2;
+        ctl.1 = mid;
+        (mid..end, next)
+    };
+    // The owner may still be in phase `start - 1` over the whole range: wait for it.
+    let mut spins = 0u32;
+    while slots[victim].done.load(Ordering::Acquire) < start {
+        if progress.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        if spins < SPINS_BEFORE_YIELD {
+            spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    *slots[slot].ctl.lock().unwrap_or_else(|e| e.into_inner()) = (rows.start, rows.end, start);
+    slots[slot].done.store(start, Ordering::Release);
+    Some(slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +290,37 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), 150);
         }
+    }
+
+    #[test]
+    fn row_parts_run_every_row_once_per_phase_in_order_and_share_a_slow_part() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (rows, phases) = (32, 30);
+        // (phase, row, thread) for every call.
+        let log = Mutex::new(Vec::new());
+        pool.install(|| {
+            run_row_parts(2, phases, &[0..16, 16..32], &|phase, rows| {
+                // The first part is slow: the thread done with the second takes some of it.
+                if rows.start < 16 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                let me = std::thread::current().id();
+                log.lock().unwrap().extend(rows.map(|row| (phase, row, me)));
+            })
+        });
+        let log = log.into_inner().unwrap();
+        assert_eq!(log.len(), rows * phases);
+        for row in 0..rows {
+            let seen: Vec<_> = log.iter().filter(|e| e.1 == row).collect();
+            let order: Vec<usize> = seen.iter().map(|e| e.0).collect();
+            assert_eq!(order, (0..phases).collect::<Vec<_>>(), "row {row}");
+        }
+        let slow_threads: std::collections::HashSet<_> =
+            log.iter().filter(|e| e.1 < 16).map(|e| e.2).collect();
+        assert_eq!(slow_threads.len(), 2, "the slow part was not shared");
     }
 
     #[test]

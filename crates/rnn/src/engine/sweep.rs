@@ -25,7 +25,7 @@ use super::cell::{
     backward_block, fold_biases, forward_block, BackwardBlock, Cell, ForwardBlock, Rows,
 };
 use super::math::Activations;
-use super::parallel::run_phases;
+use super::parallel::{run_phases, run_row_parts};
 use super::{Batches, DirGrads, DirWeights};
 use crate::config::CellKind;
 use crate::linalg::{
@@ -277,7 +277,8 @@ fn row_parts(
 /// Two ways. With several `parts` (from [`row_parts`]: the batch has enough rows,
 /// [`MIN_ROWS_PER_THREAD`] per thread, and the layer's weights fit in a core's cache), each
 /// thread takes a range of rows through every phase on its own, without meeting the others:
-/// the rows of a batch never interact. With one part (all rows), the threads share each
+/// the rows of a batch never interact (and a thread done early takes over half of the rows
+/// left to another, [`run_row_parts`]). With one part (all rows), the threads share each
 /// phase's items (blocks of units) and meet between phases ([`run_phases`]). Either way every
 /// value is computed by the same arithmetic, so the results do not depend on the number of
 /// threads.
@@ -315,11 +316,9 @@ impl Sharing {
     ) {
         let parts = &self.parts;
         if self.by_rows() {
-            run_phases(self.threads, 1, parts.len(), &|_, p| {
-                for phase in 0..phases {
-                    for item in 0..items {
-                        work(phase, item, parts[p].clone());
-                    }
+            run_row_parts(self.threads, phases, parts, &|phase, rows| {
+                for item in 0..items {
+                    work(phase, item, rows.clone());
                 }
             });
         } else {

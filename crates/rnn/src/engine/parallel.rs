@@ -115,9 +115,14 @@ fn take_part(
 
 /// Waits until `count` items have finished; false if an item panicked.
 fn wait_until(progress: &Progress, count: usize) -> bool {
+    wait_for(&progress.done.0, count, &progress.poisoned)
+}
+
+/// Waits until `counter` reaches `count`, spinning, then yielding; false if `poisoned` is set.
+fn wait_for(counter: &AtomicUsize, count: usize, poisoned: &AtomicBool) -> bool {
     let mut spins = 0u32;
-    while progress.done.0.load(Ordering::Acquire) < count {
-        if progress.poisoned.load(Ordering::Acquire) {
+    while counter.load(Ordering::Acquire) < count {
+        if poisoned.load(Ordering::Acquire) {
             return false;
         }
         if spins < SPINS_BEFORE_YIELD {
@@ -243,17 +248,8 @@ fn take_over(
         (mid..end, next)
     };
     // The owner may still be in phase `start - 1` over the whole range: wait for it.
-    let mut spins = 0u32;
-    while slots[victim].done.load(Ordering::Acquire) < start {
-        if progress.poisoned.load(Ordering::Acquire) {
-            return None;
-        }
-        if spins < SPINS_BEFORE_YIELD {
-            spins += 1;
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
+    if !wait_for(&slots[victim].done, start, &progress.poisoned) {
+        return None;
     }
     *slots[slot].ctl.lock().unwrap_or_else(|e| e.into_inner()) = (rows.start, rows.end, start);
     slots[slot].done.store(start, Ordering::Release);

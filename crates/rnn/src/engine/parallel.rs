@@ -14,7 +14,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Spins before a waiting thread starts yielding its core.
 const SPINS_BEFORE_YIELD: u32 = 1 << 14;
@@ -33,13 +33,13 @@ struct Progress {
     poisoned: AtomicBool,
 }
 
-/// Marks the progress poisoned if an item unwinds.
-struct PoisonOnUnwind<'a>(&'a Progress);
+/// Sets the flag (a pass's `poisoned`) if the thread unwinds while this is alive.
+struct PoisonOnUnwind<'a>(&'a AtomicBool);
 
 impl Drop for PoisonOnUnwind<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.poisoned.store(true, Ordering::Release);
+            self.0.store(true, Ordering::Release);
         }
     }
 }
@@ -85,7 +85,7 @@ fn take_part(
     items: usize,
     work: &(dyn Fn(usize, usize) + Sync),
 ) {
-    let _guard = PoisonOnUnwind(progress);
+    let _guard = PoisonOnUnwind(&progress.poisoned);
     let (claimed, done) = (&progress.claimed.0, &progress.done.0);
     // A late starter skips the phases already claimed in full, but it must not start on the
     // next one before the items of the current one have finished.
@@ -138,20 +138,49 @@ fn wait_for(counter: &AtomicUsize, count: usize, poisoned: &AtomicBool) -> bool 
 /// Fewest rows a thread takes over from another's part (each half keeps at least this many).
 const MIN_STOLEN_ROWS: usize = 4;
 
-/// One range of rows on its way through the phases, owned by one thread at a time.
+/// Where a part stands: its rows `lo..end` and the next phase its owner starts.
+struct PartState {
+    lo: usize,
+    end: usize,
+    next_phase: usize,
+}
+
+impl PartState {
+    /// Rows x phases left, if the part has enough of both to be split in two; else 0.
+    fn splittable_work(&self, phases: usize) -> usize {
+        let (rows, phases_left) = (self.end - self.lo, phases.saturating_sub(self.next_phase));
+        if rows >= 2 * MIN_STOLEN_ROWS && phases_left >= 2 {
+            rows * phases_left
+        } else {
+            0
+        }
+    }
+}
+
+/// One range of rows on its way through the phases, run by one thread at a time.
 struct RowPart {
-    /// `(first row, end row, next phase to start)`; a thief shortens the range under the lock.
-    ctl: Mutex<(usize, usize, usize)>,
-    /// Phases finished for the part's rows.
+    /// Changed under the lock: by the owner when it starts a phase, by a thief that takes the
+    /// second half of the rows.
+    state: Mutex<PartState>,
+    /// Phases finished over the part's rows.
     done: AtomicUsize,
 }
 
 impl RowPart {
     fn new(rows: Range<usize>, phase: usize) -> Self {
         RowPart {
-            ctl: Mutex::new((rows.start, rows.end, phase)),
+            state: Mutex::new(PartState {
+                lo: rows.start,
+                end: rows.end,
+                next_phase: phase,
+            }),
             done: AtomicUsize::new(phase),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartState> {
+        // The state is consistent between statements: a panic elsewhere leaves it usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -173,16 +202,12 @@ pub(crate) fn run_row_parts(
     // Every take-over halves a range of at least 2 * MIN_STOLEN_ROWS rows: at most this many.
     slots.extend((0..total_rows / MIN_STOLEN_ROWS).map(|_| RowPart::new(0..0, phases)));
     let used = AtomicUsize::new(parts.len());
-    let progress = Progress {
-        claimed: Padded(AtomicUsize::new(0)),
-        done: Padded(AtomicUsize::new(0)),
-        poisoned: AtomicBool::new(false),
-    };
+    let poisoned = AtomicBool::new(false);
     let slots = &slots;
     run_phases(threads, 1, parts.len(), &|_, p| {
-        let _guard = PoisonOnUnwind(&progress);
+        let _guard = PoisonOnUnwind(&poisoned);
         run_owned(&slots[p], phases, work);
-        while let Some(s) = take_over(slots, &used, phases, &progress) {
+        while let Some(s) = take_over(slots, &used, phases, &poisoned) {
             run_owned(&slots[s], phases, work);
         }
     });
@@ -192,43 +217,29 @@ pub(crate) fn run_row_parts(
 fn run_owned(part: &RowPart, phases: usize, work: &(dyn Fn(usize, Range<usize>) + Sync)) {
     loop {
         let (rows, phase) = {
-            let mut ctl = part.ctl.lock().unwrap_or_else(|e| e.into_inner());
-            if ctl.2 >= phases {
+            let mut state = part.lock();
+            if state.next_phase >= phases {
                 return;
             }
-            ctl.2 += 1;
-            (ctl.0..ctl.1, ctl.2 - 1)
+            state.next_phase += 1;
+            (state.lo..state.end, state.next_phase - 1)
         };
         work(phase, rows);
         part.done.store(phase + 1, Ordering::Release);
     }
 }
 
-/// Splits the part with the most work left (rows x phases) and returns the slot of its second
-/// half, ready to run; `None` if no part has enough rows and phases left to split.
+/// Splits the part with the most work left and returns the slot of its second half, ready to
+/// run; `None` if no part has enough rows and phases left to split.
 fn take_over(
     slots: &[RowPart],
     used: &AtomicUsize,
     phases: usize,
-    progress: &Progress,
+    poisoned: &AtomicBool,
 ) -> Option<usize> {
     let in_use = used.load(Ordering::Acquire).min(slots.len());
-    // Work left in a part that can be split, else 0.
-    let left = |&(lo, end, next): &(usize, usize, usize)| {
-        let (rows, phases_left) = (end - lo, phases - next.min(phases));
-        if rows >= 2 * MIN_STOLEN_ROWS && phases_left >= 2 {
-            rows * phases_left
-        } else {
-            0
-        }
-    };
     let victim = (0..in_use)
-        .map(|i| {
-            (
-                i,
-                left(&slots[i].ctl.lock().unwrap_or_else(|e| e.into_inner())),
-            )
-        })
+        .map(|i| (i, slots[i].lock().splittable_work(phases)))
         .filter(|&(_, work)| work > 0)
         .max_by_key(|&(_, work)| work)?
         .0;
@@ -237,21 +248,25 @@ fn take_over(
         return None;
     }
     let (rows, start) = {
-        let mut ctl = slots[victim].ctl.lock().unwrap_or_else(|e| e.into_inner());
-        if left(&ctl) == 0 {
-            // The victim moved on meanwhile: leave the slot empty.
+        let mut state = slots[victim].lock();
+        if state.splittable_work(phases) == 0 {
+            // The owner moved on meanwhile: leave the slot empty.
             return None;
         }
-        let (lo, end, next) = *ctl;
-        let mid = lo + (end - lo) / 2;
-        ctl.1 = mid;
-        (mid..end, next)
+        let mid = state.lo + (state.end - state.lo) / 2;
+        let taken = mid..state.end;
+        state.end = mid;
+        (taken, state.next_phase)
     };
     // The owner may still be in phase `start - 1` over the whole range: wait for it.
-    if !wait_for(&slots[victim].done, start, &progress.poisoned) {
+    if !wait_for(&slots[victim].done, start, poisoned) {
         return None;
     }
-    *slots[slot].ctl.lock().unwrap_or_else(|e| e.into_inner()) = (rows.start, rows.end, start);
+    *slots[slot].lock() = PartState {
+        lo: rows.start,
+        end: rows.end,
+        next_phase: start,
+    };
     slots[slot].done.store(start, Ordering::Release);
     Some(slot)
 }
@@ -259,7 +274,6 @@ fn take_over(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     #[test]
     fn phases_run_in_order_and_every_item_once() {
@@ -295,28 +309,32 @@ mod tests {
             .build()
             .unwrap();
         let (rows, phases) = (32, 30);
-        // (phase, row, thread) for every call.
-        let log = Mutex::new(Vec::new());
+        // Phases finished per row, checked when a phase starts: the previous one is done.
+        let finished: Vec<AtomicUsize> = (0..rows).map(|_| AtomicUsize::new(0)).collect();
+        let threads_of_slow_rows = Mutex::new(std::collections::HashSet::new());
         pool.install(|| {
             run_row_parts(2, phases, &[0..16, 16..32], &|phase, rows| {
+                for row in rows.clone() {
+                    let before = finished[row].load(Ordering::Acquire);
+                    assert_eq!(
+                        before, phase,
+                        "row {row} starts phase {phase} after {before}"
+                    );
+                }
                 // The first part is slow: the thread done with the second takes some of it.
                 if rows.start < 16 {
                     std::thread::sleep(std::time::Duration::from_millis(1));
+                    let me = std::thread::current().id();
+                    threads_of_slow_rows.lock().unwrap().insert(me);
                 }
-                let me = std::thread::current().id();
-                log.lock().unwrap().extend(rows.map(|row| (phase, row, me)));
+                for row in rows {
+                    finished[row].store(phase + 1, Ordering::Release);
+                }
             })
         });
-        let log = log.into_inner().unwrap();
-        assert_eq!(log.len(), rows * phases);
-        for row in 0..rows {
-            let seen: Vec<_> = log.iter().filter(|e| e.1 == row).collect();
-            let order: Vec<usize> = seen.iter().map(|e| e.0).collect();
-            assert_eq!(order, (0..phases).collect::<Vec<_>>(), "row {row}");
-        }
-        let slow_threads: std::collections::HashSet<_> =
-            log.iter().filter(|e| e.1 < 16).map(|e| e.2).collect();
-        assert_eq!(slow_threads.len(), 2, "the slow part was not shared");
+        assert!(finished.iter().all(|f| f.load(Ordering::Relaxed) == phases));
+        let threads = threads_of_slow_rows.into_inner().unwrap().len();
+        assert_eq!(threads, 2, "the slow part was not shared");
     }
 
     #[test]
@@ -342,5 +360,14 @@ mod tests {
             )
         });
         assert_eq!(total.load(Ordering::Relaxed), 800);
+        // Likewise for passes by rows, whose threads also wait for each other's steps.
+        let rows_done = AtomicUsize::new(0);
+        let pass = || {
+            run_row_parts(2, 100, &[0..16, 16..32], &|_, rows| {
+                rows_done.fetch_add(rows.len(), Ordering::Relaxed);
+            })
+        };
+        pool.install(|| rayon::join(pass, pass));
+        assert_eq!(rows_done.load(Ordering::Relaxed), 2 * 100 * 32);
     }
 }

@@ -14,9 +14,9 @@
 //! previous step. The weight gradients are a few large products over all steps afterwards
 //! (for RNN and LSTM one: `[dW_ih | dW_hh] = dXW^T [X | H_prev]`).
 //!
-//! When the batch is wide and the weights small (the weights fit in a core's cache), the
-//! threads do not meet at all: each takes a range of the batch's rows through every step and
-//! block on its own ([`sweep`]).
+//! When the batch is wide and the weights not too large for every thread to read them at every
+//! step, the threads do not meet at all: each takes a range of the batch's rows through every
+//! step and block on its own, and one done early takes over half of another's remaining rows.
 
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 
@@ -221,11 +221,14 @@ impl Part {
     }
 }
 
-/// The most bytes of packed weights a pass may have for the threads to take rows each: every
-/// thread then reads all the weights at every step, which must stay in its core's cache (half
-/// of a 512 KiB L2 for the weights was too little: the small LSTM, 384 KiB, gains ~10% by
-/// rows; the medium one, 6 MiB, loses ~15%).
-const ROWS_MAX_WEIGHT_BYTES: usize = 512 << 10;
+/// The most bytes of weights all the threads together may read at every step for them to take
+/// rows each (every thread then reads all the weights at every step): a typical L3 (32 MiB).
+/// Measured on 2 threads by alternating the two ways in one process, with the take-over of
+/// rows ([`run_row_parts`]): rows win on the small presets (~10%), on the medium ones
+/// (LSTM +1-15%, GRU +6-11%, RNN +2-4% forward; backward +1-5%) and on the large RNN
+/// (8 MiB: +1-3%); the large GRU and LSTM (24 and 32 MiB) were level to +8%, but with more
+/// threads reading them they would stream from memory.
+const ROWS_MAX_WEIGHT_BYTES: usize = 32 << 20;
 
 /// Bytes of the weights a step reads: `W_ih`, `W_hh` and `W_hr`.
 fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {
@@ -235,7 +238,7 @@ fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {
 
 /// Cuts the batch's sequences into `threads` ranges of rows with about equal work (a row's
 /// work is its sequence's length), or returns one range when the batch is too small for that
-/// or the weights (`weight_bytes`) too large (see [`Sharing`]).
+/// or the weights (`weight_bytes`, read by every thread) too large (see [`Sharing`]).
 #[allow(clippy::single_range_in_vec_init)] // A list of row ranges, here of one.
 fn row_parts(
     batches: &Batches,
@@ -243,7 +246,10 @@ fn row_parts(
     weight_bytes: usize,
 ) -> Vec<std::ops::Range<usize>> {
     let n = batches.batch();
-    if threads < 2 || n < threads * MIN_ROWS_PER_THREAD || weight_bytes > ROWS_MAX_WEIGHT_BYTES {
+    if threads < 2
+        || n < threads * MIN_ROWS_PER_THREAD
+        || weight_bytes * threads > ROWS_MAX_WEIGHT_BYTES
+    {
         return vec![0..n];
     }
     // Sequence i is active at the steps whose batch size exceeds i.
@@ -275,7 +281,8 @@ fn row_parts(
 /// How the threads of one layer and direction's pass share its work.
 ///
 /// Two ways. With several `parts` (from [`row_parts`]: the batch has enough rows,
-/// [`MIN_ROWS_PER_THREAD`] per thread, and the layer's weights fit in a core's cache), each
+/// [`MIN_ROWS_PER_THREAD`] per thread, and the weights, read by every thread at every step,
+/// stay within [`ROWS_MAX_WEIGHT_BYTES`] together), each
 /// thread takes a range of rows through every phase on its own, without meeting the others:
 /// the rows of a batch never interact (and a thread done early takes over half of the rows
 /// left to another, [`run_row_parts`]). With one part (all rows), the threads share each
@@ -410,9 +417,9 @@ pub(super) fn direction_forward<F: Activations>(
     let mut gates = Array2::<F>::uninit((saved_rows, gh));
     let mut aux = Array2::<F>::uninit((saved_rows, aw * hidden));
     let mut h_prev = Array2::<F>::uninit((if save { rows } else { 0 }, h_out));
-    // x W_ih^T: per step for the threads' own rows when they take rows each (the weights
-    // are in cache); otherwise for `chunk` steps at a time, so that W_ih, which then streams
-    // from memory, is read once per chunk rather than once per step.
+    // x W_ih^T: per step for the threads' own rows when they take rows each (a step's rows of
+    // one thread are then one block of x); otherwise for `chunk` steps at a time, so that
+    // W_ih, which then streams from L3 or memory, is read once per chunk, not once per step.
     let sharing = Sharing::new(w, batches);
     let chunk = if sharing.by_rows() {
         1

@@ -222,13 +222,13 @@ impl Part {
 }
 
 /// The most bytes of weights all the threads together may read at every step for them to take
-/// rows each (every thread then reads all the weights at every step): a typical L3 (32 MiB).
-/// Measured on 2 threads by alternating the two ways in one process, with the take-over of
-/// rows ([`run_row_parts`]): rows win on the small presets (~10%), on the medium ones
-/// (LSTM +1-15%, GRU +6-11%, RNN +2-4% forward; backward +1-5%) and on the large RNN
-/// (8 MiB: +1-3%); the large GRU and LSTM (24 and 32 MiB) were level to +8%, but with more
-/// threads reading them they would stream from memory.
-const ROWS_MAX_WEIGHT_BYTES: usize = 32 << 20;
+/// rows each (every thread then reads all the weights at every step). Measured on 2 threads by
+/// alternating the two ways in one process, with the take-over of rows ([`run_row_parts`]):
+/// rows win on the small presets (~10%) and on the medium ones, up to 6 MiB of weights
+/// (LSTM +1-15%, GRU +6-11%, RNN +2-4% forward; backward +1-5%); from the large RNN (8 MiB)
+/// up they are level (-2% to +3%), and with more threads reading the weights they would
+/// stream from memory.
+const ROWS_MAX_WEIGHT_BYTES: usize = 12 << 20;
 
 /// Bytes of the weights a step reads: `W_ih`, `W_hh` and `W_hr`.
 fn weight_bytes<F>(w: &DirWeights<'_, F>) -> usize {

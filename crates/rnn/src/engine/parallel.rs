@@ -90,7 +90,7 @@ fn take_part(
     // A late starter skips the phases already claimed in full, but it must not start on the
     // next one before the items of the current one have finished.
     let first = claimed.load(Ordering::Acquire) / items;
-    if first >= phases || !wait_until(progress, first * items) {
+    if first >= phases || !wait_for(done, first * items, &progress.poisoned) {
         return;
     }
     for phase in first..phases {
@@ -107,15 +107,10 @@ fn take_part(
                 Err(now) => next = now,
             }
         }
-        if !wait_until(progress, end) {
+        if !wait_for(done, end, &progress.poisoned) {
             return;
         }
     }
-}
-
-/// Waits until `count` items have finished; false if an item panicked.
-fn wait_until(progress: &Progress, count: usize) -> bool {
-    wait_for(&progress.done.0, count, &progress.poisoned)
 }
 
 /// Waits until `counter` reaches `count`, spinning, then yielding; false if `poisoned` is set.

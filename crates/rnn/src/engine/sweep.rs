@@ -285,10 +285,9 @@ fn row_parts(
 /// stay within [`ROWS_MAX_WEIGHT_BYTES`] together), each thread takes a range of rows through
 /// every phase on its own, without meeting the others: the rows of a batch never interact
 /// (and a thread done early takes over half of the rows left to another, [`run_row_parts`]).
-/// With one part (all rows), the threads share each
-/// phase's items (blocks of units) and meet between phases ([`run_phases`]). Either way every
-/// value is computed by the same arithmetic, so the results do not depend on the number of
-/// threads.
+/// With one part (all rows), the threads share each phase's items (blocks of units) and meet
+/// between phases ([`run_phases`]). Either way every value is computed by the same
+/// arithmetic, so the results do not depend on the number of threads.
 struct Sharing {
     threads: usize,
     parts: Vec<std::ops::Range<usize>>,

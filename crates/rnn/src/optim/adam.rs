@@ -20,10 +20,11 @@
 //! correctly rounded, this one is, so results can differ in the last bit of the denominator
 //! (a relative 6e-8 of one update).
 
-use ndarray::{ArrayD, Zip};
+use ndarray::ArrayD;
 
 use super::{
-    check_non_negative, check_params, gradients, maximum, Optimizer, OptimizerState, StateReader,
+    check_non_negative, check_params, gradients, make_row_major, maximum, row_major, with_fma,
+    Optimizer, OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -168,6 +169,79 @@ fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     }
 }
 
+/// The error for a row-major array without a contiguous slice (which `row_major` rules out).
+fn not_contiguous() -> Error {
+    Error::Invalid("Adam: a row-major array has no contiguous slice".into())
+}
+
+/// One parameter's step: its factors as f32 (the way PyTorch's kernels take Python floats)
+/// and its tensor lines as loops over row-major values.
+#[derive(Clone, Copy, Debug)]
+struct Coefficients {
+    maximize: bool,
+    /// `λ` of Adam's L2 penalty, if any.
+    weight_decay: Option<f32>,
+    /// `1 − lr·λ` of AdamW's decoupled decay, if any.
+    decay_factor: Option<f32>,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    bias_correction2_sqrt: f32,
+    eps: f32,
+    /// `−lr / bc₁`.
+    neg_step_size: f32,
+}
+
+impl Coefficients {
+    /// The step's tensor lines (module docs), one loop each, in PyTorch's order; `v_max` only
+    /// with amsgrad. Every slice has the parameter's length.
+    #[inline(always)]
+    fn apply(
+        &self,
+        p: &mut [f32],
+        g: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        v_max: Option<&mut [f32]>,
+    ) {
+        if self.maximize {
+            g.iter_mut().for_each(|g| *g = -*g);
+        }
+        if let Some(factor) = self.decay_factor {
+            // param.mul_(1 - lr * weight_decay)
+            p.iter_mut().for_each(|p| *p *= factor);
+        }
+        if let Some(weight_decay) = self.weight_decay {
+            // grad = grad.add(param, alpha=weight_decay)
+            for (g, &p) in g.iter_mut().zip(&*p) {
+                *g = p.mul_add(weight_decay, *g);
+            }
+        }
+        // exp_avg.lerp_(grad, 1 - beta1)
+        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(&*g) {
+            *m = lerp(*m, g, self.one_minus_beta1);
+            *v = (self.one_minus_beta2 * g).mul_add(g, *v * self.beta2);
+        }
+        // torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq) with amsgrad
+        let v: &[f32] = match v_max {
+            Some(v_max) => {
+                for (v_max, &v) in v_max.iter_mut().zip(&*v) {
+                    *v_max = maximum(*v_max, v);
+                }
+                v_max
+            }
+            None => v,
+        };
+        // denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        // param.addcdiv_(exp_avg, denom, value=-step_size)
+        for ((p, &m), &v) in p.iter_mut().zip(&*m).zip(v) {
+            let denom = v.sqrt() / self.bias_correction2_sqrt + self.eps;
+            *p += self.neg_step_size * m / denom;
+        }
+    }
+}
+
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let grads = gradients(&self.params)?;
@@ -179,7 +253,7 @@ impl Optimizer for Adam {
         let weight_decay = self.weight_decay as f32;
         let decay_factor = (1.0 - self.lr * self.weight_decay) as f32;
         for ((param, grad), slot) in self.params.iter().zip(grads).zip(&mut self.state) {
-            let Some(mut g) = grad else { continue };
+            let Some(g) = grad else { continue };
             let mut p = param.data_mut();
             let st = slot.get_or_insert_with(|| ParamState {
                 step: 0.0,
@@ -190,63 +264,43 @@ impl Optimizer for Adam {
             if self.amsgrad && st.max_exp_avg_sq.is_none() {
                 st.max_exp_avg_sq = Some(ArrayD::zeros(p.raw_dim()));
             }
-            if self.maximize {
-                g.mapv_inplace(|v| -v);
-            }
             st.step += 1.0;
-            if self.weight_decay != 0.0 {
-                if self.decoupled {
-                    // param.mul_(1 - lr * weight_decay)
-                    p.mapv_inplace(|v| v * decay_factor);
-                } else {
-                    // grad = grad.add(param, alpha=weight_decay)
-                    Zip::from(&mut g)
-                        .and(&*p)
-                        .for_each(|g, &p| *g = p.mul_add(weight_decay, *g));
-                }
-            }
-            // exp_avg.lerp_(grad, 1 - beta1)
-            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            Zip::from(&mut st.exp_avg)
-                .and(&mut st.exp_avg_sq)
-                .and(&g)
-                .for_each(|m, v, &g| {
-                    *m = lerp(*m, g, one_minus_beta1);
-                    *v = (one_minus_beta2 * g).mul_add(g, *v * beta2);
-                });
-
             let step = f64::from(st.step);
             let bias_correction1 = 1.0 - self.beta1.powf(step);
             let bias_correction2 = 1.0 - self.beta2.powf(step);
-            let step_size = self.lr / bias_correction1;
-            // Python's `bias_correction2**0.5` is pow, not sqrt.
-            let bias_correction2_sqrt = bias_correction2.powf(0.5) as f32;
-            let neg_step_size = (-step_size) as f32;
-
-            // denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-            // param.addcdiv_(exp_avg, denom, value=-step_size)
-            let update = |p: &mut f32, m: f32, v: f32| {
-                let denom = v.sqrt() / bias_correction2_sqrt + eps;
-                *p += neg_step_size * m / denom;
+            let c = Coefficients {
+                maximize: self.maximize,
+                weight_decay: (self.weight_decay != 0.0 && !self.decoupled).then_some(weight_decay),
+                decay_factor: (self.weight_decay != 0.0 && self.decoupled).then_some(decay_factor),
+                one_minus_beta1,
+                beta2,
+                one_minus_beta2,
+                // Python's `bias_correction2**0.5` is pow, not sqrt.
+                bias_correction2_sqrt: bias_correction2.powf(0.5) as f32,
+                eps,
+                neg_step_size: (-(self.lr / bias_correction1)) as f32,
             };
-            match &mut st.max_exp_avg_sq {
-                Some(max_v) if self.amsgrad => {
-                    Zip::from(&mut *p)
-                        .and(&st.exp_avg)
-                        .and(&st.exp_avg_sq)
-                        .and(max_v)
-                        .for_each(|p, &m, &v, vmax| {
-                            *vmax = maximum(*vmax, v);
-                            update(p, m, *vmax);
-                        });
+            // The element loops run over row-major slices (see `row_major`).
+            let mut g = row_major(g);
+            make_row_major(&mut p);
+            make_row_major(&mut st.exp_avg);
+            make_row_major(&mut st.exp_avg_sq);
+            let v_max = match &mut st.max_exp_avg_sq {
+                Some(v_max) if self.amsgrad => {
+                    make_row_major(v_max);
+                    Some(v_max.as_slice_mut().ok_or_else(not_contiguous)?)
                 }
-                _ => {
-                    Zip::from(&mut *p)
-                        .and(&st.exp_avg)
-                        .and(&st.exp_avg_sq)
-                        .for_each(|p, &m, &v| update(p, m, v));
-                }
-            }
+                _ => None,
+            };
+            let (Some(p), Some(g), Some(m), Some(v)) = (
+                p.as_slice_mut(),
+                g.as_slice_mut(),
+                st.exp_avg.as_slice_mut(),
+                st.exp_avg_sq.as_slice_mut(),
+            ) else {
+                return Err(not_contiguous());
+            };
+            with_fma(|| c.apply(p, g, m, v, v_max));
         }
         Ok(())
     }
@@ -435,7 +489,82 @@ impl Optimizer for AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::{array, Array2};
+
+    /// Values spread over several magnitudes, both signs, from a fixed seed.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n)
+            .map(|_| rng.uniform(-1.0, 1.0) * 10f32.powi((rng.below(7) as i32) - 3))
+            .collect()
+    }
+
+    #[test]
+    fn element_loops_give_the_same_bits_with_and_without_fma_instructions() {
+        // `with_fma` compiles `mul_add` to the CPU's instruction; without it, libm's `fmaf`.
+        for amsgrad in [false, true] {
+            let c = Coefficients {
+                maximize: amsgrad,
+                weight_decay: Some(0.01),
+                decay_factor: Some(0.999),
+                one_minus_beta1: 0.1,
+                beta2: 0.999,
+                one_minus_beta2: 0.001,
+                bias_correction2_sqrt: 0.0316,
+                eps: 1e-8,
+                neg_step_size: -0.02,
+            };
+            let n = 1000;
+            let mut a = [
+                values(n, 1),
+                values(n, 2),
+                values(n, 3),
+                values(n, 4),
+                values(n, 5),
+            ];
+            a[3].iter_mut().for_each(|v| *v = v.abs());
+            a[4].iter_mut().for_each(|v| *v = v.abs());
+            let mut b = a.clone();
+            {
+                let [p, g, m, v, v_max] = &mut a;
+                c.apply(p, g, m, v, amsgrad.then_some(v_max.as_mut_slice()));
+            }
+            {
+                let [p, g, m, v, v_max] = &mut b;
+                with_fma(|| c.apply(p, g, m, v, amsgrad.then_some(v_max.as_mut_slice())));
+            }
+            for (x, y) in a.iter().zip(&b) {
+                assert!(x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_column_major_parameter_steps_as_a_row_major_one() {
+        let rows = Array2::from_shape_vec((3, 4), values(12, 7)).unwrap();
+        let grad = Array2::from_shape_vec((3, 4), values(12, 8)).unwrap();
+        let row_major = Tensor::parameter(rows.clone().into_dyn());
+        // The same values, stored column by column.
+        let columns = |a: &Array2<f32>| a.t().as_standard_layout().into_owned().reversed_axes();
+        let column_major = Tensor::parameter(columns(&rows).into_dyn());
+        assert!(!column_major.data().is_standard_layout());
+        let mut opts = [
+            Adam::new(vec![row_major.clone()], 0.1)
+                .unwrap()
+                .with_amsgrad(true),
+            Adam::new(vec![column_major.clone()], 0.1)
+                .unwrap()
+                .with_amsgrad(true),
+        ];
+        for _ in 0..3 {
+            for (w, opt) in [&row_major, &column_major].into_iter().zip(&mut opts) {
+                w.set_grad(Some(columns(&grad).into_dyn()));
+                opt.step().unwrap();
+            }
+        }
+        assert_eq!(row_major.to_array(), column_major.to_array());
+        assert_ne!(row_major.to_array(), rows.into_dyn());
+    }
 
     #[test]
     fn lerp_matches_both_formulas() {

@@ -16,9 +16,12 @@
 //! `add(x, alpha=a)` is one `fmadd` in its vector kernels), so the parameters are PyTorch's bit
 //! for bit.
 
-use ndarray::{ArrayD, Zip};
+use ndarray::ArrayD;
 
-use super::{check_non_negative, check_params, gradients, Optimizer, OptimizerState, StateReader};
+use super::{
+    check_non_negative, check_params, gradients, make_row_major, row_major, with_fma, Optimizer,
+    OptimizerState, StateReader,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -130,6 +133,65 @@ fn check_nesterov(nesterov: bool, momentum: f64, dampening: f64) -> Result<()> {
     Ok(())
 }
 
+/// The error for a row-major array without a contiguous slice (which `row_major` rules out).
+fn not_contiguous() -> Error {
+    Error::Invalid("SGD: a row-major array has no contiguous slice".into())
+}
+
+/// One parameter's step: its factors as f32 (PyTorch casts each Python float to the tensor's
+/// f32 inside the kernel) and its lines as loops over row-major values.
+#[derive(Clone, Copy, Debug)]
+struct Coefficients {
+    maximize: bool,
+    /// `λ`, if not 0.
+    weight_decay: Option<f32>,
+    momentum: f32,
+    one_minus_dampening: f32,
+    nesterov: bool,
+    neg_lr: f32,
+}
+
+impl Coefficients {
+    /// The step's lines (module docs), one loop each, in PyTorch's order; `buf` (the momentum
+    /// buffer) only with momentum, and `first` on the parameter's first step with it. Every
+    /// slice has the parameter's length.
+    #[inline(always)]
+    fn apply(&self, p: &mut [f32], g: &mut [f32], buf: Option<&mut [f32]>, first: bool) {
+        if self.maximize {
+            g.iter_mut().for_each(|g| *g = -*g);
+        }
+        if let Some(weight_decay) = self.weight_decay {
+            // grad = grad.add(param, alpha=weight_decay)
+            for (g, &p) in g.iter_mut().zip(&*p) {
+                *g = p.mul_add(weight_decay, *g);
+            }
+        }
+        if let Some(buf) = buf {
+            if first {
+                // buf = torch.clone(grad).detach()
+                buf.copy_from_slice(g);
+            } else {
+                // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                for (b, &g) in buf.iter_mut().zip(&*g) {
+                    *b = g.mul_add(self.one_minus_dampening, *b * self.momentum);
+                }
+            }
+            if self.nesterov {
+                // grad = grad.add(buf, alpha=momentum)
+                for (g, &b) in g.iter_mut().zip(&*buf) {
+                    *g = b.mul_add(self.momentum, *g);
+                }
+            } else {
+                g.copy_from_slice(buf);
+            }
+        }
+        // param.add_(grad, alpha=-lr)
+        for (p, &g) in p.iter_mut().zip(&*g) {
+            *p = g.mul_add(self.neg_lr, *p);
+        }
+    }
+}
+
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         let grads = gradients(&self.params)?;
@@ -144,41 +206,37 @@ impl Optimizer for Sgd {
             .zip(grads)
             .zip(&mut self.momentum_buffers)
         {
-            let Some(mut g) = grad else { continue };
+            let Some(g) = grad else { continue };
             let mut p = param.data_mut();
-            if self.maximize {
-                g.mapv_inplace(|v| -v);
-            }
-            if self.weight_decay != 0.0 {
-                // grad = grad.add(param, alpha=weight_decay)
-                Zip::from(&mut g)
-                    .and(&*p)
-                    .for_each(|g, &p| *g = p.mul_add(weight_decay, *g));
-            }
-            if self.momentum != 0.0 {
-                let buf = match buffer {
-                    None => buffer.insert(g.clone()),
-                    Some(buf) => {
-                        // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
-                        Zip::from(&mut *buf)
-                            .and(&g)
-                            .for_each(|b, &g| *b = g.mul_add(one_minus_dampening, *b * momentum));
-                        buf
-                    }
-                };
-                if self.nesterov {
-                    // grad = grad.add(buf, alpha=momentum)
-                    Zip::from(&mut g)
-                        .and(&*buf)
-                        .for_each(|g, &b| *g = b.mul_add(momentum, *g));
-                } else {
-                    g.assign(buf);
+            // The element loops run over row-major slices (see `row_major`).
+            let mut g = row_major(g);
+            make_row_major(&mut p);
+            let first = buffer.is_none();
+            let buf = match buffer {
+                Some(buf) if self.momentum != 0.0 => {
+                    make_row_major(buf);
+                    Some(buf)
                 }
-            }
-            // param.add_(grad, alpha=-lr)
-            Zip::from(&mut *p)
-                .and(&g)
-                .for_each(|p, &g| *p = g.mul_add(neg_lr, *p));
+                // b ← g on the first step: filled after the gradient's own lines.
+                None if self.momentum != 0.0 => Some(buffer.insert(ArrayD::zeros(g.raw_dim()))),
+                _ => None,
+            };
+            let buf = match buf {
+                Some(buf) => Some(buf.as_slice_mut().ok_or_else(not_contiguous)?),
+                None => None,
+            };
+            let (Some(p), Some(g)) = (p.as_slice_mut(), g.as_slice_mut()) else {
+                return Err(not_contiguous());
+            };
+            let c = Coefficients {
+                maximize: self.maximize,
+                weight_decay: (self.weight_decay != 0.0).then_some(weight_decay),
+                momentum,
+                one_minus_dampening,
+                nesterov: self.nesterov,
+                neg_lr,
+            };
+            with_fma(|| c.apply(p, g, buf, first));
         }
         Ok(())
     }
@@ -265,6 +323,36 @@ mod tests {
 
     fn param() -> Tensor {
         Tensor::parameter(array![1.0f32, -2.0, 0.5].into_dyn())
+    }
+
+    #[test]
+    fn a_column_major_parameter_steps_as_a_row_major_one() {
+        let mut rng = crate::rng::Rng::new(3);
+        let mut values =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+        let rows = ndarray::Array2::from_shape_vec((3, 4), values(12)).unwrap();
+        let grad = ndarray::Array2::from_shape_vec((3, 4), values(12)).unwrap();
+        let columns =
+            |a: &ndarray::Array2<f32>| a.t().as_standard_layout().into_owned().reversed_axes();
+        let row_major = Tensor::parameter(rows.clone().into_dyn());
+        let column_major = Tensor::parameter(columns(&rows).into_dyn());
+        assert!(!column_major.data().is_standard_layout());
+        let sgd = |w: &Tensor| {
+            Sgd::new(vec![w.clone()], 0.1)
+                .and_then(|o| o.with_momentum(0.9))
+                .and_then(|o| o.with_nesterov(true))
+                .and_then(|o| o.with_weight_decay(0.01))
+                .unwrap()
+        };
+        let mut opts = [sgd(&row_major), sgd(&column_major)];
+        for _ in 0..3 {
+            for (w, opt) in [&row_major, &column_major].into_iter().zip(&mut opts) {
+                w.set_grad(Some(columns(&grad).into_dyn()));
+                opt.step().unwrap();
+            }
+        }
+        assert_eq!(row_major.to_array(), column_major.to_array());
+        assert_ne!(row_major.to_array(), rows.into_dyn());
     }
 
     #[test]

@@ -96,9 +96,9 @@ fn exp_parts_f32(x: f32) -> (f32, f32) {
     (scale, p * r2 + r)
 }
 
-/// `exp(x)` for f32 without branches (see [`exp_parts_f32`]; relative error about 1e-7, i.e.
-/// 1-2 ulp). Saturates to 0 below -87.3 and to about 1.65e38 above 88 (never infinity, so
-/// `1 / (1 + exp)` stays finite).
+/// `exp(x)` for f32 without branches: `2^n e^r` from `exp_parts_f32` (relative error about
+/// 1e-7, i.e. 1-2 ulp). Saturates to 0 below -87.3 and to about 1.65e38 above 88 (never
+/// infinity, so `1 / (1 + exp)` stays finite).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let (scale, em1) = exp_parts_f32(x);

@@ -12,6 +12,7 @@
 //! Ignored elements get no gradient.
 
 use ndarray::{arr0, Array1, ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
 
 use super::Reduction;
 use crate::error::{Error, Result, Shape};
@@ -125,31 +126,56 @@ impl ClassLoss<'_> {
                 Vec::new()
             };
             let mut losses = vec![0f64; n * s];
-            let mut den = 0f64;
-            let mut lane = vec![0f64; c];
-            for e in 0..n * s {
-                let base = (e / s) * c * s + e % s;
-                for (k, l) in lane.iter_mut().enumerate() {
-                    *l = x[base + k * s] as f64;
-                }
-                if self.log_softmax {
-                    // log-softmax along the lane, stably.
-                    let m = lane.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-                    let lse = m + lane.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
+            let log_softmax = self.log_softmax;
+            // One sample (its `c` logits for each of its `s` positions) per item: samples write
+            // disjoint chunks of `probs` and `losses`, so they run in parallel.
+            let sample = |i: usize, probs: &mut [f32], losses: &mut [f64]| {
+                let mut lane = vec![0f64; c];
+                let mut exps = vec![0f64; c];
+                for (j, loss_j) in losses.iter_mut().enumerate() {
+                    let base = i * c * s + j;
                     for (k, l) in lane.iter_mut().enumerate() {
-                        *l -= lse;
-                        probs[base + k * s] = l.exp() as f32;
+                        *l = x[base + k * s] as f64;
                     }
+                    if log_softmax {
+                        // log-softmax along the lane, stably; the softmax from the same exps.
+                        let m = lane.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0f64;
+                        for (e, &v) in exps.iter_mut().zip(&lane) {
+                            *e = (v - m).exp();
+                            sum += *e;
+                        }
+                        let lse = m + sum.ln();
+                        for (k, (l, &e)) in lane.iter_mut().zip(&exps).enumerate() {
+                            *l -= lse;
+                            probs[k * s + j] = (e / sum) as f32;
+                        }
+                    }
+                    let Some(t) = targets[i * s + j] else {
+                        continue;
+                    };
+                    let mut loss = -w[t] * lane[t];
+                    if eps > 0.0 {
+                        let smooth: f64 = -w.iter().zip(&lane).map(|(w, l)| w * l).sum::<f64>();
+                        loss = (1.0 - eps) * loss + eps / c as f64 * smooth;
+                    }
+                    *loss_j = loss;
                 }
-                let Some(t) = targets[e] else { continue };
-                let mut loss = -w[t] * lane[t];
-                if eps > 0.0 {
-                    let smooth: f64 = -w.iter().zip(&lane).map(|(w, l)| w * l).sum::<f64>();
-                    loss = (1.0 - eps) * loss + eps / c as f64 * smooth;
-                }
-                losses[e] = loss;
-                den += w[t];
+            };
+            // (Empty chunks for empty inputs: every loss is then 0 or there is none.)
+            if log_softmax {
+                probs
+                    .par_chunks_mut((c * s).max(1))
+                    .zip(losses.par_chunks_mut(s.max(1)))
+                    .enumerate()
+                    .for_each(|(i, (p, l))| sample(i, p, l));
+            } else {
+                losses
+                    .par_chunks_mut(s.max(1))
+                    .enumerate()
+                    .for_each(|(i, l)| sample(i, &mut [], l));
             }
+            let den: f64 = targets.iter().flatten().map(|&t| w[t]).sum();
             let out = match self.reduction {
                 Reduction::None => {
                     let v = losses.iter().map(|&l| l as f32).collect();

@@ -373,21 +373,15 @@ pub(crate) fn with_fma<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `a` in row-major (standard) layout: itself when it already is (every array this crate
-/// creates), else a row-major copy. The optimizers' element loops run over row-major slices.
-pub(crate) fn row_major(a: ArrayD<f32>) -> ArrayD<f32> {
-    if a.is_standard_layout() {
-        a
-    } else {
-        a.as_standard_layout().into_owned()
-    }
-}
-
-/// Makes `a` row-major in place (see [`row_major`]); the values are unchanged.
-pub(crate) fn make_row_major(a: &mut ArrayD<f32>) {
+/// The values of `a` as one row-major slice, for the optimizers' element loops. `a` is first
+/// made row-major (standard layout) if it is not, every array this crate creates already
+/// being so; its values are unchanged.
+pub(crate) fn row_major_values(a: &mut ArrayD<f32>) -> Result<&mut [f32]> {
     if !a.is_standard_layout() {
         *a = a.as_standard_layout().into_owned();
     }
+    a.as_slice_mut()
+        .ok_or_else(|| Error::Invalid("a row-major array has no contiguous slice".into()))
 }
 
 /// `torch.maximum`: the larger value, NaN if either is NaN.
@@ -403,7 +397,45 @@ pub(crate) fn maximum(a: f32, b: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, IxDyn};
+    use ndarray::{array, Array2, IxDyn};
+
+    #[test]
+    fn a_column_major_parameter_steps_as_a_row_major_one() {
+        // Adam with amsgrad, SGD with Nesterov momentum and weight decay.
+        let makers: [fn(Tensor) -> Box<dyn Optimizer>; 2] = [
+            |w| Box::new(Adam::new(vec![w], 0.1).unwrap().with_amsgrad(true)),
+            |w| {
+                Box::new(
+                    Sgd::new(vec![w], 0.1)
+                        .and_then(|o| o.with_momentum(0.9))
+                        .and_then(|o| o.with_nesterov(true))
+                        .and_then(|o| o.with_weight_decay(0.01))
+                        .unwrap(),
+                )
+            },
+        ];
+        let mut rng = crate::rng::Rng::new(3);
+        let mut values =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+        let rows = Array2::from_shape_vec((3, 4), values(12)).unwrap();
+        let grad = Array2::from_shape_vec((3, 4), values(12)).unwrap();
+        // The same values, stored column by column.
+        let columns = |a: &Array2<f32>| a.t().as_standard_layout().into_owned().reversed_axes();
+        for make in makers {
+            let row_major = Tensor::parameter(rows.clone().into_dyn());
+            let column_major = Tensor::parameter(columns(&rows).into_dyn());
+            assert!(!column_major.data().is_standard_layout());
+            let mut opts = [make(row_major.clone()), make(column_major.clone())];
+            for _ in 0..3 {
+                for (w, opt) in [&row_major, &column_major].into_iter().zip(&mut opts) {
+                    w.set_grad(Some(columns(&grad).into_dyn()));
+                    opt.step().unwrap();
+                }
+            }
+            assert_eq!(row_major.to_array(), column_major.to_array());
+            assert_ne!(row_major.to_array(), rows.clone().into_dyn());
+        }
+    }
 
     #[test]
     fn file_round_trip_is_exact() {

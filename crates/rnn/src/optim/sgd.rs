@@ -19,7 +19,7 @@
 use ndarray::ArrayD;
 
 use super::{
-    check_non_negative, check_params, gradients, make_row_major, row_major, with_fma, Optimizer,
+    check_non_negative, check_params, gradients, row_major_values, with_fma, Optimizer,
     OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
@@ -133,11 +133,6 @@ fn check_nesterov(nesterov: bool, momentum: f64, dampening: f64) -> Result<()> {
     Ok(())
 }
 
-/// The error for a row-major array without a contiguous slice (which `row_major` rules out).
-fn not_contiguous() -> Error {
-    Error::Invalid("SGD: a row-major array has no contiguous slice".into())
-}
-
 /// One parameter's step: its factors as f32 (PyTorch casts each Python float to the tensor's
 /// f32 inside the kernel) and its lines as loops over row-major values.
 #[derive(Clone, Copy, Debug)]
@@ -208,26 +203,17 @@ impl Optimizer for Sgd {
         {
             let Some(g) = grad else { continue };
             let mut p = param.data_mut();
-            // The element loops run over row-major slices (see `row_major`).
-            let mut g = row_major(g);
-            make_row_major(&mut p);
+            let mut g = g;
             let first = buffer.is_none();
             let buf = match buffer {
-                Some(buf) if self.momentum != 0.0 => {
-                    make_row_major(buf);
-                    Some(buf)
-                }
+                Some(buf) if self.momentum != 0.0 => Some(row_major_values(buf)?),
                 // b ← g on the first step: filled after the gradient's own lines.
-                None if self.momentum != 0.0 => Some(buffer.insert(ArrayD::zeros(g.raw_dim()))),
+                None if self.momentum != 0.0 => {
+                    Some(row_major_values(buffer.insert(ArrayD::zeros(g.raw_dim())))?)
+                }
                 _ => None,
             };
-            let buf = match buf {
-                Some(buf) => Some(buf.as_slice_mut().ok_or_else(not_contiguous)?),
-                None => None,
-            };
-            let (Some(p), Some(g)) = (p.as_slice_mut(), g.as_slice_mut()) else {
-                return Err(not_contiguous());
-            };
+            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
             let c = Coefficients {
                 maximize: self.maximize,
                 weight_decay: (self.weight_decay != 0.0).then_some(weight_decay),
@@ -323,36 +309,6 @@ mod tests {
 
     fn param() -> Tensor {
         Tensor::parameter(array![1.0f32, -2.0, 0.5].into_dyn())
-    }
-
-    #[test]
-    fn a_column_major_parameter_steps_as_a_row_major_one() {
-        let mut rng = crate::rng::Rng::new(3);
-        let mut values =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
-        let rows = ndarray::Array2::from_shape_vec((3, 4), values(12)).unwrap();
-        let grad = ndarray::Array2::from_shape_vec((3, 4), values(12)).unwrap();
-        let columns =
-            |a: &ndarray::Array2<f32>| a.t().as_standard_layout().into_owned().reversed_axes();
-        let row_major = Tensor::parameter(rows.clone().into_dyn());
-        let column_major = Tensor::parameter(columns(&rows).into_dyn());
-        assert!(!column_major.data().is_standard_layout());
-        let sgd = |w: &Tensor| {
-            Sgd::new(vec![w.clone()], 0.1)
-                .and_then(|o| o.with_momentum(0.9))
-                .and_then(|o| o.with_nesterov(true))
-                .and_then(|o| o.with_weight_decay(0.01))
-                .unwrap()
-        };
-        let mut opts = [sgd(&row_major), sgd(&column_major)];
-        for _ in 0..3 {
-            for (w, opt) in [&row_major, &column_major].into_iter().zip(&mut opts) {
-                w.set_grad(Some(columns(&grad).into_dyn()));
-                opt.step().unwrap();
-            }
-        }
-        assert_eq!(row_major.to_array(), column_major.to_array());
-        assert_ne!(row_major.to_array(), rows.into_dyn());
     }
 
     #[test]

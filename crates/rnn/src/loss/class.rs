@@ -128,10 +128,13 @@ impl ClassLoss<'_> {
             let mut losses = vec![0f64; n * s];
             let log_softmax = self.log_softmax;
             // One sample (its `c` logits for each of its `s` positions) per item: samples write
-            // disjoint chunks of `probs` and `losses`, so they run in parallel.
-            let sample = |i: usize, probs: &mut [f32], losses: &mut [f64]| {
-                let mut lane = vec![0f64; c];
-                let mut exps = vec![0f64; c];
+            // disjoint chunks of `probs` and `losses`, so they run in parallel. `lanes` are two
+            // work rows of `c` values per thread.
+            let lanes = || (vec![0f64; c], vec![0f64; c]);
+            let sample = |(lane, exps): &mut (Vec<f64>, Vec<f64>),
+                          i: usize,
+                          probs: &mut [f32],
+                          losses: &mut [f64]| {
                 for (j, loss_j) in losses.iter_mut().enumerate() {
                     let base = i * c * s + j;
                     for (k, l) in lane.iter_mut().enumerate() {
@@ -141,12 +144,12 @@ impl ClassLoss<'_> {
                         // log-softmax along the lane, stably; the softmax from the same exps.
                         let m = lane.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
                         let mut sum = 0f64;
-                        for (e, &v) in exps.iter_mut().zip(&lane) {
+                        for (e, &v) in exps.iter_mut().zip(lane.iter()) {
                             *e = (v - m).exp();
                             sum += *e;
                         }
                         let lse = m + sum.ln();
-                        for (k, (l, &e)) in lane.iter_mut().zip(&exps).enumerate() {
+                        for (k, (l, &e)) in lane.iter_mut().zip(exps.iter()).enumerate() {
                             *l -= lse;
                             probs[k * s + j] = (e / sum) as f32;
                         }
@@ -156,7 +159,8 @@ impl ClassLoss<'_> {
                     };
                     let mut loss = -w[t] * lane[t];
                     if eps > 0.0 {
-                        let smooth: f64 = -w.iter().zip(&lane).map(|(w, l)| w * l).sum::<f64>();
+                        let smooth: f64 =
+                            -w.iter().zip(lane.iter()).map(|(w, l)| w * l).sum::<f64>();
                         loss = (1.0 - eps) * loss + eps / c as f64 * smooth;
                     }
                     *loss_j = loss;
@@ -168,12 +172,12 @@ impl ClassLoss<'_> {
                     .par_chunks_mut((c * s).max(1))
                     .zip(losses.par_chunks_mut(s.max(1)))
                     .enumerate()
-                    .for_each(|(i, (p, l))| sample(i, p, l));
+                    .for_each_init(lanes, |w, (i, (p, l))| sample(w, i, p, l));
             } else {
                 losses
                     .par_chunks_mut(s.max(1))
                     .enumerate()
-                    .for_each(|(i, l)| sample(i, &mut [], l));
+                    .for_each_init(lanes, |w, (i, l)| sample(w, i, &mut [], l));
             }
             let den: f64 = targets.iter().flatten().map(|&t| w[t]).sum();
             let out = match self.reduction {

@@ -23,8 +23,8 @@
 use ndarray::ArrayD;
 
 use super::{
-    check_non_negative, check_params, gradients, maximum, row_major_values, with_fma, Optimizer,
-    OptimizerState, StateReader,
+    check_len, check_non_negative, check_params, gradients, maximum, row_major_values, with_fma,
+    Optimizer, OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -247,8 +247,14 @@ impl Optimizer for Adam {
         let eps = self.eps as f32;
         let weight_decay = self.weight_decay as f32;
         let decay_factor = (1.0 - self.lr * self.weight_decay) as f32;
-        for ((param, grad), slot) in self.params.iter().zip(grads).zip(&mut self.state) {
-            let Some(g) = grad else { continue };
+        for (i, ((param, grad), slot)) in self
+            .params
+            .iter()
+            .zip(grads)
+            .zip(&mut self.state)
+            .enumerate()
+        {
+            let Some(mut g) = grad else { continue };
             let mut p = param.data_mut();
             let st = slot.get_or_insert_with(|| ParamState {
                 step: 0.0,
@@ -275,7 +281,6 @@ impl Optimizer for Adam {
                 eps,
                 neg_step_size: (-(self.lr / bias_correction1)) as f32,
             };
-            let mut g = g;
             let v_max = match &mut st.max_exp_avg_sq {
                 Some(v_max) if self.amsgrad => Some(row_major_values(v_max)?),
                 _ => None,
@@ -283,6 +288,12 @@ impl Optimizer for Adam {
             let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
             let m = row_major_values(&mut st.exp_avg)?;
             let v = row_major_values(&mut st.exp_avg_sq)?;
+            for (what, len) in [("exp_avg", m.len()), ("exp_avg_sq", v.len())]
+                .into_iter()
+                .chain(v_max.as_ref().map(|v_max| ("max_exp_avg_sq", v_max.len())))
+            {
+                check_len(what, i, len, p.len())?;
+            }
             with_fma(|| c.apply(p, g, m, v, v_max));
         }
         Ok(())

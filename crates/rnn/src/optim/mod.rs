@@ -384,6 +384,18 @@ pub(crate) fn row_major_values(a: &mut ArrayD<f32>) -> Result<&mut [f32]> {
         .ok_or_else(|| Error::Invalid("a row-major array has no contiguous slice".into()))
 }
 
+/// Checks that the optimizer state `what` of parameter `i` has as many values as the
+/// parameter (`load_state_dict` checks shapes; this guards the element loops, which zip).
+pub(crate) fn check_len(what: &str, i: usize, len: usize, param_len: usize) -> Result<()> {
+    if len == param_len {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{what} of parameter {i} has {len} values, the parameter {param_len}"
+        )))
+    }
+}
+
 /// `torch.maximum`: the larger value, NaN if either is NaN.
 #[inline]
 pub(crate) fn maximum(a: f32, b: f32) -> f32 {
@@ -398,6 +410,35 @@ pub(crate) fn maximum(a: f32, b: f32) -> f32 {
 mod tests {
     use super::*;
     use ndarray::{array, Array2, IxDyn};
+
+    #[test]
+    fn state_of_another_size_than_its_parameter_is_an_error() {
+        // The parameter is replaced by a longer one after a step: its moments and momentum
+        // buffer no longer fit, and the loops must not silently stop at the shorter.
+        let makers: [fn(Tensor) -> Box<dyn Optimizer>; 2] = [
+            |w| Box::new(Adam::new(vec![w], 0.1).unwrap()),
+            |w| {
+                Box::new(
+                    Sgd::new(vec![w], 0.1)
+                        .and_then(|o| o.with_momentum(0.9))
+                        .unwrap(),
+                )
+            },
+        ];
+        for make in makers {
+            let w = Tensor::parameter(array![1.0f32, 2.0, 3.0].into_dyn());
+            let mut opt = make(w.clone());
+            w.set_grad(Some(array![1.0f32, 1.0, 1.0].into_dyn()));
+            opt.step().unwrap();
+            *w.data_mut() = array![1.0f32, 2.0, 3.0, 4.0].into_dyn();
+            w.set_grad(Some(array![1.0f32, 1.0, 1.0, 1.0].into_dyn()));
+            let err = opt.step().unwrap_err().to_string();
+            assert!(
+                err.contains("of parameter 0 has 3 values, the parameter 4"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn a_column_major_parameter_steps_as_a_row_major_one() {

@@ -19,7 +19,7 @@
 use ndarray::ArrayD;
 
 use super::{
-    check_non_negative, check_params, gradients, row_major_values, with_fma, Optimizer,
+    check_len, check_non_negative, check_params, gradients, row_major_values, with_fma, Optimizer,
     OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
@@ -195,15 +195,15 @@ impl Optimizer for Sgd {
         let momentum = self.momentum as f32;
         let one_minus_dampening = (1.0 - self.dampening) as f32;
         let neg_lr = (-self.lr) as f32;
-        for ((param, grad), buffer) in self
+        for (i, ((param, grad), buffer)) in self
             .params
             .iter()
             .zip(grads)
             .zip(&mut self.momentum_buffers)
+            .enumerate()
         {
-            let Some(g) = grad else { continue };
+            let Some(mut g) = grad else { continue };
             let mut p = param.data_mut();
-            let mut g = g;
             let first = buffer.is_none();
             let buf = match buffer {
                 Some(buf) if self.momentum != 0.0 => Some(row_major_values(buf)?),
@@ -214,6 +214,9 @@ impl Optimizer for Sgd {
                 _ => None,
             };
             let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
+            if let Some(buf) = &buf {
+                check_len("momentum_buffer", i, buf.len(), p.len())?;
+            }
             let c = Coefficients {
                 maximize: self.maximize,
                 weight_decay: (self.weight_decay != 0.0).then_some(weight_decay),

@@ -105,12 +105,18 @@ pub fn exp_f32(x: f32) -> f32 {
     scale * em1 + scale
 }
 
+/// `1 + exp(x)` as `2^n (e^r - 1) + (2^n + 1)` (see [`exp_f32`]), the denominator of
+/// `sigmoid` and of `tanh`'s large branch.
+#[inline(always)]
+fn one_plus_exp_f32(x: f32) -> f32 {
+    let (scale, em1) = exp_parts_f32(x);
+    scale * em1 + (scale + 1.0)
+}
+
 impl Activations for f32 {
     #[inline(always)]
     fn sigmoid(self) -> f32 {
-        // 1 + 2^n e^r = 2^n (e^r - 1) + (2^n + 1).
-        let (scale, em1) = exp_parts_f32(-self);
-        1.0 / (scale * em1 + (scale + 1.0))
+        1.0 / one_plus_exp_f32(-self)
     }
 
     #[inline(always)]
@@ -125,8 +131,7 @@ impl Activations for f32 {
             * z
             * self
             + self;
-        let (scale, em1) = exp_parts_f32(2.0 * a);
-        let large = 1.0 - 2.0 / (scale * em1 + (scale + 1.0));
+        let large = 1.0 - 2.0 / one_plus_exp_f32(2.0 * a);
         let large = if self < 0.0 { -large } else { large };
         if a < 0.625 {
             small
@@ -243,6 +248,17 @@ mod avx2 {
         (_mm256_castsi256_ps(scale), _mm256_fmadd_ps(p, r2, r))
     }
 
+    /// `1 + exp(x)` of 8 values; see [`super::one_plus_exp_f32`].
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn one_plus_exp8(x: __m256) -> __m256 {
+        let (scale, em1) = exp_parts8(x);
+        _mm256_fmadd_ps(scale, em1, _mm256_add_ps(scale, _mm256_set1_ps(1.0)))
+    }
+
     /// `1 / (1 + exp(-x))` of 8 values.
     ///
     /// # Safety
@@ -250,11 +266,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub(super) unsafe fn sigmoid8(x: __m256) -> __m256 {
-        let one = _mm256_set1_ps(1.0);
-        let (scale, em1) = exp_parts8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
-        // 1 + 2^n e^r = 2^n (e^r - 1) + (2^n + 1).
-        let e1 = _mm256_fmadd_ps(scale, em1, _mm256_add_ps(scale, one));
-        _mm256_div_ps(one, e1)
+        let e1 = one_plus_exp8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
+        _mm256_div_ps(_mm256_set1_ps(1.0), e1)
     }
 
     /// `tanh` of 8 values: the odd polynomial below 0.625 in magnitude, else
@@ -274,8 +287,7 @@ mod avx2 {
         p = _mm256_fmadd_ps(p, z, set(1.333_144_2e-1));
         p = _mm256_fmadd_ps(p, z, set(-3.333_328_2e-1));
         let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
-        let (scale, em1) = exp_parts8(_mm256_add_ps(a, a));
-        let e1 = _mm256_fmadd_ps(scale, em1, _mm256_add_ps(scale, set(1.0)));
+        let e1 = one_plus_exp8(_mm256_add_ps(a, a));
         let large = _mm256_sub_ps(set(1.0), _mm256_div_ps(set(2.0), e1));
         let large = _mm256_or_ps(large, sign);
         _mm256_blendv_ps(large, small, _mm256_cmp_ps::<_CMP_LT_OQ>(a, set(0.625)))

@@ -23,7 +23,7 @@
 use ndarray::ArrayD;
 
 use super::{
-    check_len, check_non_negative, check_params, gradients, maximum, row_major_values, with_fma,
+    check_non_negative, check_params, gradients, maximum, row_major_values, state_values, with_fma,
     Optimizer, OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
@@ -281,19 +281,14 @@ impl Optimizer for Adam {
                 eps,
                 neg_step_size: (-(self.lr / bias_correction1)) as f32,
             };
+            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
+            let len = p.len();
+            let m = state_values(&mut st.exp_avg, "exp_avg", i, len)?;
+            let v = state_values(&mut st.exp_avg_sq, "exp_avg_sq", i, len)?;
             let v_max = match &mut st.max_exp_avg_sq {
-                Some(v_max) if self.amsgrad => Some(row_major_values(v_max)?),
+                Some(v_max) if self.amsgrad => Some(state_values(v_max, "max_exp_avg_sq", i, len)?),
                 _ => None,
             };
-            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
-            let m = row_major_values(&mut st.exp_avg)?;
-            let v = row_major_values(&mut st.exp_avg_sq)?;
-            for (what, len) in [("exp_avg", m.len()), ("exp_avg_sq", v.len())]
-                .into_iter()
-                .chain(v_max.as_ref().map(|v_max| ("max_exp_avg_sq", v_max.len())))
-            {
-                check_len(what, i, len, p.len())?;
-            }
             with_fma(|| c.apply(p, g, m, v, v_max));
         }
         Ok(())

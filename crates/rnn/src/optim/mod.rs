@@ -384,16 +384,23 @@ pub(crate) fn row_major_values(a: &mut ArrayD<f32>) -> Result<&mut [f32]> {
         .ok_or_else(|| Error::Invalid("a row-major array has no contiguous slice".into()))
 }
 
-/// Checks that the optimizer state `what` of parameter `i` has as many values as the
-/// parameter (`load_state_dict` checks shapes; this guards the element loops, which zip).
-pub(crate) fn check_len(what: &str, i: usize, len: usize, param_len: usize) -> Result<()> {
-    if len == param_len {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "{what} of parameter {i} has {len} values, the parameter {param_len}"
-        )))
+/// The values of the optimizer state `what` of parameter `i` as one row-major slice (see
+/// [`row_major_values`]), checked to have the parameter's `len` values: `load_state_dict`
+/// checks shapes, but a parameter can be replaced afterwards, and the element loops zip.
+pub(crate) fn state_values<'a>(
+    a: &'a mut ArrayD<f32>,
+    what: &str,
+    i: usize,
+    len: usize,
+) -> Result<&'a mut [f32]> {
+    let values = row_major_values(a)?;
+    if values.len() != len {
+        return Err(Error::Invalid(format!(
+            "{what} of parameter {i} has {} values, the parameter {len}",
+            values.len()
+        )));
     }
+    Ok(values)
 }
 
 /// `torch.maximum`: the larger value, NaN if either is NaN.

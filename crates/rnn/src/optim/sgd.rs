@@ -19,8 +19,8 @@
 use ndarray::ArrayD;
 
 use super::{
-    check_len, check_non_negative, check_params, gradients, row_major_values, with_fma, Optimizer,
-    OptimizerState, StateReader,
+    check_non_negative, check_params, gradients, row_major_values, state_values, with_fma,
+    Optimizer, OptimizerState, StateReader,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -204,19 +204,19 @@ impl Optimizer for Sgd {
         {
             let Some(mut g) = grad else { continue };
             let mut p = param.data_mut();
+            let shape = g.raw_dim();
+            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
             let first = buffer.is_none();
             let buf = match buffer {
-                Some(buf) if self.momentum != 0.0 => Some(row_major_values(buf)?),
+                Some(buf) if self.momentum != 0.0 => {
+                    Some(state_values(buf, "momentum_buffer", i, p.len())?)
+                }
                 // b ← g on the first step: filled after the gradient's own lines.
                 None if self.momentum != 0.0 => {
-                    Some(row_major_values(buffer.insert(ArrayD::zeros(g.raw_dim())))?)
+                    Some(row_major_values(buffer.insert(ArrayD::zeros(shape)))?)
                 }
                 _ => None,
             };
-            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
-            if let Some(buf) = &buf {
-                check_len("momentum_buffer", i, buf.len(), p.len())?;
-            }
             let c = Coefficients {
                 maximize: self.maximize,
                 weight_decay: (self.weight_decay != 0.0).then_some(weight_decay),

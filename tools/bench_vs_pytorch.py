@@ -158,7 +158,9 @@ def main():
         sys.exit("build first: cargo build --release -p rnn-cli")
     torch.set_num_threads(args.threads)
     ceiling = gemm_ceiling()
-    print(f"PyTorch {torch.__version__}, {args.threads} threads; GEMM ceiling (2048^3 f32 in PyTorch): "
+    isa = rnn_bench("rnn", "seed", "infer", args.threads).get("isa", "?")
+    print(f"PyTorch {torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+          f"rnn kernels {isa}, {args.threads} threads; GEMM ceiling (2048^3 f32 in PyTorch): "
           f"{ceiling:.0f} GFLOP/s\n")
     print("| cell | preset | mode | PyTorch ms | rnn ms | ratio | ratio range | best-run ratio | rnn GFLOP/s | % of ceiling | ORT ms | ratio vs ORT |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

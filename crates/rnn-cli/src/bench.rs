@@ -199,13 +199,13 @@ pub fn main(args: Args) -> Result<()> {
             "reps": times.len(), "median_ms": median, "min_ms": times[0],
             "max_ms": times[times.len() - 1], "gflops": gflops, "peak_rss_mb": peak_rss_mb,
             "base_rss_mb": base_rss_mb,
-            "parameters": model.num_parameters(),
+            "parameters": model.num_parameters(), "isa": rnn::linalg::isa().name(),
         });
         println!("{line}");
     } else {
         println!(
             "{} {mode} batch {batch} seq {seq}{} input {input} hidden {hidden} layers {} {}threads {threads}: \
-             median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s",
+             median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s ({})",
             cell.torch_name(),
             if args.packed { " (packed, lengths uniform in 1..=seq)" } else { "" },
             args.layers,
@@ -213,6 +213,7 @@ pub fn main(args: Args) -> Result<()> {
             times[0],
             times[times.len() - 1],
             times.len(),
+            rnn::linalg::isa().name(),
         );
     }
     Ok(())

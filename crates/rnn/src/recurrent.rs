@@ -590,6 +590,15 @@ impl Module for Recurrent {
         v
     }
 
+    /// The parameters in `named_parameters` order, without formatting their names (every
+    /// forward pass asks for them).
+    fn parameters(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .flat_map(|p| p.named().into_iter().map(|(_, t)| t))
+            .collect()
+    }
+
     fn set_training(&mut self, training: bool) {
         self.training = training;
     }
@@ -685,6 +694,9 @@ macro_rules! layer_type {
             fn named_parameters(&self) -> Vec<(String, Tensor)> {
                 self.0.named_parameters()
             }
+            fn parameters(&self) -> Vec<Tensor> {
+                self.0.parameters()
+            }
             fn set_training(&mut self, training: bool) {
                 self.0.set_training(training)
             }
@@ -748,5 +760,28 @@ impl Lstm {
         let (h0, c0) = state.unzip();
         let out = self.0.forward_states(input, h0, c0)?;
         Ok((out.output, (out.h_n, out.c_n.expect("LSTM has c_n"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_the_named_parameters_in_order() {
+        let configs = [
+            RecurrentConfig::new(CellKind::Lstm, 3, 4)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_proj_size(2),
+            RecurrentConfig::new(CellKind::Gru, 3, 4).with_bias(false),
+        ];
+        for config in configs {
+            let layer = Recurrent::new(config).unwrap();
+            let named = layer.named_parameters();
+            let plain = layer.parameters();
+            assert_eq!(plain.len(), named.len());
+            assert!(named.iter().zip(&plain).all(|((_, a), b)| a.same(b)));
+        }
     }
 }

@@ -22,6 +22,8 @@ use crate::config::{CellKind, Nonlinearity};
 use crate::linalg::Float;
 
 use super::math::Activations;
+#[cfg(target_arch = "x86_64")]
+use crate::linalg::Isa;
 
 /// What the engine needs to know about a cell: its kind and, for RNN, its activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,16 +151,18 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub saved_h_prev: Rows<F>,
 }
 
-/// One step forward of one block of units, row by row, with AVX2 + FMA when the CPU has them.
+/// One step forward of one block of units, row by row, compiled for AVX-512 or AVX2 + FMA
+/// when the CPU has them.
 ///
 /// # Safety
 /// Every row of every operand lies inside its allocation and no other thread touches it
 /// while this runs.
 pub(crate) unsafe fn forward_block<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
     #[cfg(target_arch = "x86_64")]
-    if super::math::has_avx2_fma() {
-        forward_block_avx2(cell, op);
-        return;
+    match crate::linalg::isa() {
+        Isa::Avx512 => return forward_block_avx512(cell, op),
+        Isa::Avx2 => return forward_block_avx2(cell, op),
+        Isa::Scalar => {}
     }
     forward_rows(cell, op)
 }
@@ -166,6 +170,12 @@ pub(crate) unsafe fn forward_block<F: Activations>(cell: Cell, op: &ForwardBlock
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_block_avx2<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
+    forward_rows(cell, op)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn forward_block_avx512<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
     forward_rows(cell, op)
 }
 
@@ -321,15 +331,17 @@ pub(crate) struct BackwardBlock<F> {
     pub h_prev: Rows<F>,
 }
 
-/// One step backward of one block of units, row by row, with AVX2 + FMA when the CPU has them.
+/// One step backward of one block of units, row by row, compiled for AVX-512 or AVX2 + FMA
+/// when the CPU has them.
 ///
 /// # Safety
 /// As [`forward_block`].
 pub(crate) unsafe fn backward_block<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
     #[cfg(target_arch = "x86_64")]
-    if super::math::has_avx2_fma() {
-        backward_block_avx2(cell, op);
-        return;
+    match crate::linalg::isa() {
+        Isa::Avx512 => return backward_block_avx512(cell, op),
+        Isa::Avx2 => return backward_block_avx2(cell, op),
+        Isa::Scalar => {}
     }
     backward_rows(cell, op)
 }
@@ -337,6 +349,12 @@ pub(crate) unsafe fn backward_block<F: Activations>(cell: Cell, op: &BackwardBlo
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn backward_block_avx2<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
+    backward_rows(cell, op)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn backward_block_avx512<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
     backward_rows(cell, op)
 }
 

@@ -147,7 +147,7 @@ const GRADIENT_ROWS: usize = 2048;
 fn padded_width<F>(cols: usize) -> usize {
     let line = 64 / size_of::<F>().max(1);
     let bytes = cols * size_of::<F>();
-    if bytes >= 2048 && bytes % 2048 == 0 {
+    if bytes >= 2048 && bytes.is_multiple_of(2048) {
         cols + line
     } else {
         cols
@@ -476,7 +476,7 @@ pub(super) fn direction_forward<F: Activations>(
         let (r0, lo, bs) = (part.r0, part.lo, part.len);
         let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
         let saved_r0 = if save { r0 } else { lo };
-        if phase % phases_per_step == 0 {
+        if phase.is_multiple_of(phases_per_step) {
             if item >= nb {
                 return;
             }
@@ -778,7 +778,7 @@ pub(super) fn direction_backward<F: Activations>(
     };
     let work_proj = |phase: usize, b: usize, rows: std::ops::Range<usize>| {
         let s = phase / 2;
-        if phase % 2 == 0 {
+        if phase.is_multiple_of(2) {
             if b >= out_blocks.count() {
                 return;
             }

@@ -9,9 +9,13 @@
 //! * [`portable`]: plain loops for any [`Float`]; the fallback for f64 and non-x86 targets,
 //!   and the oracle the SIMD kernel is tested against.
 //! * `avx2::kernel` (x86-64 only): f32 with AVX2 + FMA, 12 `ymm` accumulators for a 6 x 16
-//!   tile; chosen at run time by [`kernels`] when the CPU has both features.
+//!   tile.
+//! * `avx512::kernel` (x86-64 only): f32 with AVX-512F, 6 `zmm` accumulators for the same
+//!   tile and packed layout, `A` broadcast from memory inside each FMA.
+//!
+//! [`kernels`] picks the widest the CPU has ([`super::isa`]).
 
-use super::Float;
+use super::{Float, Isa};
 
 /// Rows of the register tile (and of a packed `A` micro-panel).
 pub const MR: usize = 6;
@@ -80,22 +84,39 @@ pub fn portable<F: Float>() -> Kernels<F> {
     }
 }
 
-/// The fastest kernels this CPU runs for `F`: AVX2 + FMA for f32 on x86-64 when the CPU has
-/// them (`is_x86_feature_detected!` caches its answer), the portable loops otherwise.
+/// The fastest kernels this CPU runs for `F` ([`super::isa`]): AVX-512 or AVX2 + FMA for f32
+/// on x86-64, the portable loops otherwise.
 pub fn kernels<F: Float>() -> Kernels<F> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>()
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            let k: Kernels<f32> = avx2::kernels();
-            // SAFETY: `F` is `f32` (same TypeId), so `Kernels<f32>` and `Kernels<F>` are the
-            // same type and the copy is a plain bitwise copy of function pointers.
-            return unsafe { std::mem::transmute_copy::<Kernels<f32>, Kernels<F>>(&k) };
-        }
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        let k: Kernels<f32> = match super::isa() {
+            Isa::Avx512 => avx512::kernels(),
+            Isa::Avx2 => avx2::kernels(),
+            Isa::Scalar => return portable(),
+        };
+        // SAFETY: `F` is `f32` (same TypeId), so `Kernels<f32>` and `Kernels<F>` are the same
+        // type and the copy is a plain bitwise copy of function pointers.
+        return unsafe { std::mem::transmute_copy::<Kernels<f32>, Kernels<F>>(&k) };
     }
     portable()
+}
+
+/// The kernels of `isa` for f32, when this CPU has it (whatever `RNN_MAX_ISA` says): for the
+/// tests, which check every kernel the CPU can run.
+#[cfg(test)]
+pub(crate) fn kernels_of(isa: Isa) -> Option<Kernels<f32>> {
+    if super::isa::detected() < isa {
+        return None;
+    }
+    Some(match isa {
+        Isa::Scalar => portable(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::kernels(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::kernels(),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => return None,
+    })
 }
 
 /// Stores the accumulated tile: `C = acc` or `C += acc`, rows `< M`, columns `< cols`.
@@ -176,7 +197,7 @@ mod avx2 {
                 kernel::<5>,
                 kernel::<6>,
             ],
-            name: "avx2+fma",
+            name: "avx2",
         }
     }
 
@@ -269,6 +290,115 @@ mod avx2 {
                     _mm256_storeu_ps(t.as_mut_ptr(), acc[0]);
                     _mm256_storeu_ps(t.as_mut_ptr().add(8), acc[1]);
                 }
+            }
+            // SAFETY: the kernel contract on `c`.
+            unsafe { super::store_tile(&tile, c, rsc, csc, cols, accumulate) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The f32 kernel for AVX-512F: a 6 x 16 tile is 6 `zmm` accumulators; each step of the
+    //! inner dimension loads one `zmm` of `B` and issues 6 FMAs whose `A` operand is an
+    //! embedded broadcast from memory (`{1to16}`), 7 instructions where AVX2 needs 20.
+
+    use super::{Kernels, Prefetch, MR, NR};
+    use std::arch::x86_64::*;
+
+    pub fn kernels() -> Kernels<f32> {
+        Kernels {
+            by_rows: [
+                kernel::<1>,
+                kernel::<2>,
+                kernel::<3>,
+                kernel::<4>,
+                kernel::<5>,
+                kernel::<6>,
+            ],
+            name: "avx512",
+        }
+    }
+
+    /// See [`super::MicroKernel`].
+    ///
+    /// # Safety
+    /// The [`super::MicroKernel`] contract, and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel<const M: usize>(
+        kc: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+        prefetch: Prefetch<f32>,
+    ) {
+        const { assert!(M >= 1 && M <= MR && NR == 16) };
+        for i in 0..M {
+            let row = c.wrapping_offset(i as isize * rsc);
+            _mm_prefetch::<_MM_HINT_T0>(row.cast());
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
+        }
+        let mut acc = [_mm512_setzero_ps(); M];
+        let rows: [*const f32; M] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rsa));
+        let mut offset = 0isize;
+        let mut b = b;
+        let every = kc.checked_div(prefetch.lines).unwrap_or(usize::MAX).max(1);
+        let (mut line, mut left) = (prefetch.start, prefetch.lines);
+        let mut steps_left = kc;
+        while steps_left > 0 {
+            let run = every.min(steps_left);
+            for _ in 0..run {
+                // SAFETY (whole block): `b` walks the `kc * NR` panel, `rows[i] + offset`
+                // walks `kc` columns of row `i < M`, both within the kernel contract.
+                unsafe {
+                    let b0 = _mm512_loadu_ps(b);
+                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                        let ai = _mm512_set1_ps(*row.offset(offset));
+                        *acc = _mm512_fmadd_ps(ai, b0, *acc);
+                    }
+                    offset += csa;
+                    b = b.add(NR);
+                }
+            }
+            steps_left -= run;
+            if left > 0 {
+                _mm_prefetch::<_MM_HINT_T1>(line.cast());
+                line = line.wrapping_add(16);
+                left -= 1;
+            }
+        }
+        for _ in 0..left {
+            _mm_prefetch::<_MM_HINT_T1>(line.cast());
+            line = line.wrapping_add(16);
+        }
+        if csc == 1 {
+            // Columns past `cols` are masked off: no tile on the stack for a narrow edge.
+            let mask: __mmask16 = if cols >= NR { !0 } else { (1u16 << cols) - 1 };
+            for (i, &acc) in acc.iter().enumerate() {
+                // SAFETY: row `i < M` of the tile has `cols` contiguous writable floats; the
+                // masked load and store touch only those.
+                unsafe {
+                    let p = c.offset(i as isize * rsc);
+                    let v = if accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc)
+                    } else {
+                        acc
+                    };
+                    _mm512_mask_storeu_ps(p, mask, v);
+                }
+            }
+        } else {
+            let mut tile = [[0.0f32; NR]; M];
+            for (t, &acc) in tile.iter_mut().zip(&acc) {
+                // SAFETY: `t` is 16 floats on the stack.
+                unsafe { _mm512_storeu_ps(t.as_mut_ptr(), acc) };
             }
             // SAFETY: the kernel contract on `c`.
             unsafe { super::store_tile(&tile, c, rsc, csc, cols, accumulate) };

@@ -3,8 +3,8 @@
 //! * [`matmul_packed`]: `C (+)= A B` with `B` packed once by [`PackedWeights`] and reused.
 //!   The recurrence multiplies by the same `W_hh` at every time step, so the engine packs it
 //!   once per call and runs ~100 products on it. A blocked GEMM (GotoBLAS loop order) around a
-//!   register-tiled micro-kernel: 6 x 16 tiles with AVX2 + FMA for f32 on x86-64 (chosen at run
-//!   time), portable loops otherwise (f64, other CPUs). Large products are split over rayon's
+//!   register-tiled micro-kernel: 6 x 16 tiles with AVX-512 or AVX2 + FMA for f32 on x86-64
+//!   (chosen at run time, [`isa`]), portable loops otherwise (f64, other CPUs). Large products are split over rayon's
 //!   threads ([`set_parallel_min_work`]).
 //! * [`matmul`]: the same for any `B` view, packing it on each call.
 //! * [`matmul_reference`]: the plain triple loop in f64, the test oracle.
@@ -36,7 +36,9 @@
 //! assert!((dh[[0, 0]] - 1.2).abs() < 1e-6);
 //! ```
 
+pub(crate) mod isa;
 mod kernel;
+pub use isa::{isa, Isa};
 mod packed;
 #[cfg(test)]
 mod tests;
@@ -63,7 +65,8 @@ pub(crate) fn matmul_packed_serial<F: Float>(
     packed::matmul_packed_with(&kernel::kernels(), 1, usize::MAX, c, a, b, accumulate);
 }
 
-/// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx2+fma"` or `"portable"`.
+/// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx512"`, `"avx2"` or
+/// `"portable"`.
 pub fn kernel_name<F: Float>() -> &'static str {
     kernel::kernels::<F>().name
 }
@@ -116,10 +119,10 @@ const PACK_MIN_WORK: usize = 1 << 15;
 /// Shapes: `a` (m, k), `b` (k, n), `c` (m, n). Panics if they disagree: callers check user
 /// shapes before reaching the kernels.
 ///
-/// For f32 on a CPU with AVX2 + FMA, products of at least 32768 multiply-adds pack `B` into a
-/// fresh [`PackedWeights`] and run [`matmul_packed`] (threads included); smaller ones, f64 and
-/// other CPUs go to the `gemm` crate (its f64 and NEON kernels beat the portable loops), with
-/// rayon's threads from [`parallel_min_work`] multiply-adds. To reuse `B` across calls, pack it
+/// For f32 on a CPU with AVX2 + FMA or AVX-512, products of at least 32768 multiply-adds pack
+/// `B` into a fresh [`PackedWeights`] and run [`matmul_packed`] (threads included); smaller
+/// ones, f64 and other CPUs go to the `gemm` crate (its f64 and NEON kernels beat the portable
+/// loops), with rayon's threads from [`parallel_min_work`] multiply-adds. To reuse `B` across calls, pack it
 /// once and call [`matmul_packed`].
 pub fn matmul<F: Float>(
     c: &mut ArrayViewMut2<'_, F>,

@@ -334,10 +334,11 @@ fn fill_zero<F: Float>(values: &mut [MaybeUninit<F>]) {
 /// `C = A B` (or `C += A B` when `accumulate`) with `B` packed by [`PackedWeights`].
 ///
 /// Shapes: `a` (m, k), `b` (k, n), `c` (m, n); `a` and `c` may have any strides. Panics if
-/// the shapes disagree (callers check user shapes first). Allocates nothing. Uses the AVX2 +
-/// FMA kernel for f32 when the CPU has it, portable loops otherwise, and splits the product
-/// over rayon's threads (`rayon::current_num_threads()`) from [`parallel_min_work`]
-/// multiply-adds: by columns when `C` is wide (the per-step products), by rows when tall.
+/// the shapes disagree (callers check user shapes first). Allocates nothing. Uses the AVX-512
+/// or AVX2 + FMA kernel for f32 when the CPU has it ([`super::isa`]), portable loops otherwise,
+/// and splits the product over rayon's threads (`rayon::current_num_threads()`) from
+/// [`parallel_min_work`] multiply-adds: by columns when `C` is wide (the per-step products), by
+/// rows when tall.
 pub fn matmul_packed<F: Float>(
     c: &mut ArrayViewMut2<'_, F>,
     a: &ArrayView2<'_, F>,
@@ -433,40 +434,78 @@ fn split<F: Float>(
 struct ABlock<F>([MaybeUninit<F>; MC * KC]);
 
 /// One thread's product, blocked as in the module docs.
+///
+/// Rows of `A` contiguous (H, dHW, X): the kernel reads them in place, which saves a copy of A
+/// per call; otherwise (dXW^T) each MC x KC block is packed into a buffer on the stack, which
+/// only [`serial_packing_a`] reserves (probing 72 KiB of stack pages took a quarter of a tiny
+/// product's time).
 fn serial<F: Float>(
+    kernels: &Kernels<F>,
+    c: ArrayViewMut2<'_, F>,
+    a: ArrayView2<'_, F>,
+    b: &PackedWeights<F>,
+    p0: usize,
+    accumulate: bool,
+) {
+    if a.strides()[1] == 1 {
+        serial_blocks(kernels, c, a, b, p0, accumulate, None);
+    } else {
+        serial_packing_a(kernels, c, a, b, p0, accumulate);
+    }
+}
+
+/// [`serial`] with `A` packed block by block into a buffer on this function's stack.
+#[inline(never)]
+fn serial_packing_a<F: Float>(
+    kernels: &Kernels<F>,
+    c: ArrayViewMut2<'_, F>,
+    a: ArrayView2<'_, F>,
+    b: &PackedWeights<F>,
+    p0: usize,
+    accumulate: bool,
+) {
+    let mut block = ABlock([MaybeUninit::<F>::uninit(); MC * KC]);
+    serial_blocks(kernels, c, a, b, p0, accumulate, Some(&mut block));
+}
+
+/// The blocked loops of [`serial`]: `A` read in place without `block`, packed into it with.
+fn serial_blocks<F: Float>(
     kernels: &Kernels<F>,
     mut c: ArrayViewMut2<'_, F>,
     a: ArrayView2<'_, F>,
     b: &PackedWeights<F>,
     p0: usize,
     accumulate: bool,
+    mut block: Option<&mut ABlock<F>>,
 ) {
     let (m, k) = a.dim();
     let n = c.ncols();
     let (rsc, csc) = (c.strides()[0], c.strides()[1]);
     let c_ptr = c.as_mut_ptr();
-    // Rows of `A` contiguous (H, dHW, X): the kernel reads them in place, which saves a copy
-    // of A per call; otherwise (dXW^T) each MC x KC block is packed on the stack.
-    let in_place = a.strides()[1] == 1;
-    let mut block = ABlock([MaybeUninit::<F>::uninit(); MC * KC]);
+    let in_place = block.is_none();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let acc = accumulate || k0 > 0;
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
-            let a_block = a.slice(s![m0..m0 + mc, k0..k0 + kc]);
             // (first value, step between rows, step along k, step between row panels)
-            let (a_ptr, rsa, csa, panel_step) = if in_place {
-                let rsa = a_block.strides()[0];
-                (a_block.as_ptr(), rsa, 1, MR as isize * rsa)
-            } else {
-                pack_a(&mut block, a_block);
-                (
-                    block.0.as_ptr().cast::<F>(),
-                    1,
-                    MR as isize,
-                    (MR * kc) as isize,
-                )
+            let (a_ptr, rsa, csa, panel_step) = match block.as_deref_mut() {
+                None => {
+                    // Pointer arithmetic rather than `a.slice(..)`: slicing cost more than
+                    // the kernels in the first lesson's products.
+                    let rsa = a.strides()[0];
+                    let first = a.as_ptr().wrapping_offset(m0 as isize * rsa + k0 as isize);
+                    (first, rsa, 1, MR as isize * rsa)
+                }
+                Some(block) => {
+                    pack_a(block, a.slice(s![m0..m0 + mc, k0..k0 + kc]));
+                    (
+                        block.0.as_ptr().cast::<F>(),
+                        1,
+                        MR as isize,
+                        (MR * kc) as isize,
+                    )
+                }
             };
             // Packed A comes in panels of MR rows, so only A read in place can be tiled freely.
             let tiles = row_tiles(mc, in_place);
@@ -485,9 +524,9 @@ fn serial<F: Float>(
                         lines: lines * (tile + 1) / tile_count - first,
                     };
                     // SAFETY: `a_ptr + (r0 / MR) * panel_step + (r0 % MR) * rsa + i * rsa
-                    // + q * csa` is value (r0 + i, q) of `a_block` (i < rows, q < kc): in
-                    // place, by its strides (panel_step = MR * rsa); packed, as `pack_a` wrote
-                    // it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The
+                    // + q * csa` is value (m0 + r0 + i, k0 + q) of `a` (i < rows, q < kc): in
+                    // place, by its strides (panel_step = MR * rsa, column stride 1); packed,
+                    // as `pack_a` wrote it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The
                     // C tile (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`,
                     // which is borrowed mutably and so aliases neither `a` nor `b`.
                     unsafe {

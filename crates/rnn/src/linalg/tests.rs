@@ -2,7 +2,7 @@
 
 use ndarray::{s, Array2, ArrayView2};
 
-use super::kernel::{kernels, portable, Kernels};
+use super::kernel::{kernels, kernels_of, portable, Kernels};
 use super::packed::{matmul_packed_with, PARALLEL_MIN_WORK};
 use super::*;
 use crate::rng::Rng;
@@ -123,6 +123,21 @@ fn packed_matches_reference_f32_best_kernel() {
     check_packed::<f32>(&kernels(), 1, PARALLEL_MIN_WORK, SHAPES);
 }
 
+/// Every SIMD kernel this CPU runs, whichever `RNN_MAX_ISA` picks; both with AVX-512.
+#[test]
+fn packed_matches_reference_f32_every_simd_kernel() {
+    for isa in [Isa::Avx2, Isa::Avx512] {
+        match kernels_of(isa) {
+            Some(k) => {
+                assert_eq!(k.name, isa.name());
+                check_packed::<f32>(&k, 1, PARALLEL_MIN_WORK, SHAPES);
+                check_packed::<f32>(&k, 3, 0, &[(70, 300, 100), (150, 530, 18)]);
+            }
+            None => eprintln!("this CPU has no {}: its kernel is not checked", isa.name()),
+        }
+    }
+}
+
 #[test]
 fn packed_matches_reference_f32_portable() {
     check_packed::<f32>(&portable(), 1, PARALLEL_MIN_WORK, SHAPES);
@@ -153,6 +168,33 @@ fn packed_matches_reference_split_over_threads() {
     const { assert!(150 * 300 * 100 >= PARALLEL_MIN_WORK) };
     let threads = rayon::current_num_threads();
     check_packed::<f32>(&kernels(), threads, PARALLEL_MIN_WORK, &large);
+}
+
+/// AVX2 and AVX-512 accumulate each value in the same order with the same FMAs: the same bits.
+#[test]
+fn simd_kernels_give_the_same_bits() {
+    let (Some(avx2), Some(avx512)) = (kernels_of(Isa::Avx2), kernels_of(Isa::Avx512)) else {
+        eprintln!("this CPU does not run both SIMD kernels: nothing to compare");
+        return;
+    };
+    let mut rng = Rng::new(5);
+    for (m, k, n) in [(64, 300, 100), (7, 3, 40), (13, 530, 18)] {
+        let (a, a_t) = (random::<f32>(&mut rng, m, k), random::<f32>(&mut rng, k, m));
+        let b = random::<f32>(&mut rng, k, n);
+        let packed = PackedWeights::new(&b.view());
+        let c0 = random::<f32>(&mut rng, m, n);
+        // A read in place, and A packed (a transposed view).
+        for a in [a.view(), a_t.t()] {
+            let (mut narrow, mut wide) = (c0.clone(), c0.clone());
+            for (kernels, c) in [(&avx2, &mut narrow), (&avx512, &mut wide)] {
+                matmul_packed_with(kernels, 2, 0, &mut c.view_mut(), &a, &packed, true);
+            }
+            assert!(narrow
+                .iter()
+                .zip(&wide)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
 }
 
 #[test]

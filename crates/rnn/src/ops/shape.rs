@@ -172,7 +172,7 @@ impl Tensor {
             let mut dims: Vec<usize> = shape.iter().map(|&s| s.max(0) as usize).collect();
             let bad = || format!("shape '{shown}' is invalid for input of size {n}");
             match infer {
-                Some(i) if known != 0 && n % known == 0 => dims[i] = n / known,
+                Some(i) if known != 0 && n.is_multiple_of(known) => dims[i] = n / known,
                 Some(_) => return Err(invalid(bad())),
                 None if known != n => return Err(invalid(bad())),
                 None => {}

@@ -132,7 +132,8 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub h_new: Rows<F>,
     /// (w) per row, LSTM: the cell state, updated in place.
     pub c: Rows<F>,
-    /// (G w) per row: the gate activations, saved for backward.
+    /// (G w) per row: the gate activations, saved for backward (RNN: empty when nothing is
+    /// saved).
     pub gates: Rows<F>,
     /// (aux_width w) per row: values saved for backward.
     pub aux: Rows<F>,
@@ -248,16 +249,20 @@ fn forward_row<F: Activations>(
     let n = h_new.len();
     match cell.kind {
         CellKind::Rnn => {
-            let (xw, bias, gates) = (&xw[..n], &bias[..n], &mut gates[..n]);
+            // The activation is the new state; `gates` keeps a copy for backward, and is empty
+            // when nothing is saved (inference).
+            let (xw, bias) = (&xw[..n], &bias[..n]);
             match cell.nonlinearity {
-                Nonlinearity::Tanh => F::tanh_of_sum(gates, [xw, bias]),
+                Nonlinearity::Tanh => F::tanh_of_sum(h_new, [xw, bias]),
                 Nonlinearity::Relu => {
                     for j in 0..n {
-                        gates[j] = (xw[j] + bias[j]).max(F::zero());
+                        h_new[j] = (xw[j] + bias[j]).max(F::zero());
                     }
                 }
             }
-            h_new.copy_from_slice(gates);
+            if !gates.is_empty() {
+                gates[..n].copy_from_slice(h_new);
+            }
         }
         CellKind::Lstm => {
             // Two simple passes (activations gate by gate, then the state update) keep few

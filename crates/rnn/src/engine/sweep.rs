@@ -548,7 +548,12 @@ pub(super) fn direction_forward<F: Activations>(
                         } else {
                             Rows::empty()
                         },
-                        gates: sh_gates.rows(saved_r0, cols.clone()),
+                        // RNN's gate is its new state: kept only for backward.
+                        gates: if save || cell.kind != CellKind::Rnn {
+                            sh_gates.rows(saved_r0, cols.clone())
+                        } else {
+                            Rows::empty()
+                        },
                         aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
                         xw: sh_xw.rows(xw_row, cols.clone()),
                         hw: if is_gru {

@@ -103,7 +103,7 @@ fn check_packed<F: Float>(
     }
 }
 
-/// Edge sizes around the tile (6 x 16) and the blocking (KC = 256, MC = 72).
+/// Edge sizes around the tile (6 x 16) and the blocking (KC = 512, MC = 72).
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 1),
@@ -112,6 +112,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (7, 3, 15),
     (13, 33, 33),
     (2, 257, 31),
+    (3, 513, 17),
+    (7, 1030, 20),
     (73, 19, 5),
     (64, 300, 48),
     (8, 5, 20),

@@ -184,14 +184,14 @@ unsafe fn map_f32<const TANH: bool, const N: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        let isa = isa();
-        if isa != Isa::Scalar {
+        let level = isa();
+        if level != Isa::Scalar {
             // SAFETY: the CPU has the instruction set; the pointers as the caller vouched.
             unsafe {
                 if TANH {
-                    simd::map::<simd::Tanh, N>(isa, out, inputs, n)
+                    simd::map::<simd::Tanh, N>(level, out, inputs, n)
                 } else {
-                    simd::map::<simd::Sigmoid, N>(isa, out, inputs, n)
+                    simd::map::<simd::Sigmoid, N>(level, out, inputs, n)
                 }
             };
             return;

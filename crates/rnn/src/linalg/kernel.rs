@@ -15,7 +15,7 @@
 //!
 //! [`kernels`] picks the widest the CPU has ([`super::isa`]).
 
-use super::{Float, Isa};
+use super::Float;
 
 /// Rows of the register tile (and of a packed `A` micro-panel).
 pub const MR: usize = 6;
@@ -90,9 +90,9 @@ pub fn kernels<F: Float>() -> Kernels<F> {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
         let k: Kernels<f32> = match super::isa() {
-            Isa::Avx512 => avx512::kernels(),
-            Isa::Avx2 => avx2::kernels(),
-            Isa::Scalar => return portable(),
+            super::Isa::Avx512 => avx512::kernels(),
+            super::Isa::Avx2 => avx2::kernels(),
+            super::Isa::Scalar => return portable(),
         };
         // SAFETY: `F` is `f32` (same TypeId), so `Kernels<f32>` and `Kernels<F>` are the same
         // type and the copy is a plain bitwise copy of function pointers.
@@ -104,7 +104,8 @@ pub fn kernels<F: Float>() -> Kernels<F> {
 /// The kernels of `isa` for f32, when this CPU has it (whatever `RNN_MAX_ISA` says): for the
 /// tests, which check every kernel the CPU can run.
 #[cfg(test)]
-pub(crate) fn kernels_of(isa: Isa) -> Option<Kernels<f32>> {
+pub(crate) fn kernels_of(isa: super::Isa) -> Option<Kernels<f32>> {
+    use super::Isa;
     if super::isa::detected() < isa {
         return None;
     }

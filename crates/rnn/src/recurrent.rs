@@ -155,42 +155,39 @@ const SWAP_PARALLEL_MIN: usize = 1 << 18;
 /// The values of `a` (A, B, W) in the order of (B, A, W): whole rows of `W` copied at once.
 fn swap_outer_axes(a: ndarray::ArrayView3<'_, f32>) -> Vec<f32> {
     let (outer, inner, width) = a.dim();
-    let mut v = Vec::with_capacity(a.len());
-    if let Some(all) = a.as_slice() {
-        if a.len() >= SWAP_PARALLEL_MIN && outer * width > 0 {
-            use rayon::prelude::*;
-            // Output block `i` is (A, W): rows `i` of every `o`.
-            v.spare_capacity_mut()[..a.len()]
-                .par_chunks_mut(outer * width)
-                .enumerate()
-                .for_each(|(i, block)| {
-                    for (o, row) in block.chunks_exact_mut(width).enumerate() {
-                        let src = &all[(o * inner + i) * width..][..width];
-                        for (x, &y) in row.iter_mut().zip(src) {
-                            x.write(y);
-                        }
-                    }
-                });
-            // SAFETY: the blocks cover the first `a.len()` values, each written above.
-            unsafe { v.set_len(a.len()) };
-            return v;
-        }
+    let Some(all) = a.as_slice() else {
+        let mut v = Vec::with_capacity(a.len());
         for i in 0..inner {
             for o in 0..outer {
-                v.extend_from_slice(&all[(o * inner + i) * width..][..width]);
+                v.extend(a.slice(ndarray::s![o, i, ..]).iter().copied());
             }
         }
         return v;
-    }
-    for i in 0..inner {
-        for o in 0..outer {
-            let row = a.slice(ndarray::s![o, i, ..]);
-            match row.as_slice() {
-                Some(row) => v.extend_from_slice(row),
-                None => v.extend(row.iter().copied()),
+    };
+    let mut v = Vec::with_capacity(all.len());
+    if !all.is_empty() {
+        // Output block `i` is (A, W): rows `i` of every `o`.
+        let fill = |(i, block): (usize, &mut [std::mem::MaybeUninit<f32>])| {
+            for (o, row) in block.chunks_exact_mut(width).enumerate() {
+                let src = &all[(o * inner + i) * width..][..width];
+                for (x, &y) in row.iter_mut().zip(src) {
+                    x.write(y);
+                }
             }
+        };
+        let blocks = &mut v.spare_capacity_mut()[..all.len()];
+        if all.len() >= SWAP_PARALLEL_MIN {
+            use rayon::prelude::*;
+            blocks
+                .par_chunks_mut(outer * width)
+                .enumerate()
+                .for_each(fill);
+        } else {
+            blocks.chunks_mut(outer * width).enumerate().for_each(fill);
         }
     }
+    // SAFETY: the blocks cover the first `all.len()` values, each written above.
+    unsafe { v.set_len(all.len()) };
     v
 }
 
@@ -800,7 +797,12 @@ mod tests {
             assert_eq!(a * b * w >= SWAP_PARALLEL_MIN, a == 70);
             let want: Vec<f32> = x.view().permuted_axes([1, 0, 2]).iter().copied().collect();
             assert_eq!(swap_outer_axes(x.view()), want);
+            // Not contiguous: every other value of each row.
+            let strided = x.slice(ndarray::s![.., .., ..;2]);
+            let want: Vec<f32> = strided.permuted_axes([1, 0, 2]).iter().copied().collect();
+            assert_eq!(swap_outer_axes(strided), want);
         }
+        assert!(swap_outer_axes(ndarray::Array3::zeros((0, 4, 3)).view()).is_empty());
     }
 
     #[test]

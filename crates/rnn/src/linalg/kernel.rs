@@ -178,6 +178,84 @@ unsafe fn portable_kernel<F: Float, const M: usize>(
     unsafe { store_tile(&acc, c, rsc, csc, cols, accumulate) };
 }
 
+/// What the x86-64 kernels share around their register loops: the `C` tile prefetch, the row
+/// pointers of `A`, and the dealing of the next `B` panel's lines over the steps. Only SSE
+/// prefetches and pointer arithmetic: nothing here needs the kernels' target features.
+#[cfg(target_arch = "x86_64")]
+mod tile {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+
+    use super::{Prefetch, NR};
+
+    /// Asks for the lines of an `M x NR` tile of `C` (first and last value of each row), so
+    /// that they arrive while the tile is computed: `C` is touched only at the end, and for
+    /// tall products it is not in cache.
+    #[inline(always)]
+    pub(super) fn prefetch_c<const M: usize>(c: *mut f32, rsc: isize, csc: isize) {
+        for i in 0..M {
+            let row = c.wrapping_offset(i as isize * rsc);
+            // SAFETY: prefetches do not fault, whatever the address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
+            }
+        }
+    }
+
+    /// One pointer per row of `A`, so that with one offset along k every broadcast is
+    /// `[row + 4 * offset]` and a step costs one add for `A`, not a chain of adds through the
+    /// rows (what the compiler makes of `a + i * rsa`: ~10% slower on every shape).
+    #[inline(always)]
+    pub(super) fn row_pointers<const M: usize>(a: *const f32, rsa: isize) -> [*const f32; M] {
+        std::array::from_fn(|i| a.wrapping_offset(i as isize * rsa))
+    }
+
+    /// Deals the lines of a [`Prefetch`] out over the `kc` steps of a tile: one line after
+    /// every `every` steps, the rest after the loop, so that the register loop runs in
+    /// stretches without a countdown inside them.
+    pub(super) struct Dealer {
+        /// Steps between two lines.
+        pub every: usize,
+        line: *const f32,
+        left: usize,
+    }
+
+    impl Dealer {
+        #[inline(always)]
+        pub fn new(kc: usize, prefetch: Prefetch<f32>) -> Self {
+            Dealer {
+                every: kc.checked_div(prefetch.lines).unwrap_or(usize::MAX).max(1),
+                line: prefetch.start,
+                left: prefetch.lines,
+            }
+        }
+
+        /// Asks for the next line, if any is left (after a stretch of steps).
+        #[inline(always)]
+        pub fn one(&mut self) {
+            if self.left > 0 {
+                self.line_now();
+                self.left -= 1;
+            }
+        }
+
+        /// Asks for every line left (after the loop).
+        #[inline(always)]
+        pub fn rest(mut self) {
+            for _ in 0..self.left {
+                self.line_now();
+            }
+        }
+
+        #[inline(always)]
+        fn line_now(&mut self) {
+            // SAFETY: prefetches do not fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(self.line.cast()) };
+            self.line = self.line.wrapping_add(16);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     //! The f32 kernel for AVX2 + FMA: a 6 x 16 tile is 12 `ymm` accumulators; each step of
@@ -185,7 +263,7 @@ mod avx2 {
     //! FMAs, enough independent chains to keep both FMA pipes busy (latency 4 or 5, 2 per
     //! cycle).
 
-    use super::{Kernels, Prefetch, MR, NR};
+    use super::{tile, Kernels, Prefetch, MR, NR};
     use std::arch::x86_64::*;
 
     pub fn kernels() -> Kernels<f32> {
@@ -222,27 +300,15 @@ mod avx2 {
         prefetch: Prefetch<f32>,
     ) {
         const { assert!(M >= 1 && M <= MR && NR == 16) };
-        // Ask for the C tile now, so that its lines arrive while the tile is computed (C is
-        // touched only at the end, and for tall products it is not in cache).
-        for i in 0..M {
-            let row = c.wrapping_offset(i as isize * rsc);
-            _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
-        }
+        tile::prefetch_c::<M>(c, rsc, csc);
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        // One pointer per row of A and one offset along k, so that every broadcast is
-        // `[row + 4 * offset]` and a step costs one add for A, not a chain of adds through
-        // the rows (what the compiler makes of `a + i * rsa`: ~10% slower on every shape).
-        let rows: [*const f32; M] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rsa));
+        let rows = tile::row_pointers::<M>(a, rsa);
         let mut offset = 0isize;
         let mut b = b;
-        // One prefetch after every `every` steps of the inner dimension (the rest after the
-        // loop): runs of steps without a countdown inside them.
-        let every = kc.checked_div(prefetch.lines).unwrap_or(usize::MAX).max(1);
-        let (mut line, mut left) = (prefetch.start, prefetch.lines);
+        let mut dealer = tile::Dealer::new(kc, prefetch);
         let mut steps_left = kc;
         while steps_left > 0 {
-            let run = every.min(steps_left);
+            let run = dealer.every.min(steps_left);
             for _ in 0..run {
                 // SAFETY (whole block): `b` walks the `kc * NR` panel, `rows[i] + offset`
                 // walks `kc` columns of row `i < M`, both within the kernel contract.
@@ -259,16 +325,9 @@ mod avx2 {
                 }
             }
             steps_left -= run;
-            if left > 0 {
-                _mm_prefetch::<_MM_HINT_T1>(line.cast());
-                line = line.wrapping_add(16);
-                left -= 1;
-            }
+            dealer.one();
         }
-        for _ in 0..left {
-            _mm_prefetch::<_MM_HINT_T1>(line.cast());
-            line = line.wrapping_add(16);
-        }
+        dealer.rest();
         if cols == NR && csc == 1 {
             for (i, acc) in acc.iter().enumerate() {
                 // SAFETY: row `i < M` of the tile is 16 contiguous writable floats.
@@ -304,7 +363,7 @@ mod avx512 {
     //! inner dimension loads one `zmm` of `B` and issues 6 FMAs whose `A` operand is an
     //! embedded broadcast from memory (`{1to16}`), 7 instructions where AVX2 needs 20.
 
-    use super::{Kernels, Prefetch, MR, NR};
+    use super::{tile, Kernels, Prefetch, MR, NR};
     use std::arch::x86_64::*;
 
     pub fn kernels() -> Kernels<f32> {
@@ -341,20 +400,15 @@ mod avx512 {
         prefetch: Prefetch<f32>,
     ) {
         const { assert!(M >= 1 && M <= MR && NR == 16) };
-        for i in 0..M {
-            let row = c.wrapping_offset(i as isize * rsc);
-            _mm_prefetch::<_MM_HINT_T0>(row.cast());
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * csc).cast());
-        }
+        tile::prefetch_c::<M>(c, rsc, csc);
         let mut acc = [_mm512_setzero_ps(); M];
-        let rows: [*const f32; M] = std::array::from_fn(|i| a.wrapping_offset(i as isize * rsa));
+        let rows = tile::row_pointers::<M>(a, rsa);
         let mut offset = 0isize;
         let mut b = b;
-        let every = kc.checked_div(prefetch.lines).unwrap_or(usize::MAX).max(1);
-        let (mut line, mut left) = (prefetch.start, prefetch.lines);
+        let mut dealer = tile::Dealer::new(kc, prefetch);
         let mut steps_left = kc;
         while steps_left > 0 {
-            let run = every.min(steps_left);
+            let run = dealer.every.min(steps_left);
             for _ in 0..run {
                 // SAFETY (whole block): `b` walks the `kc * NR` panel, `rows[i] + offset`
                 // walks `kc` columns of row `i < M`, both within the kernel contract.
@@ -369,16 +423,9 @@ mod avx512 {
                 }
             }
             steps_left -= run;
-            if left > 0 {
-                _mm_prefetch::<_MM_HINT_T1>(line.cast());
-                line = line.wrapping_add(16);
-                left -= 1;
-            }
+            dealer.one();
         }
-        for _ in 0..left {
-            _mm_prefetch::<_MM_HINT_T1>(line.cast());
-            line = line.wrapping_add(16);
-        }
+        dealer.rest();
         if csc == 1 {
             // Columns past `cols` are masked off: no tile on the stack for a narrow edge.
             let mask: __mmask16 = if cols >= NR { !0 } else { (1u16 << cols) - 1 };

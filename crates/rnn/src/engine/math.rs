@@ -261,6 +261,39 @@ mod simd {
         unsafe fn select_lt(self, limit: Self, yes: Self, no: Self) -> Self;
     }
 
+    /// The methods of [`Lanes`] that are one intrinsic on a width: `binary` and `ternary` take
+    /// and return the register type, `bitwise` goes through the integer form (`__m512i`).
+    macro_rules! lane_ops {
+        (
+            $ty:ident,
+            binary: $($op2:ident $f2:ident),*;
+            ternary: $($op3:ident $f3:ident),*;
+            $(bitwise: $($opb:ident $fb:ident),*;)?
+        ) => {
+            $(
+                #[inline(always)]
+                unsafe fn $op2(self, b: Self) -> Self {
+                    $ty($f2(self.0, b.0))
+                }
+            )*
+            $(
+                #[inline(always)]
+                unsafe fn $op3(self, b: Self, c: Self) -> Self {
+                    $ty($f3(self.0, b.0, c.0))
+                }
+            )*
+            $($(
+                #[inline(always)]
+                unsafe fn $opb(self, b: Self) -> Self {
+                    $ty(_mm512_castsi512_ps($fb(
+                        _mm512_castps_si512(self.0),
+                        _mm512_castps_si512(b.0),
+                    )))
+                }
+            )*)?
+        };
+    }
+
     /// 8 lanes with AVX2 + FMA.
     #[derive(Clone, Copy)]
     pub(super) struct Ymm(__m256);
@@ -291,53 +324,12 @@ mod simd {
         unsafe fn store_part(self, p: *mut f32, len: usize) {
             _mm256_maskstore_ps(p, ymm_mask(len), self.0)
         }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            Ymm(_mm256_add_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            Ymm(_mm256_sub_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            Ymm(_mm256_mul_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn div(self, b: Self) -> Self {
-            Ymm(_mm256_div_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-            Ymm(_mm256_fmadd_ps(self.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn neg_mul_add(self, b: Self, c: Self) -> Self {
-            Ymm(_mm256_fnmadd_ps(self.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn min(self, b: Self) -> Self {
-            Ymm(_mm256_min_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn max(self, b: Self) -> Self {
-            Ymm(_mm256_max_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn xor(self, b: Self) -> Self {
-            Ymm(_mm256_xor_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn and(self, b: Self) -> Self {
-            Ymm(_mm256_and_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn and_not(self, b: Self) -> Self {
-            Ymm(_mm256_andnot_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn or(self, b: Self) -> Self {
-            Ymm(_mm256_or_ps(self.0, b.0))
+        lane_ops! {
+            Ymm,
+            binary: add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps, div _mm256_div_ps,
+                min _mm256_min_ps, max _mm256_max_ps, xor _mm256_xor_ps, and _mm256_and_ps,
+                and_not _mm256_andnot_ps, or _mm256_or_ps;
+            ternary: mul_add _mm256_fmadd_ps, neg_mul_add _mm256_fnmadd_ps;
         }
         #[inline(always)]
         unsafe fn pow2_from_rounded(t: Self) -> Self {
@@ -383,66 +375,14 @@ mod simd {
         unsafe fn store_part(self, p: *mut f32, len: usize) {
             _mm512_mask_storeu_ps(p, zmm_mask(len), self.0)
         }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            Zmm(_mm512_add_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            Zmm(_mm512_sub_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            Zmm(_mm512_mul_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn div(self, b: Self) -> Self {
-            Zmm(_mm512_div_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-            Zmm(_mm512_fmadd_ps(self.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn neg_mul_add(self, b: Self, c: Self) -> Self {
-            Zmm(_mm512_fnmadd_ps(self.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn min(self, b: Self) -> Self {
-            Zmm(_mm512_min_ps(self.0, b.0))
-        }
-        #[inline(always)]
-        unsafe fn max(self, b: Self) -> Self {
-            Zmm(_mm512_max_ps(self.0, b.0))
-        }
-        // The bitwise operations on integers: AVX-512F has them, the `_ps` forms need DQ.
-        #[inline(always)]
-        unsafe fn xor(self, b: Self) -> Self {
-            Zmm(_mm512_castsi512_ps(_mm512_xor_si512(
-                _mm512_castps_si512(self.0),
-                _mm512_castps_si512(b.0),
-            )))
-        }
-        #[inline(always)]
-        unsafe fn and(self, b: Self) -> Self {
-            Zmm(_mm512_castsi512_ps(_mm512_and_si512(
-                _mm512_castps_si512(self.0),
-                _mm512_castps_si512(b.0),
-            )))
-        }
-        #[inline(always)]
-        unsafe fn and_not(self, b: Self) -> Self {
-            Zmm(_mm512_castsi512_ps(_mm512_andnot_si512(
-                _mm512_castps_si512(self.0),
-                _mm512_castps_si512(b.0),
-            )))
-        }
-        #[inline(always)]
-        unsafe fn or(self, b: Self) -> Self {
-            Zmm(_mm512_castsi512_ps(_mm512_or_si512(
-                _mm512_castps_si512(self.0),
-                _mm512_castps_si512(b.0),
-            )))
+        lane_ops! {
+            Zmm,
+            binary: add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps, div _mm512_div_ps,
+                min _mm512_min_ps, max _mm512_max_ps;
+            ternary: mul_add _mm512_fmadd_ps, neg_mul_add _mm512_fnmadd_ps;
+            // The bitwise operations on integers: AVX-512F has them, the `_ps` forms need DQ.
+            bitwise: xor _mm512_xor_si512, and _mm512_and_si512, and_not _mm512_andnot_si512,
+                or _mm512_or_si512;
         }
         #[inline(always)]
         unsafe fn pow2_from_rounded(t: Self) -> Self {

@@ -33,11 +33,9 @@ struct Padded(AtomicUsize);
 
 /// Progress of one [`run_phases`] call.
 struct Progress {
-    /// The items of a phase cut into one contiguous range per thread (its *home* items):
-    /// `starts[r]..starts[r + 1]` is range `r`.
-    starts: Vec<usize>,
-    /// Per range, its items claimed so far over all phases: claim `k` of range `r` is item
-    /// `starts[r] + k % len(r)` of phase `k / len(r)`.
+    /// Per range of items (one per thread, its *home* items: range `r` of `R` is items
+    /// `r * items / R..(r + 1) * items / R`), its items claimed so far over all phases: claim
+    /// `k` of a range is its item `k % len` of phase `k / len`.
     claimed: Vec<Padded>,
     /// Items finished so far, over all phases.
     done: Padded,
@@ -83,7 +81,6 @@ pub(crate) fn run_phases(
     }
     let ranges = helpers + 1;
     let progress = Progress {
-        starts: (0..=ranges).map(|r| r * items / ranges).collect(),
         claimed: (0..ranges).map(|_| Padded(AtomicUsize::new(0))).collect(),
         done: Padded(AtomicUsize::new(0)),
         joined: Padded(AtomicUsize::new(0)),
@@ -115,10 +112,8 @@ fn take_part(
     let first = done.load(Ordering::Acquire) / items;
     for phase in first..phases {
         for r in (0..ranges).map(|i| (home + i) % ranges) {
-            let (start, len) = (
-                progress.starts[r],
-                progress.starts[r + 1] - progress.starts[r],
-            );
+            let (start, end_of_range) = (r * items / ranges, (r + 1) * items / ranges);
+            let len = end_of_range - start;
             let claimed = &progress.claimed[r].0;
             let end = (phase + 1) * len;
             let mut next = claimed.load(Ordering::Acquire);

@@ -18,7 +18,7 @@
 
 use std::fmt;
 
-use ndarray::{Array2, Array3, ArrayD, Axis, Ix1, Ix2, IxDyn};
+use ndarray::{Array2, Array3, ArrayD, Axis, CowArray, Ix1, Ix2, IxDyn};
 
 use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
 use crate::engine::{self, Batches, DirWeights, Saved};
@@ -106,37 +106,46 @@ enum Layout {
 }
 
 impl Layout {
-    /// (L, N, F) or similar → rows `t * N + b`.
-    fn to_rows(self, a: &ArrayD<f32>) -> Array2<f32> {
+    /// (L, N, F) or similar → the engine's rows in the order of `batches`: time-major (row
+    /// `t * N + b`), or batch-major, which is (N, L, F) as it is. Borrowed, not copied, when
+    /// `a` is already in that order and contiguous.
+    fn to_rows<'a>(self, a: &'a ArrayD<f32>, batches: &Batches) -> CowArray<'a, f32, Ix2> {
         let width = *a.shape().last().expect("checked ndim");
-        match self {
-            Layout::BatchFirst => {
-                let a3 = a
-                    .view()
-                    .into_dimensionality::<ndarray::Ix3>()
-                    .expect("checked ndim");
-                let rows = a.len() / width.max(1);
-                Array2::from_shape_vec((rows, width), swap_outer_axes(a3)).expect("sizes agree")
-            }
-            _ => {
-                let rows = a.len() / width.max(1);
-                let v: Vec<f32> = if a.is_standard_layout() {
-                    a.as_slice().expect("standard layout").to_vec()
-                } else {
-                    a.iter().copied().collect()
-                };
-                Array2::from_shape_vec((rows, width), v).expect("sizes agree")
-            }
+        let rows = a.len() / width.max(1);
+        if self == Layout::BatchFirst && !batches.is_batch_major() {
+            let a3 = a
+                .view()
+                .into_dimensionality::<ndarray::Ix3>()
+                .expect("checked ndim");
+            return Array2::from_shape_vec((rows, width), swap_outer_axes(a3))
+                .expect("sizes agree")
+                .into();
+        }
+        match a.view().into_shape_with_order((rows, width)) {
+            Ok(view) if a.is_standard_layout() => view.into(),
+            _ => Array2::from_shape_vec((rows, width), a.iter().copied().collect())
+                .expect("sizes agree")
+                .into(),
         }
     }
 
-    /// Rows back to the user's layout, with `len` steps of `batch` rows.
-    fn to_layout(self, rows: Array2<f32>, len: usize, batch: usize) -> ArrayD<f32> {
+    /// Rows in the order of `batches` back to the user's layout, with `len` steps of `batch`
+    /// rows.
+    fn to_layout(
+        self,
+        rows: Array2<f32>,
+        batches: &Batches,
+        len: usize,
+        batch: usize,
+    ) -> ArrayD<f32> {
         let width = rows.ncols();
         match self {
             Layout::SeqFirst => rows.into_shape_with_order(IxDyn(&[len, batch, width])),
             Layout::Unbatched => rows.into_shape_with_order(IxDyn(&[len, width])),
             Layout::Rows => Ok(rows.into_dyn()),
+            Layout::BatchFirst if batches.is_batch_major() => {
+                rows.into_shape_with_order(IxDyn(&[batch, len, width]))
+            }
             Layout::BatchFirst => {
                 let tm = rows
                     .into_shape_with_order((len, batch, width))
@@ -304,8 +313,9 @@ impl Recurrent {
         self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape)
     }
 
-    /// Runs the layer on packed rows (R, H_in) laid out by `batches` (time-major, sorted by
-    /// decreasing length). States are in the packed (sorted) batch order. Output (R, D*H_out).
+    /// Runs the layer on packed rows (R, H_in) laid out by `batches`: time-major, sorted by
+    /// decreasing length, or, for a padded batch, batch-major ([`Batches::batch_major`]).
+    /// States are in the packed (sorted) batch order. Output (R, D*H_out), in the rows' order.
     pub fn forward_rows(
         &self,
         rows: &Tensor,
@@ -397,7 +407,6 @@ impl Recurrent {
         let h0a = h0a.unwrap_or_else(|| Array3::zeros((ld, n, c.state_size())));
         let c0a = is_lstm.then(|| c0a.unwrap_or_else(|| Array3::zeros((ld, n, c.hidden_size))));
 
-        let x_rows = layout.to_rows(&input.data());
         let mut inputs = vec![input.clone()];
         inputs.extend(h0.cloned());
         inputs.extend(c0.cloned());
@@ -407,6 +416,15 @@ impl Recurrent {
 
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
+        // batch_first input as it is, where the engine can read it so.
+        let batches = match layout {
+            Layout::BatchFirst if engine::batch_major_pays(&weights, &batches) => {
+                batches.batch_major().expect("a padded batch")
+            }
+            _ => batches,
+        };
+        let input_data = input.data();
+        let x_rows = layout.to_rows(&input_data, &batches);
         let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
         let fwd = if dropout {
             with_global_rng(|rng| {
@@ -433,7 +451,8 @@ impl Recurrent {
                 record,
             )
         };
-        drop(guards);
+        drop((guards, x_rows));
+        drop(input_data);
 
         let len = batches.steps();
         let unbatched = layout == Layout::Unbatched;
@@ -444,7 +463,10 @@ impl Recurrent {
                 a.into_dyn()
             }
         };
-        let mut outputs = vec![layout.to_layout(fwd.output, len, n), state_out(fwd.h_n)];
+        let mut outputs = vec![
+            layout.to_layout(fwd.output, &batches, len, n),
+            state_out(fwd.h_n),
+        ];
         if let Some(c_n) = fwd.c_n {
             outputs.push(state_out(c_n));
         }
@@ -534,8 +556,8 @@ impl Backward for RecurrentBackward {
         let ld = c.num_layers * c.num_directions();
         let rows = self.batches.rows();
         let d_output = match &grads[0] {
-            Some(g) => self.layout.to_rows(g),
-            None => Array2::zeros((rows, c.output_size())),
+            Some(g) => self.layout.to_rows(g, &self.batches),
+            None => Array2::zeros((rows, c.output_size())).into(),
         };
         let state = |g: &Option<ArrayD<f32>>, width: usize| {
             g.as_ref().map(|g| {
@@ -550,7 +572,8 @@ impl Backward for RecurrentBackward {
         let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
         // The input rows are rebuilt from the input tensor rather than kept twice.
-        let x_rows = self.layout.to_rows(&inputs[0].data());
+        let input_data = inputs[0].data();
+        let x_rows = self.layout.to_rows(&input_data, &self.batches);
         let b = engine::backward(
             c,
             &weights,
@@ -561,7 +584,8 @@ impl Backward for RecurrentBackward {
             dh_n.as_ref().map(|a| a.view()),
             dc_n.as_ref().map(|a| a.view()),
         );
-        drop(guards);
+        drop((guards, x_rows));
+        drop(input_data);
         let unbatched = self.layout == Layout::Unbatched;
         let state_grad = |a: Array3<f32>| -> ArrayD<f32> {
             if unbatched {
@@ -571,7 +595,9 @@ impl Backward for RecurrentBackward {
             }
         };
         let mut out = Vec::with_capacity(inputs.len());
-        let d_input = self.layout.to_layout(b.input, self.batches.steps(), n);
+        let d_input = self
+            .layout
+            .to_layout(b.input, &self.batches, self.batches.steps(), n);
         debug_assert_eq!(d_input.shape(), self.input_shape.as_slice());
         out.push(Some(d_input));
         if self.has_h0 {

@@ -91,6 +91,14 @@ impl<F> Shared<F> {
         }
     }
 
+    /// The matrix of every `k`-th row of this one from row `r0`.
+    fn every(self, r0: usize, k: usize) -> Self {
+        Shared {
+            ptr: self.ptr.wrapping_add(r0 * self.stride),
+            stride: self.stride * k,
+        }
+    }
+
     /// Rows from `r0`, columns `cols`, for the cell kernels.
     fn rows(self, r0: usize, cols: std::ops::Range<usize>) -> Rows<F> {
         if cols.is_empty() {
@@ -169,7 +177,7 @@ fn padded_uninit<F: Float>(rows: usize, cols: usize) -> Array2<std::mem::MaybeUn
 const INPUT_CHUNK_STEPS: usize = 16;
 
 /// The rows (of all steps stacked) of the loop's steps `loop_steps`, which are consecutive in
-/// time and so in rows.
+/// time and so, time-major, in rows.
 fn step_rows(
     batches: &Batches,
     reverse: bool,
@@ -180,9 +188,8 @@ fn step_rows(
         time(batches, reverse, loop_steps.end - 1),
     );
     let (first, last) = (a.min(b), a.max(b));
-    let (start, _) = batches.step(first);
-    let (offset, len) = batches.step(last);
-    start..offset + len
+    debug_assert!(!batches.is_batch_major(), "a step's rows are apart");
+    batches.row(first, 0)..batches.row(last, 0) + batches.active(last)
 }
 
 /// The loop's `s`-th step: forward in time, or backward for the reverse direction.
@@ -198,11 +205,13 @@ fn time(batches: &Batches, reverse: bool, s: usize) -> usize {
 /// every step by blocks of units (see [`Sharing`]).
 const MIN_ROWS_PER_THREAD: usize = 16;
 
-/// The rows of one step that a work item covers: rows `r0..r0 + len` of the whole pass
-/// (all steps stacked), which are rows `lo..lo + len` of the per-step buffers (states).
+/// The rows of one step that a work item covers: `len` rows of the whole pass (all steps
+/// stacked) from `r0`, `step` apart (see [`Batches::row_step`]), which are rows `lo..lo + len`
+/// of the per-step buffers (states).
 #[derive(Clone, Copy, Debug)]
 struct Part {
     r0: usize,
+    step: usize,
     lo: usize,
     len: usize,
 }
@@ -211,13 +220,45 @@ impl Part {
     /// The rows of step `t` among the step's rows `rows` (all of them: `0..batch`); `None`
     /// if there are none (the sequences of `rows` have ended).
     fn of_step(batches: &Batches, t: usize, rows: std::ops::Range<usize>) -> Option<Part> {
-        let (offset, active) = batches.step(t);
+        let active = batches.active(t);
         let (lo, hi) = (rows.start.min(active), rows.end.min(active));
         (lo < hi).then_some(Part {
-            r0: offset + lo,
+            r0: batches.row(t, lo),
+            step: batches.row_step(),
             lo,
             len: hi - lo,
         })
+    }
+
+    /// The part's rows of `m`, a matrix of the pass's rows (all steps), and its columns `cols`.
+    fn rows<F>(&self, m: Shared<F>, cols: std::ops::Range<usize>) -> Rows<F> {
+        m.every(self.r0, self.step).rows(0, cols)
+    }
+
+    /// The part's rows of `m` (as in [`Part::rows`]) to read.
+    ///
+    /// # Safety
+    /// As [`Shared::view`].
+    unsafe fn view<'a, F>(&self, m: Shared<F>, cols: std::ops::Range<usize>) -> ArrayView2<'a, F> {
+        m.every(self.r0, self.step).view(0, self.len, cols)
+    }
+
+    /// The part's rows of `m` (as in [`Part::rows`]) to write.
+    ///
+    /// # Safety
+    /// As [`Shared::view_mut`].
+    unsafe fn view_mut<'a, F>(
+        &self,
+        m: Shared<F>,
+        cols: std::ops::Range<usize>,
+    ) -> ArrayViewMut2<'a, F> {
+        m.every(self.r0, self.step).view_mut(0, self.len, cols)
+    }
+
+    /// The part's rows of `a`, a matrix of the pass's rows.
+    fn of<'a, F>(&self, a: ArrayView2<'a, F>) -> ArrayView2<'a, F> {
+        let last = self.r0 + (self.len - 1) * self.step;
+        a.slice_move(s![self.r0..=last; self.step as isize, ..])
     }
 }
 
@@ -335,6 +376,15 @@ impl Sharing {
     }
 }
 
+/// Whether the layer `w`'s pass over `batches` may take batch-major rows at no cost. It then
+/// computes `x W_ih^T` step by step (a step's rows are no longer next to the following
+/// step's), which reads W_ih at every step: free while the weights stay in cache, as when the
+/// threads take rows each ([`ROWS_MAX_WEIGHT_BYTES`]); beyond, they would stream from L3 or
+/// memory at every step instead of once per chunk of steps.
+pub(super) fn batch_major_pays<F>(w: &DirWeights<'_, F>, batches: &Batches) -> bool {
+    weight_bytes(w) * Sharing::new(w, batches).threads <= ROWS_MAX_WEIGHT_BYTES
+}
+
 /// `[pack(0), .., pack(count - 1)]`: the packed blocks of the layer `w`'s weights, on rayon's
 /// threads from `linalg`'s [`PACK_PARALLEL_MIN_BYTES`] of weights (32 MiB per call for the
 /// large LSTM; a block's own packing may split further), else on this one.
@@ -420,7 +470,7 @@ pub(super) fn direction_forward<F: Activations>(
     // one thread are then one block of x); otherwise for `chunk` steps at a time, so that
     // W_ih, which then streams from L3 or memory, is read once per chunk, not once per step.
     let sharing = Sharing::new(w, batches);
-    let chunk = if sharing.by_rows() {
+    let chunk = if sharing.by_rows() || batches.is_batch_major() {
         1
     } else {
         INPUT_CHUNK_STEPS
@@ -452,17 +502,15 @@ pub(super) fn direction_forward<F: Activations>(
     // With a projection: copies the new state's columns `cols` of the step into the output
     // (and the old state into the saved inputs); without, the gate math does.
     let emit = |s: usize, part: &Part, cols: std::ops::Range<usize>| {
-        let (r0, lo, len) = (part.r0, part.lo, part.len);
+        let (lo, len) = (part.lo, part.len);
         // SAFETY: each item copies its own columns of its rows (out, h_prev) from the state
         // buffers, which no item of this phase writes in those columns.
         unsafe {
             let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
-            sh_out
-                .view_mut(r0, len, cols.clone())
+            part.view_mut(sh_out, cols.clone())
                 .assign(&next.view(lo, len, cols.clone()));
             if save {
-                sh_h_prev
-                    .view_mut(r0, len, cols.clone())
+                part.view_mut(sh_h_prev, cols.clone())
                     .assign(&cur.view(lo, len, cols));
             }
         }
@@ -475,7 +523,14 @@ pub(super) fn direction_forward<F: Activations>(
         };
         let (r0, lo, bs) = (part.r0, part.lo, part.len);
         let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
-        let saved_r0 = if save { r0 } else { lo };
+        // Rows of the saved values: the pass's rows, or this step's (buffers of one step).
+        let saved_rows = |m: Shared<F>, cols: std::ops::Range<usize>| {
+            if save {
+                part.rows(m, cols)
+            } else {
+                m.rows(lo, cols)
+            }
+        };
         if phase.is_multiple_of(phases_per_step) {
             if item >= nb {
                 return;
@@ -489,7 +544,7 @@ pub(super) fn direction_forward<F: Activations>(
                 unsafe {
                     matmul_packed_serial(
                         &mut sh_xw.view_mut(lo, bs, cols.clone()),
-                        &x.slice(s![r0..r0 + bs, ..]),
+                        &part.of(x),
                         &w_ih[item],
                         false,
                     );
@@ -550,11 +605,11 @@ pub(super) fn direction_forward<F: Activations>(
                         },
                         // RNN's gate is its new state: kept only for backward.
                         gates: if save || cell.kind != CellKind::Rnn {
-                            sh_gates.rows(saved_r0, cols.clone())
+                            saved_rows(sh_gates, cols.clone())
                         } else {
                             Rows::empty()
                         },
-                        aux: sh_aux.rows(saved_r0, blocks.columns(item, aw)),
+                        aux: saved_rows(sh_aux, blocks.columns(item, aw)),
                         xw: sh_xw.rows(xw_row, cols.clone()),
                         hw: if is_gru {
                             sh_hw.rows(lo, cols.clone())
@@ -566,10 +621,10 @@ pub(super) fn direction_forward<F: Activations>(
                         out: if proj {
                             Rows::empty()
                         } else {
-                            sh_out.rows(r0, units.clone())
+                            part.rows(sh_out, units.clone())
                         },
                         saved_h_prev: if save && !proj {
-                            sh_h_prev.rows(r0, units.clone())
+                            part.rows(sh_h_prev, units.clone())
                         } else {
                             Rows::empty()
                         },
@@ -603,8 +658,7 @@ pub(super) fn direction_forward<F: Activations>(
         } else {
             batches.batch_sizes().iter().filter(|&&b| b > i).count() - 1
         };
-        let (r0, _) = batches.step(last);
-        h.row_mut(i).assign(&out.row(r0 + i));
+        h.row_mut(i).assign(&out.row(batches.row(last, i)));
     }
     // SAFETY: with `save`, every row of these was written (each row is active at one step;
     // each block writes its columns of gates and aux, each output block its columns of h_prev).
@@ -697,18 +751,18 @@ pub(super) fn direction_backward<F: Activations>(
 
     // dL/dh (+)= dHW W_hh for the columns of block `b` after loop step `s`.
     let through_w_hh = |s: usize, b: usize, part: &Part| {
-        let (r0, lo, bs) = (part.r0, part.lo, part.len);
-        let (a, a_r0) = if is_gru {
-            (sh_dhw_steps[s % 2], lo)
-        } else {
-            (sh_dxw, r0)
-        };
+        let (lo, bs) = (part.lo, part.len);
         // SAFETY: dHW of the step is complete (previous phase) and only read; this item alone
         // writes these columns of dh.
         unsafe {
+            let a = if is_gru {
+                sh_dhw_steps[s % 2].view(lo, bs, 0..gh)
+            } else {
+                part.view(sh_dxw, 0..gh)
+            };
             matmul_packed_serial(
                 &mut sh_dh.view_mut(lo, bs, out_blocks.units(b)),
-                &a.view(a_r0, bs, 0..gh),
+                &a,
                 &w_hh[b],
                 is_gru,
             );
@@ -716,7 +770,7 @@ pub(super) fn direction_backward<F: Activations>(
     };
     // The gate math of loop step `s` for unit block `b`, from dL/dh' in `d_state`.
     let gates_back = |s: usize, b: usize, part: &Part, d_state: Shared<F>| {
-        let (r0, lo, bs) = (part.r0, part.lo, part.len);
+        let (lo, bs) = (part.lo, part.len);
         let (cols, units) = (blocks.columns(b, g), blocks.units(b));
         // SAFETY: this item alone writes the block's columns of dxw, dhw (rows of the step),
         // of d_state and dc; the saved values are only read.
@@ -725,7 +779,7 @@ pub(super) fn direction_backward<F: Activations>(
                 cell,
                 &BackwardBlock {
                     rows: bs,
-                    dxw: sh_dxw.rows(r0, cols.clone()),
+                    dxw: part.rows(sh_dxw, cols.clone()),
                     dhw: if is_gru {
                         sh_dhw_steps[s % 2].rows(lo, cols.clone())
                     } else {
@@ -737,10 +791,10 @@ pub(super) fn direction_backward<F: Activations>(
                     } else {
                         Rows::empty()
                     },
-                    gates: sh_gates.rows(r0, cols.clone()),
-                    aux: sh_aux.rows(r0, blocks.columns(b, aw)),
+                    gates: part.rows(sh_gates, cols.clone()),
+                    aux: part.rows(sh_aux, blocks.columns(b, aw)),
                     h_prev: if is_gru {
-                        sh_h_prev.rows(r0, units.clone())
+                        part.rows(sh_h_prev, units.clone())
                     } else {
                         Rows::empty()
                     },
@@ -748,21 +802,20 @@ pub(super) fn direction_backward<F: Activations>(
             );
             if is_gru {
                 let n_gate = blocks.gate(b, g, 2);
-                sh_dhn
-                    .view_mut(r0, bs, units)
+                part.view_mut(sh_dhn, units)
                     .assign(&sh_dhw_steps[s % 2].view(lo, bs, n_gate));
             }
         }
     };
     // dL/dh += dL/d output for columns `cols` of loop step `s`.
     let add_d_out = |part: &Part, cols: std::ops::Range<usize>| {
-        let (r0, lo, bs) = (part.r0, part.lo, part.len);
+        let (lo, bs) = (part.lo, part.len);
         // SAFETY: this item alone writes these columns of dh (and of dh_all's rows).
         unsafe {
             let mut dh_t = sh_dh.view_mut(lo, bs, cols.clone());
-            dh_t += &d_out.slice(s![r0..r0 + bs, cols.clone()]);
+            dh_t += &part.of(d_out).slice(s![.., cols.clone()]);
             if proj {
-                sh_dh_all.view_mut(r0, bs, cols).assign(&dh_t);
+                part.view_mut(sh_dh_all, cols).assign(&dh_t);
             }
         }
     };

@@ -254,7 +254,13 @@ pub fn forward<F: Activations>(
     let mut output = Array2::zeros((0, 0));
     for layer in 0..config.num_layers {
         let input = layer_input.as_ref().map_or(x.view(), |a| a.view());
-        let mut out = Array2::zeros((batches.rows(), dirs * h_out));
+        // Written in full by the passes, so not zero-filled: each direction writes its columns
+        // of every row (every row is active at one step).
+        let mut out = Array2::<F>::uninit((batches.rows(), dirs * h_out));
+        // SAFETY: `out` outlives the passes, which only write through this view (and read
+        // back rows they wrote, for the final states) before `assume_init` below.
+        let out_all =
+            unsafe { ArrayViewMut2::from_shape_ptr(out.raw_dim(), out.as_mut_ptr().cast::<F>()) };
         let layer_states = layer * dirs..(layer + 1) * dirs;
         h_n.slice_mut(s![layer_states.clone(), .., ..])
             .assign(&h0.slice(s![layer_states.clone(), .., ..]));
@@ -276,7 +282,7 @@ pub fn forward<F: Activations>(
                 .into_iter()
                 .map(|v| v.index_axis_move(Axis(0), 0))
                 .collect();
-        let mut out_views = split_dirs(out.view_mut(), Axis(1), dirs);
+        let mut out_views = split_dirs(out_all, Axis(1), dirs);
         let run = |d: usize, h, c, o| {
             direction_forward(
                 cell_of(config),
@@ -328,6 +334,8 @@ pub fn forward<F: Activations>(
                     .map(|r| r.expect("saved when requested")),
             );
         }
+        // SAFETY: the passes wrote every value (above).
+        let mut out = unsafe { out.assume_init() };
         if layer + 1 < config.num_layers {
             let mask = match dropout_rng.as_deref_mut() {
                 Some(rng) if config.dropout > 0.0 => {

@@ -116,3 +116,37 @@ fn batch_first_gives_the_sequence_first_results_on_any_thread_count() {
         }
     }
 }
+
+#[test]
+fn batch_major_rows_are_batch_first_tensors_as_they_are() {
+    use rnn::engine::Batches;
+    // Only a padded batch can be batch-major.
+    assert!(Batches::from_batch_sizes(vec![3, 2, 2])
+        .unwrap()
+        .batch_major()
+        .is_none());
+    let batches = Batches::uniform(4, 3).batch_major().unwrap();
+    assert!(batches.is_batch_major() && !Batches::uniform(4, 3).is_batch_major());
+    // The same pass through `forward_rows` with batch-major rows (R, F) = (N * L, F) as
+    // through the layer with batch_first=True on (N, L, F).
+    let config = RecurrentConfig::new(CellKind::Gru, 5, 6).with_batch_first(true);
+    let layer = Recurrent::with_rng(config, &mut Rng::new(2)).unwrap();
+    let mut rng = Rng::new(3);
+    let x = ArrayD::from_shape_simple_fn(IxDyn(&[3, 4, 5]), || rng.uniform(-1.0, 1.0));
+    let padded = layer
+        .forward_states(&Tensor::new(x.clone()), None, None)
+        .unwrap();
+    let rows = x.into_shape_with_order(IxDyn(&[12, 5])).unwrap();
+    let by_rows = layer
+        .forward_rows(&Tensor::new(rows), &batches, None, None)
+        .unwrap();
+    assert_eq!(
+        by_rows
+            .output
+            .to_array()
+            .into_shape_with_order(IxDyn(&[3, 4, 6]))
+            .unwrap(),
+        padded.output.to_array()
+    );
+    assert_eq!(by_rows.h_n.to_array(), padded.h_n.to_array());
+}

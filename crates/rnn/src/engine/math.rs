@@ -215,7 +215,7 @@ pub fn has_avx2_fma() -> bool {
     isa() != Isa::Scalar
 }
 
-/// The f32 activations on SIMD registers, written once over the register width ([`Lanes`]):
+/// The f32 activations on SIMD registers, written once over the register width ([`simd::Lanes`]):
 /// the same formulas and constants as the scalar [`exp_f32`] and [`Activations::tanh_fast`],
 /// with fused multiply-adds (so the last bit may differ from the scalar forms, but not between
 /// the two widths) and the same handling of extremes and NaN (`max(lo, x)` and `min(hi, x)`

@@ -17,6 +17,10 @@
 //! When the batch is wide and the weights not too large for every thread to read them at every
 //! step, the threads do not meet at all: each takes a range of the batch's rows through every
 //! step and block on its own, and one done early takes over half of another's remaining rows.
+//!
+//! The rows of the pass's inputs, outputs and saved values follow the order of its
+//! [`Batches`]: time-major, or batch-major (`batch_first` as it is), where a step's rows are
+//! `L` rows apart. A work item reaches them through [`Part`], as a strided view.
 
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 
@@ -401,9 +405,10 @@ fn per_block<F, T: Send>(
     }
 }
 
-/// One layer and direction forward. Writes each step's state into `out` (R, H_out), which may
-/// be a column range of a wider matrix, and leaves the final states in `h` (N, H_out) (the
-/// initial states on entry) and `c` (N, H).
+/// One layer and direction forward. Writes each step's state into `out` (R, H_out; its rows,
+/// like those of `x`, in the order of `batches`), which may be a column range of a wider
+/// matrix, and leaves the final states in `h` (N, H_out) (the initial states on entry) and `c`
+/// (N, H).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn direction_forward<F: Activations>(
     cell: Cell,

@@ -13,7 +13,7 @@
 //! * `avx512::kernel` (x86-64 only): f32 with AVX-512F, 6 `zmm` accumulators for the same
 //!   tile and packed layout, `A` broadcast from memory inside each FMA.
 //!
-//! [`kernels`] picks the widest the CPU has ([`super::isa`]).
+//! [`kernels`] picks the widest the CPU has ([`super::isa()`]).
 
 use super::Float;
 
@@ -84,7 +84,7 @@ pub fn portable<F: Float>() -> Kernels<F> {
     }
 }
 
-/// The fastest kernels this CPU runs for `F` ([`super::isa`]): AVX-512 or AVX2 + FMA for f32
+/// The fastest kernels this CPU runs for `F` ([`super::isa()`]): AVX-512 or AVX2 + FMA for f32
 /// on x86-64, the portable loops otherwise.
 pub fn kernels<F: Float>() -> Kernels<F> {
     #[cfg(target_arch = "x86_64")]

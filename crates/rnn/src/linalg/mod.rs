@@ -4,7 +4,7 @@
 //!   The recurrence multiplies by the same `W_hh` at every time step, so the engine packs it
 //!   once per call and runs ~100 products on it. A blocked GEMM (GotoBLAS loop order) around a
 //!   register-tiled micro-kernel: 6 x 16 tiles with AVX-512 or AVX2 + FMA for f32 on x86-64
-//!   (chosen at run time, [`isa`]), portable loops otherwise (f64, other CPUs). Large products are split over rayon's
+//!   (chosen at run time, [`isa()`]), portable loops otherwise (f64, other CPUs). Large products are split over rayon's
 //!   threads ([`set_parallel_min_work`]).
 //! * [`matmul`]: the same for any `B` view, packing it on each call.
 //! * [`matmul_reference`]: the plain triple loop in f64, the test oracle.

@@ -363,7 +363,7 @@ fn fill_zero<F: Float>(values: &mut [MaybeUninit<F>]) {
 ///
 /// Shapes: `a` (m, k), `b` (k, n), `c` (m, n); `a` and `c` may have any strides. Panics if
 /// the shapes disagree (callers check user shapes first). Allocates nothing. Uses the AVX-512
-/// or AVX2 + FMA kernel for f32 when the CPU has it ([`super::isa`]), portable loops otherwise,
+/// or AVX2 + FMA kernel for f32 when the CPU has it ([`super::isa()`]), portable loops otherwise,
 /// and splits the product over rayon's threads (`rayon::current_num_threads()`) from
 /// [`parallel_min_work`] multiply-adds: by columns when `C` is wide (the per-step products), by
 /// rows when tall.

@@ -5,7 +5,7 @@
 //! order of their sums over all rows; on one thread and on two (where the threads take rows
 //! each or share every step by blocks).
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, Axis, IxDyn, ShapeBuilder};
 use rnn::{no_grad, CellKind, Module, Recurrent, RecurrentConfig, Rng, Tensor};
 
 /// (N, L, F) ↔ (L, N, F).
@@ -149,4 +149,14 @@ fn batch_major_rows_are_batch_first_tensors_as_they_are() {
         padded.output.to_array()
     );
     assert_eq!(by_rows.h_n.to_array(), padded.h_n.to_array());
+    // Input in another memory order (column-major), same values: the same output.
+    let mut rng = Rng::new(3);
+    let x = ArrayD::from_shape_simple_fn(IxDyn(&[3, 4, 5]), || rng.uniform(-1.0, 1.0));
+    let mut fortran = ArrayD::zeros(IxDyn(&[3, 4, 5]).f());
+    fortran.assign(&x);
+    assert!(!fortran.is_standard_layout());
+    let from_fortran = layer
+        .forward_states(&Tensor::new(fortran), None, None)
+        .unwrap();
+    assert_eq!(from_fortran.output.to_array(), padded.output.to_array());
 }

@@ -339,15 +339,9 @@ struct Sharing {
 }
 
 impl Sharing {
-    /// For the layer `w` over `batches`: one thread when a step's products are below
-    /// [`PARALLEL_MIN_STEP_WORK`] multiply-adds, else rayon's threads, by rows or by blocks.
+    /// For the layer `w` over `batches`: [`pass_threads`] threads, by rows or by blocks.
     fn new<F>(w: &DirWeights<'_, F>, batches: &Batches) -> Self {
-        let step_work = batches.batch() * w.w_ih.nrows() * (w.w_ih.ncols() + w.w_hh.ncols());
-        let threads = if step_work < PARALLEL_MIN_STEP_WORK {
-            1
-        } else {
-            rayon::current_num_threads()
-        };
+        let threads = pass_threads(w, batches);
         let parts = row_parts(batches, threads, weight_bytes(w));
         Sharing { threads, parts }
     }
@@ -386,7 +380,18 @@ impl Sharing {
 /// threads take rows each ([`ROWS_MAX_WEIGHT_BYTES`]); beyond, they would stream from L3 or
 /// memory at every step instead of once per chunk of steps.
 pub(super) fn batch_major_pays<F>(w: &DirWeights<'_, F>, batches: &Batches) -> bool {
-    weight_bytes(w) * Sharing::new(w, batches).threads <= ROWS_MAX_WEIGHT_BYTES
+    weight_bytes(w) * pass_threads(w, batches) <= ROWS_MAX_WEIGHT_BYTES
+}
+
+/// The threads of the layer `w`'s pass over `batches`: one when a step's products are below
+/// [`PARALLEL_MIN_STEP_WORK`] multiply-adds, else all of rayon's.
+fn pass_threads<F>(w: &DirWeights<'_, F>, batches: &Batches) -> usize {
+    let step_work = batches.batch() * w.w_ih.nrows() * (w.w_ih.ncols() + w.w_hh.ncols());
+    if step_work < PARALLEL_MIN_STEP_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
 }
 
 /// `[pack(0), .., pack(count - 1)]`: the packed blocks of the layer `w`'s weights, on rayon's

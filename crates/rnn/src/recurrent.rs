@@ -107,20 +107,12 @@ enum Layout {
 
 impl Layout {
     /// (L, N, F) or similar → the engine's rows in the order of `batches`: time-major (row
-    /// `t * N + b`), or batch-major, which is (N, L, F) as it is. Borrowed, not copied, when
-    /// `a` is already in that order and contiguous.
+    /// `t * N + b`), or for `batch_first` batch-major, which is (N, L, F) as it is. Borrowed,
+    /// not copied, when `a` is contiguous.
     fn to_rows<'a>(self, a: &'a ArrayD<f32>, batches: &Batches) -> CowArray<'a, f32, Ix2> {
+        debug_assert_eq!(self == Layout::BatchFirst, batches.is_batch_major());
         let width = *a.shape().last().expect("checked ndim");
         let rows = a.len() / width.max(1);
-        if self == Layout::BatchFirst && !batches.is_batch_major() {
-            let a3 = a
-                .view()
-                .into_dimensionality::<ndarray::Ix3>()
-                .expect("checked ndim");
-            return Array2::from_shape_vec((rows, width), swap_outer_axes(a3))
-                .expect("sizes agree")
-                .into();
-        }
         match a.view().into_shape_with_order((rows, width)) {
             Ok(view) if a.is_standard_layout() => view.into(),
             _ => Array2::from_shape_vec((rows, width), a.iter().copied().collect())
@@ -129,75 +121,18 @@ impl Layout {
         }
     }
 
-    /// Rows in the order of `batches` back to the user's layout, with `len` steps of `batch`
-    /// rows.
-    fn to_layout(
-        self,
-        rows: Array2<f32>,
-        batches: &Batches,
-        len: usize,
-        batch: usize,
-    ) -> ArrayD<f32> {
+    /// The engine's rows (in the order [`Layout::to_rows`] gave) back to the user's layout,
+    /// with `len` steps of `batch` rows: a reshape, never a copy.
+    fn to_layout(self, rows: Array2<f32>, len: usize, batch: usize) -> ArrayD<f32> {
         let width = rows.ncols();
         match self {
             Layout::SeqFirst => rows.into_shape_with_order(IxDyn(&[len, batch, width])),
             Layout::Unbatched => rows.into_shape_with_order(IxDyn(&[len, width])),
             Layout::Rows => Ok(rows.into_dyn()),
-            Layout::BatchFirst if batches.is_batch_major() => {
-                rows.into_shape_with_order(IxDyn(&[batch, len, width]))
-            }
-            Layout::BatchFirst => {
-                let tm = rows
-                    .into_shape_with_order((len, batch, width))
-                    .expect("sizes agree");
-                ArrayD::from_shape_vec(IxDyn(&[batch, len, width]), swap_outer_axes(tm.view()))
-            }
+            Layout::BatchFirst => rows.into_shape_with_order(IxDyn(&[batch, len, width])),
         }
         .expect("sizes agree")
     }
-}
-
-/// Values from which [`swap_outer_axes`] copies on rayon's threads (1 MiB of f32): the layout
-/// copies of a medium layer took 4% of its inference on one thread while the other waited.
-const SWAP_PARALLEL_MIN: usize = 1 << 18;
-
-/// The values of `a` (A, B, W) in the order of (B, A, W): whole rows of `W` copied at once.
-fn swap_outer_axes(a: ndarray::ArrayView3<'_, f32>) -> Vec<f32> {
-    let (outer, inner, width) = a.dim();
-    let Some(all) = a.as_slice() else {
-        let mut v = Vec::with_capacity(a.len());
-        for i in 0..inner {
-            for o in 0..outer {
-                v.extend(a.slice(ndarray::s![o, i, ..]).iter().copied());
-            }
-        }
-        return v;
-    };
-    let mut v = Vec::with_capacity(all.len());
-    if !all.is_empty() {
-        // Output block `i` is (A, W): rows `i` of every `o`.
-        let fill = |(i, block): (usize, &mut [std::mem::MaybeUninit<f32>])| {
-            for (o, row) in block.chunks_exact_mut(width).enumerate() {
-                let src = &all[(o * inner + i) * width..][..width];
-                for (x, &y) in row.iter_mut().zip(src) {
-                    x.write(y);
-                }
-            }
-        };
-        let blocks = &mut v.spare_capacity_mut()[..all.len()];
-        if all.len() >= SWAP_PARALLEL_MIN {
-            use rayon::prelude::*;
-            blocks
-                .par_chunks_mut(outer * width)
-                .enumerate()
-                .for_each(fill);
-        } else {
-            blocks.chunks_mut(outer * width).enumerate().for_each(fill);
-        }
-    }
-    // SAFETY: the blocks cover the first `all.len()` values, each written above.
-    unsafe { v.set_len(all.len()) };
-    v
 }
 
 /// The outputs of a [`Recurrent`] pass.
@@ -416,11 +351,9 @@ impl Recurrent {
 
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
-        // batch_first input as it is, where the engine can read it so.
+        // batch_first input as it is: the engine reads its rows batch-major.
         let batches = match layout {
-            Layout::BatchFirst if engine::batch_major_pays(&weights, &batches) => {
-                batches.batch_major().expect("a padded batch")
-            }
+            Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
             _ => batches,
         };
         let input_data = input.data();
@@ -463,10 +396,7 @@ impl Recurrent {
                 a.into_dyn()
             }
         };
-        let mut outputs = vec![
-            layout.to_layout(fwd.output, &batches, len, n),
-            state_out(fwd.h_n),
-        ];
+        let mut outputs = vec![layout.to_layout(fwd.output, len, n), state_out(fwd.h_n)];
         if let Some(c_n) = fwd.c_n {
             outputs.push(state_out(c_n));
         }
@@ -595,9 +525,7 @@ impl Backward for RecurrentBackward {
             }
         };
         let mut out = Vec::with_capacity(inputs.len());
-        let d_input = self
-            .layout
-            .to_layout(b.input, &self.batches, self.batches.steps(), n);
+        let d_input = self.layout.to_layout(b.input, self.batches.steps(), n);
         debug_assert_eq!(d_input.shape(), self.input_shape.as_slice());
         out.push(Some(d_input));
         if self.has_h0 {
@@ -811,25 +739,6 @@ impl Lstm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The threaded copy (from `SWAP_PARALLEL_MIN` values) and the plain one, against
-    /// ndarray's permuted view; odd sizes.
-    #[test]
-    fn swap_outer_axes_permutes_the_two_outer_axes() {
-        for (a, b, w) in [(3, 5, 7), (70, 61, 67)] {
-            let x = ndarray::Array3::from_shape_fn((a, b, w), |(i, j, k)| {
-                (i * 10_000 + j * 100 + k) as f32
-            });
-            assert_eq!(a * b * w >= SWAP_PARALLEL_MIN, a == 70);
-            let want: Vec<f32> = x.view().permuted_axes([1, 0, 2]).iter().copied().collect();
-            assert_eq!(swap_outer_axes(x.view()), want);
-            // Not contiguous: every other value of each row.
-            let strided = x.slice(ndarray::s![.., .., ..;2]);
-            let want: Vec<f32> = strided.permuted_axes([1, 0, 2]).iter().copied().collect();
-            assert_eq!(swap_outer_axes(strided), want);
-        }
-        assert!(swap_outer_axes(ndarray::Array3::zeros((0, 4, 3)).view()).is_empty());
-    }
 
     #[test]
     fn parameters_are_the_named_parameters_in_order() {

@@ -1,5 +1,5 @@
 //! `batch_first` input, which the engine reads as it is (its rows batch-major, see
-//! `engine::Batches`) wherever the weights stay in cache, against the same sequences given
+//! `engine::Batches`), against the same sequences given
 //! sequence-first: the same outputs, states and input gradients to the last bit (every value is
 //! computed by the same arithmetic in either order), and the same weight gradients up to the
 //! order of their sums over all rows; on one thread and on two (where the threads take rows
@@ -68,11 +68,14 @@ fn batch_first_gives_the_sequence_first_results_on_any_thread_count() {
             .with_num_layers(2)
             .with_bidirectional(true)
             .with_proj_size(24),
-        // Weights too large to be read at every step: converted to time-major rows.
+        // Weights too large for every thread to read at every step: the threads share each
+        // step by blocks of units (as with the 3 sequences below, too few to share out).
         RecurrentConfig::new(CellKind::Rnn, 1600, 1600),
     ];
     for base in cases {
-        for (batch, len) in [(40, 7), (3, 5)] {
+        // When the threads share the steps by blocks, the input is projected 16 steps at a
+        // time: lengths past one chunk and a partial one.
+        for (batch, len) in [(40, 19), (3, 37)] {
             let mut rng = Rng::new(batch as u64);
             let mut random = |shape: &[usize]| {
                 ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-1.0, 1.0))

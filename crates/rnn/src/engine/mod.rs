@@ -481,13 +481,6 @@ pub fn backward<F: Activations>(
     }
 }
 
-/// Whether a pass of the layers `weights` over the padded `batches` may take batch-major rows
-/// ([`Batches::batch_major`]) without losing speed, which saves `batch_first` input and output
-/// their layout copies (5-10% of a medium layer's inference).
-pub fn batch_major_pays<F>(weights: &[DirWeights<'_, F>], batches: &Batches) -> bool {
-    weights.iter().all(|w| sweep::batch_major_pays(w, batches))
-}
-
 /// Splits a view into `dirs` (1 or 2) equal blocks along `axis`, one per direction.
 fn split_dirs<'a, F, D: ndarray::Dimension>(
     v: ndarray::ArrayViewMut<'a, F, D>,

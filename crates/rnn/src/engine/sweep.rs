@@ -374,15 +374,6 @@ impl Sharing {
     }
 }
 
-/// Whether the layer `w`'s pass over `batches` may take batch-major rows at no cost. It then
-/// computes `x W_ih^T` step by step (a step's rows are no longer next to the following
-/// step's), which reads W_ih at every step: free while the weights stay in cache, as when the
-/// threads take rows each ([`ROWS_MAX_WEIGHT_BYTES`]); beyond, they would stream from L3 or
-/// memory at every step instead of once per chunk of steps.
-pub(super) fn batch_major_pays<F>(w: &DirWeights<'_, F>, batches: &Batches) -> bool {
-    weight_bytes(w) * pass_threads(w, batches) <= ROWS_MAX_WEIGHT_BYTES
-}
-
 /// The threads of the layer `w`'s pass over `batches`: one when a step's products are below
 /// [`PARALLEL_MIN_STEP_WORK`] multiply-adds, else all of rayon's.
 fn pass_threads<F>(w: &DirWeights<'_, F>, batches: &Batches) -> usize {
@@ -480,7 +471,7 @@ pub(super) fn direction_forward<F: Activations>(
     // one thread are then one block of x); otherwise for `chunk` steps at a time, so that
     // W_ih, which then streams from L3 or memory, is read once per chunk, not once per step.
     let sharing = Sharing::new(w, batches);
-    let chunk = if sharing.by_rows() || batches.is_batch_major() {
+    let chunk = if sharing.by_rows() {
         1
     } else {
         INPUT_CHUNK_STEPS
@@ -560,6 +551,28 @@ pub(super) fn direction_forward<F: Activations>(
                     );
                 }
                 lo
+            } else if batches.is_batch_major() {
+                // A step's rows are `L` rows apart, so the chunk's steps are projected one by
+                // one, at its first step and into consecutive rows of xw, while the block's
+                // columns of W_ih stay in cache (every row is active: the batch is padded).
+                let first = s - s % chunk;
+                if s == first {
+                    for (k, s_k) in (first..(first + chunk).min(steps)).enumerate() {
+                        let t_k = time(batches, reverse, s_k);
+                        let step_k = Part::of_step(batches, t_k, 0..n).expect("padded batch");
+                        // SAFETY: this item alone writes the block's columns of xw; the rows of
+                        // the previous chunk are no longer read (their steps are done).
+                        unsafe {
+                            matmul_packed_serial(
+                                &mut sh_xw.view_mut(k * n, n, cols.clone()),
+                                &step_k.of(x),
+                                &w_ih[item],
+                                false,
+                            );
+                        }
+                    }
+                }
+                (s - first) * n + lo
             } else {
                 let first = s - s % chunk;
                 let chunk_rows = step_rows(batches, reverse, first..(first + chunk).min(steps));

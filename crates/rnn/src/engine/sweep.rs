@@ -551,44 +551,46 @@ pub(super) fn direction_forward<F: Activations>(
                     );
                 }
                 lo
-            } else if batches.is_batch_major() {
-                // A step's rows are `L` rows apart, so the chunk's steps are projected one by
-                // one, at its first step and into consecutive rows of xw, while the block's
-                // columns of W_ih stay in cache (every row is active: the batch is padded).
+            } else {
                 let first = s - s % chunk;
-                if s == first {
-                    for (k, s_k) in (first..(first + chunk).min(steps)).enumerate() {
-                        let t_k = time(batches, reverse, s_k);
-                        let step_k = Part::of_step(batches, t_k, 0..n).expect("padded batch");
-                        // SAFETY: this item alone writes the block's columns of xw; the rows of
-                        // the previous chunk are no longer read (their steps are done).
+                let chunk_steps = first..(first + chunk).min(steps);
+                if batches.is_batch_major() {
+                    // A step's rows are `L` rows apart, so the chunk's steps are projected one
+                    // by one into consecutive rows of xw, while the block's columns of W_ih
+                    // stay in cache (every row is active: the batch is padded).
+                    if s == first {
+                        for (k, s_k) in chunk_steps.enumerate() {
+                            let t_k = time(batches, reverse, s_k);
+                            let rows_k = Part::of_step(batches, t_k, 0..n).expect("padded");
+                            // SAFETY: this item alone writes the block's columns of xw;
+                            // the previous chunk's rows are no longer read.
+                            unsafe {
+                                matmul_packed_serial(
+                                    &mut sh_xw.view_mut(k * n, n, cols.clone()),
+                                    &rows_k.of(x),
+                                    &w_ih[item],
+                                    false,
+                                );
+                            }
+                        }
+                    }
+                    (s - first) * n + lo
+                } else {
+                    let chunk_rows = step_rows(batches, reverse, chunk_steps);
+                    if s == first {
+                        // SAFETY: this item alone writes the block's columns of xw; the rows
+                        // of the previous chunk are no longer read (their steps are done).
                         unsafe {
                             matmul_packed_serial(
-                                &mut sh_xw.view_mut(k * n, n, cols.clone()),
-                                &step_k.of(x),
+                                &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
+                                &x.slice(s![chunk_rows.clone(), ..]),
                                 &w_ih[item],
                                 false,
                             );
                         }
                     }
+                    r0 - chunk_rows.start
                 }
-                (s - first) * n + lo
-            } else {
-                let first = s - s % chunk;
-                let chunk_rows = step_rows(batches, reverse, first..(first + chunk).min(steps));
-                if s == first {
-                    // SAFETY: this item alone writes the block's columns of xw; the rows of the
-                    // previous chunk are no longer read (their steps are done).
-                    unsafe {
-                        matmul_packed_serial(
-                            &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
-                            &x.slice(s![chunk_rows.clone(), ..]),
-                            &w_ih[item],
-                            false,
-                        );
-                    }
-                }
-                r0 - chunk_rows.start
             };
             // SAFETY: this item alone writes the block's columns of xw's rows of the step or
             // of hw (the part's rows), of the new state or m, c, gates and aux; x and the old

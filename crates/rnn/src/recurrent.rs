@@ -17,6 +17,7 @@
 //! `batch_first` changes only how the input and output are read; the states keep their layout.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array3, ArrayD, Axis, CowArray, Ix1, Ix2, IxDyn};
 
@@ -85,11 +86,67 @@ impl DirParams {
 
 /// A multi-layer, optionally bidirectional recurrent layer of any cell: the shared body of
 /// [`Rnn`], [`Lstm`] and [`Gru`].
+///
+/// A pass that records no gradient keeps its weights packed for the products (about the
+/// weights' own size) and reuses them in the next such pass while the parameters are
+/// unchanged: packing reads and writes every weight, as much memory traffic as a whole step of
+/// a small batch, so step-by-step inference (a cell, sampling) would otherwise pay it at
+/// every call. Any write through [`Tensor::data_mut`] (an optimizer step, loading weights)
+/// makes the next pass pack again.
 #[derive(Clone, Debug)]
 pub struct Recurrent {
     config: RecurrentConfig,
     params: Vec<DirParams>,
     training: bool,
+    packed: PackCache,
+}
+
+/// The packed weights of the last pass without gradients, with the parameters' identities
+/// and versions they were packed from. Clones of a layer share it, as they share parameters.
+#[derive(Clone, Default)]
+struct PackCache(Arc<Mutex<Option<PackedParams>>>);
+
+struct PackedParams {
+    /// `(id, version)` of every parameter, in [`Module::parameters`] order.
+    key: Vec<(u64, u64)>,
+    dirs: Arc<Vec<engine::PackedDir<f32>>>,
+}
+
+impl PackCache {
+    /// The packing of `params` (whose values the caller holds read-locked, so that their
+    /// versions cannot change): the kept one if it was made from the same parameters at the
+    /// same versions, else `pack()`'s, which is kept instead.
+    fn get(
+        &self,
+        params: &[Tensor],
+        pack: impl FnOnce() -> Vec<engine::PackedDir<f32>>,
+    ) -> Arc<Vec<engine::PackedDir<f32>>> {
+        let key: Vec<(u64, u64)> = params.iter().map(|p| (p.id(), p.version())).collect();
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(k) if k.key == key => k.dirs.clone(),
+            _ => {
+                let dirs = Arc::new(pack());
+                *kept = Some(PackedParams {
+                    key,
+                    dirs: dirs.clone(),
+                });
+                dirs
+            }
+        }
+    }
+
+    /// Drops the kept packing (a training pass: the weights are about to change).
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.0.lock().map(|k| k.is_some()).unwrap_or(false);
+        write!(f, "PackCache {{ kept: {kept} }}")
+    }
 }
 
 /// How the user's input is laid out, to convert to and from the engine's packed rows.
@@ -166,6 +223,7 @@ impl Recurrent {
             config,
             params,
             training: true,
+            packed: PackCache::default(),
         })
     }
 
@@ -351,6 +409,17 @@ impl Recurrent {
 
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
+        // Packed once for as many passes without gradients as run the same weights.
+        let packed = if record {
+            self.packed.clear();
+            None
+        } else {
+            Some(
+                self.packed
+                    .get(&params, || engine::pack_weights(c, &weights)),
+            )
+        };
+        let packed = packed.as_deref().map(Vec::as_slice);
         // batch_first input as it is: the engine reads its rows batch-major.
         let batches = match layout {
             Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
@@ -361,9 +430,10 @@ impl Recurrent {
         let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
         let fwd = if dropout {
             with_global_rng(|rng| {
-                engine::forward(
+                engine::forward_packed(
                     c,
                     &weights,
+                    packed,
                     x_rows.view(),
                     &batches,
                     h0a.view(),
@@ -373,9 +443,10 @@ impl Recurrent {
                 )
             })
         } else {
-            engine::forward(
+            engine::forward_packed(
                 c,
                 &weights,
+                packed,
                 x_rows.view(),
                 &batches,
                 h0a.view(),

@@ -18,6 +18,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ndarray::{ArrayD, IxDyn};
@@ -67,8 +68,19 @@ struct OpNode {
     output_grads: Mutex<Vec<Option<ArrayD<f32>>>>,
 }
 
+/// A new tensor's [`Tensor::id`].
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 struct Inner {
     data: RwLock<ArrayD<f32>>,
+    /// How many times the values were handed out for writing ([`Tensor::data_mut`]): what a
+    /// copy derived from them (a layer's packed weights) checks before it is used again.
+    version: AtomicU64,
+    /// A number no other tensor of this process has: see [`Tensor::id`].
+    id: u64,
     grad: RwLock<Option<ArrayD<f32>>>,
     requires_grad: bool,
     /// The operation that produced this tensor and which of its outputs it is.
@@ -110,6 +122,8 @@ impl Tensor {
     pub fn new(data: impl Into<ArrayD<f32>>) -> Self {
         Tensor(Arc::new(Inner {
             data: RwLock::new(data.into()),
+            version: AtomicU64::new(0),
+            id: next_id(),
             grad: RwLock::new(None),
             requires_grad: false,
             creator: None,
@@ -120,6 +134,8 @@ impl Tensor {
     pub fn parameter(data: impl Into<ArrayD<f32>>) -> Self {
         Tensor(Arc::new(Inner {
             data: RwLock::new(data.into()),
+            version: AtomicU64::new(0),
+            id: next_id(),
             grad: RwLock::new(None),
             requires_grad: true,
             creator: None,
@@ -157,6 +173,8 @@ impl Tensor {
             .map(|(k, data)| {
                 Tensor(Arc::new(Inner {
                     data: RwLock::new(data),
+                    version: AtomicU64::new(0),
+                    id: next_id(),
                     grad: RwLock::new(None),
                     requires_grad: true,
                     creator: Some((node.clone(), k)),
@@ -193,7 +211,22 @@ impl Tensor {
 
     /// The values, write-locked: for optimizers and loading weights (no graph is recorded).
     pub fn data_mut(&self) -> RwLockWriteGuard<'_, ArrayD<f32>> {
-        self.0.data.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.0.data.write().unwrap_or_else(|e| e.into_inner());
+        // Under the write lock: whoever reads the values after this write sees the new version.
+        self.0.version.fetch_add(1, Ordering::Relaxed);
+        guard
+    }
+
+    /// The values' version: it changes whenever they are handed out for writing. Read it
+    /// while holding [`Tensor::data`]'s guard, so that it cannot change meanwhile.
+    pub(crate) fn version(&self) -> u64 {
+        self.0.version.load(Ordering::Relaxed)
+    }
+
+    /// Which tensor this is: the same for every clone of it (they share their values), and
+    /// never reused by another tensor, even after this one is dropped.
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
     }
 
     /// A copy of the values.

@@ -35,6 +35,7 @@ use crate::linalg::Float;
 use crate::rng::Rng;
 pub use cell::Cell;
 pub use math::Activations;
+pub(crate) use sweep::PackedDir;
 use sweep::{direction_backward, direction_forward, DirSaved};
 
 /// The packed layout of a batch: how many sequences are active at each step, and the order of
@@ -236,9 +237,44 @@ pub fn forward<F: Activations>(
     batches: &Batches,
     h0: ArrayView3<'_, F>,
     c0: Option<ArrayView3<'_, F>>,
+    dropout_rng: Option<&mut Rng>,
+    save: bool,
+) -> Forward<F> {
+    forward_packed(config, weights, None, x, batches, h0, c0, dropout_rng, save)
+}
+
+/// Every layer and direction's weights packed for [`forward_packed`], index layer*D + direction.
+pub(crate) fn pack_weights<F: Activations>(
+    config: &RecurrentConfig,
+    weights: &[DirWeights<'_, F>],
+) -> Vec<PackedDir<F>> {
+    weights
+        .iter()
+        .map(|w| PackedDir::new(cell_of(config), w))
+        .collect()
+}
+
+/// [`forward`] with the weights already packed by [`pack_weights`] (from the same `weights`),
+/// or packed here when `packed` is `None`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_packed<F: Activations>(
+    config: &RecurrentConfig,
+    weights: &[DirWeights<'_, F>],
+    packed: Option<&[PackedDir<F>]>,
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    h0: ArrayView3<'_, F>,
+    c0: Option<ArrayView3<'_, F>>,
     mut dropout_rng: Option<&mut Rng>,
     save: bool,
 ) -> Forward<F> {
+    if let Some(p) = packed {
+        assert_eq!(
+            p.len(),
+            weights.len(),
+            "one packing per layer and direction"
+        );
+    }
     let dirs = config.num_directions();
     let h_out = config.state_size();
     let n = batches.batch();
@@ -294,6 +330,7 @@ pub fn forward<F: Activations>(
                 c,
                 o,
                 save,
+                packed.map(|p| &p[layer * dirs + d]),
             )
         };
         // The two directions are independent: run them on both cores.

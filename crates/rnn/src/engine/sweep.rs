@@ -401,6 +401,61 @@ fn per_block<F, T: Send>(
     }
 }
 
+/// One layer and direction's weights as the forward pass reads them: `W_ih`, `W_hh` (and
+/// `W_hr`) packed block by block ([`Blocks`]), the biases folded and in block order. Packing
+/// reads and writes all the weights, which costs as much as a whole step of a small batch, so
+/// a layer that runs the same weights again keeps them (see `Recurrent`).
+#[derive(Debug)]
+pub(crate) struct PackedDir<F> {
+    w_ih: Vec<PackedWeights<F>>,
+    w_hh: Vec<PackedWeights<F>>,
+    w_hr: Vec<PackedWeights<F>>,
+    bias: Vec<F>,
+    b_hn: Vec<F>,
+}
+
+impl<F: Activations> PackedDir<F> {
+    /// Packs the weights `w` of a `cell` layer and direction.
+    pub(crate) fn new(cell: Cell, w: &DirWeights<'_, F>) -> Self {
+        let g = cell.gates();
+        let gh = w.w_ih.nrows();
+        let hidden = gh / g;
+        let blocks = Blocks::new(g, hidden);
+        let order = blocks.order(g);
+        let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
+            PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
+        };
+        let bias = match (&w.b_ih, &w.b_hh) {
+            (Some(b_ih), Some(b_hh)) => {
+                let folded = Array1::from(fold_biases(cell.kind, &b_ih.to_vec(), &b_hh.to_vec()));
+                gather(&folded.view(), &order)
+            }
+            _ => vec![F::zero(); gh],
+        };
+        let b_hn = match (cell.kind == CellKind::Gru, &w.b_hh) {
+            (true, Some(b)) => b.slice(s![2 * hidden..]).to_vec(),
+            (true, None) => vec![F::zero(); hidden],
+            _ => Vec::new(),
+        };
+        let w_hr = match &w.w_hr {
+            Some(w_hr) => {
+                let out_blocks = Blocks::new(1, w.w_hh.ncols());
+                per_block(w, out_blocks.count(), &|b| {
+                    PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
+                })
+            }
+            None => Vec::new(),
+        };
+        PackedDir {
+            w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
+            w_hh: per_block(w, blocks.count(), &|b| pack_block(&w.w_hh, b)),
+            w_hr,
+            bias,
+            b_hn,
+        }
+    }
+}
+
 /// One layer and direction forward. Writes each step's state into `out` (R, H_out; its rows,
 /// like those of `x`, in the order of `batches`), which may be a column range of a wider
 /// matrix, and leaves the final states in `h` (N, H_out) (the initial states on entry) and `c`
@@ -416,6 +471,7 @@ pub(super) fn direction_forward<F: Activations>(
     c: Option<ArrayViewMut2<'_, F>>,
     mut out: ArrayViewMut2<'_, F>,
     save: bool,
+    packed: Option<&PackedDir<F>>,
 ) -> Option<DirSaved<F>> {
     let g = cell.gates();
     let gh = w.w_ih.nrows();
@@ -426,39 +482,25 @@ pub(super) fn direction_forward<F: Activations>(
     let proj = w.w_hr.is_some();
     let is_gru = cell.kind == CellKind::Gru;
 
-    // Weights of each block, packed once for every step of the call; the biases in block order.
     let blocks = Blocks::new(g, hidden);
-    let order = blocks.order(g);
     let nb = blocks.count();
-    let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
-        PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
-    };
-    let w_ih = per_block(w, nb, &|b| pack_block(&w.w_ih, b));
-    let w_hh = per_block(w, nb, &|b| pack_block(&w.w_hh, b));
-    let bias = match (&w.b_ih, &w.b_hh) {
-        (Some(b_ih), Some(b_hh)) => {
-            let folded = Array1::from(fold_biases(cell.kind, &b_ih.to_vec(), &b_hh.to_vec()));
-            gather(&folded.view(), &order)
-        }
-        _ => vec![F::zero(); gh],
-    };
-    let b_hn: Vec<F> = match (is_gru, &w.b_hh) {
-        (true, Some(b)) => b.slice(s![2 * hidden..]).to_vec(),
-        (true, None) => vec![F::zero(); hidden],
-        _ => Vec::new(),
-    };
     // With a projection, blocks of output columns for h = m W_hr^T.
     let out_blocks = if proj {
         Blocks::new(1, h_out)
     } else {
         blocks.clone()
     };
-    let w_hr = match &w.w_hr {
-        Some(w_hr) => per_block(w, out_blocks.count(), &|b| {
-            PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
-        }),
-        None => Vec::new(),
+    // The weights of each block, packed for every step of the call (or by an earlier call).
+    let packed_here;
+    let packed = match packed {
+        Some(p) => p,
+        None => {
+            packed_here = PackedDir::new(cell, w);
+            &packed_here
+        }
     };
+    let (w_ih, w_hh, w_hr) = (&packed.w_ih, &packed.w_hh, &packed.w_hr);
+    let (bias, b_hn) = (&packed.bias, &packed.b_hn);
 
     // Work buffers, allocated once.
     let saved_rows = if save { rows } else { n };

@@ -1,6 +1,6 @@
 //! A layer keeps its packed weights from one pass without gradients to the next (see
-//! `Recurrent`). Here: such passes give the same bits as a twin layer that packs anew, and a
-//! change of the weights (written in place, by an optimizer step, by loading a state dict) is
+//! `Recurrent`). Here: such passes give the same bits as a layer that packs anew, and a change
+//! of the weights (written in place, as loading a state dict does, or by an optimizer step) is
 //! never missed.
 
 use ndarray::{ArrayD, IxDyn};
@@ -11,12 +11,13 @@ fn random(rng: &mut Rng, shape: &[usize]) -> ArrayD<f32> {
     ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-1.0, 1.0))
 }
 
-/// Two layers with the same weights: `kept` has run passes before (and kept their packing),
-/// `fresh` has not.
-fn twins(config: &RecurrentConfig) -> (Recurrent, Recurrent) {
-    let kept = Recurrent::with_rng(config.clone(), &mut Rng::new(7)).unwrap();
-    let fresh = Recurrent::with_rng(config.clone(), &mut Rng::new(7)).unwrap();
-    (kept, fresh)
+/// A layer that has never run a pass, with `layer`'s current weights.
+fn fresh_copy(layer: &Recurrent) -> Recurrent {
+    let copy = Recurrent::with_rng(layer.config().clone(), &mut Rng::new(99)).unwrap();
+    for (from, to) in layer.parameters().iter().zip(copy.parameters()) {
+        *to.data_mut() = from.to_array();
+    }
+    copy
 }
 
 fn infer(layer: &Recurrent, x: &ArrayD<f32>) -> ArrayD<f32> {
@@ -38,60 +39,36 @@ fn kept_packing_gives_the_bits_of_a_fresh_one_and_follows_every_change() {
     ];
     let mut rng = Rng::new(1);
     for config in configs {
-        let (kept, fresh) = twins(&config);
+        let layer = Recurrent::with_rng(config.clone(), &mut Rng::new(7)).unwrap();
         let x = random(&mut rng, &[6, 3, 5]);
-        let first = infer(&kept, &x);
-        assert_eq!(infer(&kept, &x), first, "{config:?}: the kept packing");
-        assert_eq!(infer(&fresh, &x), first, "{config:?}: a fresh packing");
+        let first = infer(&layer, &x);
+        assert_eq!(infer(&layer, &x), first, "{config:?}: the kept packing");
+        assert_eq!(
+            infer(&fresh_copy(&layer), &x),
+            first,
+            "{config:?}: a fresh one"
+        );
 
         // A write in place (as a user or `load_state_dict` does).
-        for layer in [&kept, &fresh] {
-            let w = &layer.named_parameters()[1].1;
-            w.data_mut().mapv_inplace(|v| v * 0.5 + 0.01);
-        }
-        let (fresh_written, _) = twins(&config);
-        for ((_, a), (_, b)) in fresh
-            .named_parameters()
-            .iter()
-            .zip(fresh_written.named_parameters())
-        {
-            *b.data_mut() = a.to_array();
-        }
-        let written = infer(&kept, &x);
+        let w_hh = &layer.named_parameters()[1].1;
+        w_hh.data_mut().mapv_inplace(|v| v * 0.5 + 0.01);
+        let written = infer(&layer, &x);
         assert_ne!(written, first, "{config:?}: the write changes the output");
-        assert_eq!(
-            written,
-            infer(&fresh_written, &x),
-            "{config:?}: after a write"
-        );
+        let want = infer(&fresh_copy(&layer), &x);
+        assert_eq!(written, want, "{config:?}: after a write");
 
         // An optimizer step after a training pass.
-        let step = |layer: &Recurrent| {
-            let mut sgd = Sgd::new(layer.parameters(), 0.1).unwrap();
-            let out = layer
-                .forward_states(&Tensor::new(x.clone()), None, None)
-                .unwrap()
-                .output;
-            out.backward_with(ArrayD::ones(out.shape())).unwrap();
-            sgd.step().unwrap();
-        };
-        step(&kept);
-        step(&fresh_written);
-        let (fresh_stepped, _) = twins(&config);
-        for ((_, a), (_, b)) in fresh_written
-            .named_parameters()
-            .iter()
-            .zip(fresh_stepped.named_parameters())
-        {
-            *b.data_mut() = a.to_array();
-        }
-        let stepped = infer(&kept, &x);
+        let mut sgd = Sgd::new(layer.parameters(), 0.1).unwrap();
+        let out = layer
+            .forward_states(&Tensor::new(x.clone()), None, None)
+            .unwrap()
+            .output;
+        out.backward_with(ArrayD::ones(out.shape())).unwrap();
+        sgd.step().unwrap();
+        let stepped = infer(&layer, &x);
         assert_ne!(stepped, written, "{config:?}: the step changes the output");
-        assert_eq!(
-            stepped,
-            infer(&fresh_stepped, &x),
-            "{config:?}: after a step"
-        );
+        let want = infer(&fresh_copy(&layer), &x);
+        assert_eq!(stepped, want, "{config:?}: after a step");
     }
 }
 

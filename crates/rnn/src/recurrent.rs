@@ -115,25 +115,25 @@ struct PackedParams {
 impl PackCache {
     /// The packing of `params` (whose values the caller holds read-locked, so that their
     /// versions cannot change): the kept one if it was made from the same parameters at the
-    /// same versions, else `pack()`'s, which is kept instead.
+    /// same versions, else `pack()`'s, which is kept instead. The lock is not held while
+    /// packing, which may run on rayon's threads: a thread waiting for the lock must not be
+    /// one that the packing waits for.
     fn get(
         &self,
         params: &[Tensor],
         pack: impl FnOnce() -> Vec<engine::PackedDir<f32>>,
     ) -> Arc<Vec<engine::PackedDir<f32>>> {
         let key: Vec<(u64, u64)> = params.iter().map(|p| (p.id(), p.version())).collect();
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match kept.as_ref() {
-            Some(k) if k.key == key => k.dirs.clone(),
-            _ => {
-                let dirs = Arc::new(pack());
-                *kept = Some(PackedParams {
-                    key,
-                    dirs: dirs.clone(),
-                });
-                dirs
-            }
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = lock().as_ref().filter(|k| k.key == key) {
+            return kept.dirs.clone();
         }
+        let dirs = Arc::new(pack());
+        *lock() = Some(PackedParams {
+            key,
+            dirs: dirs.clone(),
+        });
+        dirs
     }
 
     /// Drops the kept packing (a training pass: the weights are about to change).

@@ -98,3 +98,21 @@ fn a_cell_step_by_step_follows_a_change_of_its_weights() {
         state = Some((h, c));
     }
 }
+
+/// A layer (with its kept packing) can be shared by threads that run inference at once, and
+/// every thread gets the bits of a fresh packing.
+#[test]
+fn threads_share_a_layer_and_its_kept_packing() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let config = RecurrentConfig::new(CellKind::Lstm, 5, 64).with_num_layers(2);
+    let layer = Recurrent::with_rng(config, &mut Rng::new(5)).unwrap();
+    shareable(&layer);
+    let x = random(&mut Rng::new(6), &[4, 2, 5]);
+    let want = infer(&fresh_copy(&layer), &x);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4).map(|_| s.spawn(|| infer(&layer, &x))).collect();
+        for run in runs {
+            assert_eq!(run.join().unwrap(), want);
+        }
+    });
+}

@@ -19,6 +19,7 @@ Usage (in a virtual environment with torch, and onnx + onnxruntime for the ORT c
     cargo build --release -p rnn-cli
     python tools/bench_vs_pytorch.py [--threads 2] [--cells rnn,lstm,gru]
         [--presets seed,small,medium,large] [--modes infer,train] [--memory] [--no-ort]
+    python tools/bench_vs_pytorch.py --presets step,step20 --modes infer   # step by step
 """
 import argparse
 import warnings
@@ -32,8 +33,12 @@ import time
 
 import torch
 
+# (batch, seq, input, hidden). The first four are the speed issue's workloads (the default);
+# `step` and `step20` are step-by-step inference at batch 1 (a cell, sampling, a deployed model
+# fed as its input arrives), where per-call costs such as packing the weights dominate.
 PRESETS = {"seed": (3, 5, 4, 2), "small": (32, 50, 64, 128),
-           "medium": (64, 100, 256, 512), "large": (64, 100, 1024, 1024)}
+           "medium": (64, 100, 256, 512), "large": (64, 100, 1024, 1024),
+           "step": (1, 1, 256, 512), "step20": (1, 20, 256, 512)}
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNN_BIN = os.path.join(ROOT, "target", "release", "rnn")
@@ -110,7 +115,9 @@ def ort_bench(cell, preset, threads):
 
 
 def rnn_bench(cell, preset, mode, threads):
-    out = subprocess.run([RNN_BIN, "bench", "--cell", cell, "--preset", preset, "--mode", mode,
+    b, t, i, h = PRESETS[preset]
+    out = subprocess.run([RNN_BIN, "bench", "--cell", cell, "--batch", str(b), "--seq", str(t),
+                          "--input", str(i), "--hidden", str(h), "--mode", mode,
                           "--threads", str(threads), "--json"],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -190,9 +190,15 @@ pub fn main(args: Args) -> Result<()> {
         Mode::Infer => "infer",
         Mode::Train => "train",
     };
+    // The preset's name only if its sizes were kept.
+    let preset = if (batch, seq, input, hidden) == args.preset.shape() {
+        args.preset.name()
+    } else {
+        "custom"
+    };
     if args.json {
         let line = serde_json::json!({
-            "cell": cell.name(), "preset": args.preset.name(), "batch": batch, "seq": seq,
+            "cell": cell.name(), "preset": preset, "batch": batch, "seq": seq,
             "input": input, "hidden": hidden, "layers": args.layers,
             "bidirectional": args.bidirectional, "mode": mode, "threads": threads,
             "packed": args.packed,

@@ -60,11 +60,31 @@ pub struct Prefetch<F> {
     pub lines: usize,
 }
 
+/// Panels of `B` that a one-row product runs at once ([`Kernels::one_row`]).
+pub const ONE_ROW_PANELS: usize = 4;
+
+/// A one-row kernel over several panels of `B`: `kernel(kc, a, csa, b, panel_step, c, csc,
+/// cols, accumulate)` computes `C[0, j] (+)= sum_p A[0, p] * B_q[p * NR + j % NR]` for
+/// `j < cols`, with panel `q = j / NR` at `b + q * panel_step` and `A[0, p]` at `a + p*csa`.
+/// Each value is the same sum, in the same order, as [`Kernels::by_rows`]`[0]` gives panel by
+/// panel (so the same bits); the panels' independent chains of FMAs hide the FMA latency that
+/// leaves a one-row tile, a single chain per panel, at a quarter of the FMA throughput (a
+/// batch of one: step-by-step inference).
+///
+/// # Safety
+/// `a + p*csa` readable for `p < kc`; `b + q * panel_step` readable for `kc * NR` values for
+/// every panel `q` the kernel runs (its entry in [`Kernels::one_row`]); `c + j*csc` writable
+/// for `j < cols`, aliasing neither `a` nor `b`.
+pub type OneRowKernel<F> =
+    unsafe fn(usize, *const F, isize, *const F, usize, *mut F, isize, usize, bool);
+
 /// The micro-kernels for one scalar type and instruction set: entry `r - 1` handles `r` rows.
 #[derive(Clone, Copy)]
 pub struct Kernels<F> {
     /// Kernels by row count, 1 to [`MR`].
     pub by_rows: [MicroKernel<F>; MR],
+    /// One-row kernels by panel count, 1 to [`ONE_ROW_PANELS`].
+    pub one_row: [OneRowKernel<F>; ONE_ROW_PANELS],
     /// The instruction set, for benchmarks and reports.
     pub name: &'static str,
 }
@@ -80,7 +100,51 @@ pub fn portable<F: Float>() -> Kernels<F> {
             portable_kernel::<F, 5>,
             portable_kernel::<F, 6>,
         ],
+        one_row: [
+            portable_one_row::<F, 1>,
+            portable_one_row::<F, 2>,
+            portable_one_row::<F, 3>,
+            portable_one_row::<F, 4>,
+        ],
         name: "portable",
+    }
+}
+
+/// The portable [`OneRowKernel`]: the one-row kernel panel by panel.
+///
+/// # Safety
+/// See [`OneRowKernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_one_row<F: Float, const P: usize>(
+    kc: usize,
+    a: *const F,
+    csa: isize,
+    b: *const F,
+    panel_step: usize,
+    c: *mut F,
+    csc: isize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let none = Prefetch { start: b, lines: 0 };
+    for q in 0..P {
+        let cols_q = cols.saturating_sub(q * NR).min(NR);
+        // SAFETY: panel `q` and its columns of `C`, as the caller vouched (OneRowKernel).
+        unsafe {
+            portable_kernel::<F, 1>(
+                kc,
+                a,
+                0,
+                csa,
+                b.add(q * panel_step),
+                c.offset((q * NR) as isize * csc),
+                0,
+                csc,
+                cols_q,
+                accumulate,
+                none,
+            )
+        };
     }
 }
 
@@ -276,7 +340,54 @@ mod avx2 {
                 kernel::<5>,
                 kernel::<6>,
             ],
+            one_row: [one_row::<1>, one_row::<2>, one_row::<3>, one_row::<4>],
             name: "avx2",
+        }
+    }
+
+    /// See [`super::OneRowKernel`]: two `ymm` accumulators per panel.
+    ///
+    /// # Safety
+    /// The [`super::OneRowKernel`] contract, and the CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn one_row<const P: usize>(
+        kc: usize,
+        a: *const f32,
+        csa: isize,
+        b: *const f32,
+        panel_step: usize,
+        c: *mut f32,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        let panels: [*const f32; P] = std::array::from_fn(|q| b.wrapping_add(q * panel_step));
+        for k in 0..kc {
+            // SAFETY: `a + k*csa` and the panels' step `k` lie within the kernel contract.
+            unsafe {
+                let ai = _mm256_broadcast_ss(&*a.offset(k as isize * csa));
+                for (panel, acc) in panels.iter().zip(acc.iter_mut()) {
+                    let b_k = panel.add(k * NR);
+                    acc[0] = _mm256_fmadd_ps(ai, _mm256_loadu_ps(b_k), acc[0]);
+                    acc[1] = _mm256_fmadd_ps(ai, _mm256_loadu_ps(b_k.add(8)), acc[1]);
+                }
+            }
+        }
+        for (q, acc) in acc.iter().enumerate() {
+            let mut tile = [[0.0f32; NR]; 1];
+            // SAFETY: `tile` is 16 floats on the stack.
+            unsafe {
+                _mm256_storeu_ps(tile[0].as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(tile[0].as_mut_ptr().add(8), acc[1]);
+            }
+            let cols_q = cols.saturating_sub(q * NR).min(NR);
+            // SAFETY: columns `q * NR..+cols_q` of the row, within the kernel contract.
+            unsafe {
+                let c_q = c.offset((q * NR) as isize * csc);
+                super::store_tile(&tile, c_q, 0, csc, cols_q, accumulate)
+            };
         }
     }
 
@@ -376,7 +487,49 @@ mod avx512 {
                 kernel::<5>,
                 kernel::<6>,
             ],
+            one_row: [one_row::<1>, one_row::<2>, one_row::<3>, one_row::<4>],
             name: "avx512",
+        }
+    }
+
+    /// See [`super::OneRowKernel`]: one `zmm` accumulator per panel.
+    ///
+    /// # Safety
+    /// The [`super::OneRowKernel`] contract, and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn one_row<const P: usize>(
+        kc: usize,
+        a: *const f32,
+        csa: isize,
+        b: *const f32,
+        panel_step: usize,
+        c: *mut f32,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); P];
+        let panels: [*const f32; P] = std::array::from_fn(|q| b.wrapping_add(q * panel_step));
+        for k in 0..kc {
+            // SAFETY: `a + k*csa` and the panels' step `k` lie within the kernel contract.
+            unsafe {
+                let ai = _mm512_set1_ps(*a.offset(k as isize * csa));
+                for (panel, acc) in panels.iter().zip(acc.iter_mut()) {
+                    *acc = _mm512_fmadd_ps(ai, _mm512_loadu_ps(panel.add(k * NR)), *acc);
+                }
+            }
+        }
+        for (q, &acc) in acc.iter().enumerate() {
+            let mut tile = [[0.0f32; NR]; 1];
+            // SAFETY: `tile` is 16 floats on the stack.
+            unsafe { _mm512_storeu_ps(tile[0].as_mut_ptr(), acc) };
+            let cols_q = cols.saturating_sub(q * NR).min(NR);
+            // SAFETY: columns `q * NR..+cols_q` of the row, within the kernel contract.
+            unsafe {
+                let c_q = c.offset((q * NR) as isize * csc);
+                super::store_tile(&tile, c_q, 0, csc, cols_q, accumulate)
+            };
         }
     }
 

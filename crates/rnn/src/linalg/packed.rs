@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis, CowArray};
 
-use super::kernel::{Kernels, Prefetch, MR, NR};
+use super::kernel::{Kernels, Prefetch, MR, NR, ONE_ROW_PANELS};
 use super::Float;
 
 /// Depth of one pass over the inner dimension: a `KC x NR` panel of `B` is 32 KiB in f32.
@@ -540,7 +540,33 @@ fn serial_blocks<F: Float>(
             let tile_count = tiles.clone().count();
             // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
             let lines = kc * NR * size_of::<F>() / 64;
-            for p in 0..n.div_ceil(NR) {
+            let panels = n.div_ceil(NR);
+            if tile_count == 1 && mc == 1 {
+                // One row (a batch of one): several panels at once.
+                for p in (0..panels).step_by(ONE_ROW_PANELS) {
+                    let group = ONE_ROW_PANELS.min(panels - p);
+                    let first = b.sub_panel(k0, p0 + p).as_ptr();
+                    // SAFETY: the `group` panels from `p0 + p` are consecutive in `b`'s block
+                    // of rows `k0..`, `kc * NR` values apart ([`PackedWeights::sub_panel`]);
+                    // row `m0` of `A` is read for `kc` steps as by the kernels below; columns
+                    // `p * NR..` (`cols` of them) of row `m0` of `C` lie inside `c`.
+                    unsafe {
+                        kernels.one_row[group - 1](
+                            kc,
+                            a_ptr,
+                            csa,
+                            first,
+                            kc * NR,
+                            c_ptr.offset(m0 as isize * rsc + (p * NR) as isize * csc),
+                            csc,
+                            (n - p * NR).min(group * NR),
+                            acc,
+                        );
+                    }
+                }
+                continue;
+            }
+            for p in 0..panels {
                 let b_panel = b.sub_panel(k0, p0 + p);
                 let next = b_panel.as_ptr().wrapping_add(kc * NR);
                 let cols = NR.min(n - p * NR);

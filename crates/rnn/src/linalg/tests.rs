@@ -118,6 +118,10 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (64, 300, 48),
     (8, 5, 20),
     (32, 40, 35),
+    // One row: panels in groups of four, a partial last panel, several blocks of depth.
+    (1, 300, 70),
+    (1, 530, 100),
+    (1, 40, 64),
 ];
 
 #[test]
@@ -172,6 +176,42 @@ fn packed_matches_reference_split_over_threads() {
     check_packed::<f32>(&kernels(), threads, PARALLEL_MIN_WORK, &large);
 }
 
+/// A one-row product (several panels of `B` at once) gives every value the bits of the same
+/// row of a taller product (one panel at a time), with every kernel this CPU runs.
+#[test]
+fn one_row_products_give_the_bits_of_taller_ones() {
+    let mut rng = Rng::new(8);
+    let all = [Isa::Scalar, Isa::Avx2, Isa::Avx512].map(kernels_of);
+    for kernels in all.iter().flatten() {
+        for (k, n) in [(1, 1), (7, 16), (300, 70), (530, 100), (40, 64), (9, 49)] {
+            let a = random::<f32>(&mut rng, 3, k);
+            let b = random::<f32>(&mut rng, k, n);
+            let packed = PackedWeights::new(&b.view());
+            for accumulate in [false, true] {
+                let c0 = random::<f32>(&mut rng, 3, n);
+                let (mut tall, mut one) = (c0.clone(), c0.slice(s![..1, ..]).to_owned());
+                let huge = usize::MAX;
+                let (a1, c1) = (a.slice(s![..1, ..]), &mut one.view_mut());
+                matmul_packed_with(kernels, 1, huge, c1, &a1, &packed, accumulate);
+                matmul_packed_with(
+                    kernels,
+                    1,
+                    huge,
+                    &mut tall.view_mut(),
+                    &a.view(),
+                    &packed,
+                    accumulate,
+                );
+                let same = one
+                    .iter()
+                    .zip(tall.row(0))
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{} 1x{k}x{n} accumulate {accumulate}", kernels.name);
+            }
+        }
+    }
+}
+
 /// AVX2 and AVX-512 accumulate each value in the same order with the same FMAs: the same bits.
 #[test]
 fn simd_kernels_give_the_same_bits() {
@@ -180,7 +220,7 @@ fn simd_kernels_give_the_same_bits() {
         return;
     };
     let mut rng = Rng::new(5);
-    for (m, k, n) in [(64, 300, 100), (7, 3, 40), (13, 530, 18)] {
+    for (m, k, n) in [(64, 300, 100), (7, 3, 40), (13, 530, 18), (1, 530, 100)] {
         let (a, a_t) = (random::<f32>(&mut rng, m, k), random::<f32>(&mut rng, k, m));
         let b = random::<f32>(&mut rng, k, n);
         let packed = PackedWeights::new(&b.view());

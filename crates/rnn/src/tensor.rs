@@ -210,6 +210,8 @@ impl Tensor {
     }
 
     /// The values, write-locked: for optimizers and loading weights (no graph is recorded).
+    /// A layer that keeps something made from its parameters (its packed weights, see
+    /// [`crate::Recurrent`]) makes it again after any such write.
     pub fn data_mut(&self) -> RwLockWriteGuard<'_, ArrayD<f32>> {
         let guard = self.0.data.write().unwrap_or_else(|e| e.into_inner());
         // Under the write lock: whoever reads the values after this write sees the new version.

@@ -407,6 +407,10 @@ fn per_block<F, T: Send>(
 /// a layer that runs the same weights again keeps them (see `Recurrent`).
 #[derive(Debug)]
 pub(crate) struct PackedDir<F> {
+    /// The blocks of hidden units (and their gate columns) the weights are packed by.
+    blocks: Blocks,
+    /// The blocks of the state's columns: of `h = m W_hr^T` with a projection, else `blocks`.
+    out_blocks: Blocks,
     w_ih: Vec<PackedWeights<F>>,
     w_hh: Vec<PackedWeights<F>>,
     w_hr: Vec<PackedWeights<F>>,
@@ -437,14 +441,15 @@ impl<F: Activations> PackedDir<F> {
             (true, None) => vec![F::zero(); hidden],
             _ => Vec::new(),
         };
-        let w_hr = match &w.w_hr {
+        let (out_blocks, w_hr) = match &w.w_hr {
             Some(w_hr) => {
                 let out_blocks = Blocks::new(1, w.w_hh.ncols());
-                per_block(w, out_blocks.count(), &|b| {
+                let packed = per_block(w, out_blocks.count(), &|b| {
                     PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
-                })
+                });
+                (out_blocks, packed)
             }
-            None => Vec::new(),
+            None => (blocks.clone(), Vec::new()),
         };
         PackedDir {
             w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
@@ -452,6 +457,8 @@ impl<F: Activations> PackedDir<F> {
             w_hr,
             bias,
             b_hn,
+            blocks,
+            out_blocks,
         }
     }
 }
@@ -482,14 +489,6 @@ pub(super) fn direction_forward<F: Activations>(
     let proj = w.w_hr.is_some();
     let is_gru = cell.kind == CellKind::Gru;
 
-    let blocks = Blocks::new(g, hidden);
-    let nb = blocks.count();
-    // With a projection, blocks of output columns for h = m W_hr^T.
-    let out_blocks = if proj {
-        Blocks::new(1, h_out)
-    } else {
-        blocks.clone()
-    };
     // The weights of each block, packed for every step of the call (or by an earlier call).
     let packed_here;
     let packed = match packed {
@@ -499,6 +498,8 @@ pub(super) fn direction_forward<F: Activations>(
             &packed_here
         }
     };
+    let (blocks, out_blocks) = (&packed.blocks, &packed.out_blocks);
+    let nb = blocks.count();
     let (w_ih, w_hh, w_hr) = (&packed.w_ih, &packed.w_hh, &packed.w_hr);
     let (bias, b_hn) = (&packed.bias, &packed.b_hn);
 
@@ -731,7 +732,7 @@ pub(super) fn direction_forward<F: Activations>(
     // each block writes its columns of gates and aux, each output block its columns of h_prev).
     save.then(|| unsafe {
         DirSaved {
-            blocks,
+            blocks: blocks.clone(),
             gates: gates.assume_init(),
             h_prev: h_prev.assume_init(),
             aux: aux.assume_init(),

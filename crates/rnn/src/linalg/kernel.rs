@@ -207,6 +207,29 @@ unsafe fn store_tile<F: Float, const M: usize>(
     }
 }
 
+/// Stores a [`OneRowKernel`]'s row: panel `q`'s values into columns `q * NR..` of `C` (of
+/// `cols` in all), `C = acc` or `C += acc`.
+///
+/// # Safety
+/// As for [`OneRowKernel`]: `c + j*csc` writable for `j < cols`.
+#[inline(always)]
+unsafe fn store_one_row<F: Float, const P: usize>(
+    panels: &[[F; NR]; P],
+    c: *mut F,
+    csc: isize,
+    cols: usize,
+    accumulate: bool,
+) {
+    for (q, panel) in panels.iter().enumerate() {
+        let cols_q = cols.saturating_sub(q * NR).min(NR);
+        // SAFETY: columns `q * NR..+cols_q` of the row, within the caller's `cols`.
+        unsafe {
+            let c_q = c.offset((q * NR) as isize * csc);
+            store_tile(std::array::from_ref(panel), c_q, 0, csc, cols_q, accumulate)
+        };
+    }
+}
+
 /// Plain loops over the packed layout; the compiler vectorises the `NR`-wide inner loop with
 /// the target's baseline SIMD.
 ///
@@ -375,20 +398,16 @@ mod avx2 {
                 }
             }
         }
-        for (q, acc) in acc.iter().enumerate() {
-            let mut tile = [[0.0f32; NR]; 1];
-            // SAFETY: `tile` is 16 floats on the stack.
+        let mut row = [[0.0f32; NR]; P];
+        for (panel, acc) in row.iter_mut().zip(&acc) {
+            // SAFETY: `panel` is 16 floats on the stack.
             unsafe {
-                _mm256_storeu_ps(tile[0].as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(tile[0].as_mut_ptr().add(8), acc[1]);
+                _mm256_storeu_ps(panel.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(panel.as_mut_ptr().add(8), acc[1]);
             }
-            let cols_q = cols.saturating_sub(q * NR).min(NR);
-            // SAFETY: columns `q * NR..+cols_q` of the row, within the kernel contract.
-            unsafe {
-                let c_q = c.offset((q * NR) as isize * csc);
-                super::store_tile(&tile, c_q, 0, csc, cols_q, accumulate)
-            };
         }
+        // SAFETY: the kernel contract on `c`.
+        unsafe { super::store_one_row(&row, c, csc, cols, accumulate) };
     }
 
     /// See [`super::MicroKernel`].
@@ -520,17 +539,13 @@ mod avx512 {
                 }
             }
         }
-        for (q, &acc) in acc.iter().enumerate() {
-            let mut tile = [[0.0f32; NR]; 1];
-            // SAFETY: `tile` is 16 floats on the stack.
-            unsafe { _mm512_storeu_ps(tile[0].as_mut_ptr(), acc) };
-            let cols_q = cols.saturating_sub(q * NR).min(NR);
-            // SAFETY: columns `q * NR..+cols_q` of the row, within the kernel contract.
-            unsafe {
-                let c_q = c.offset((q * NR) as isize * csc);
-                super::store_tile(&tile, c_q, 0, csc, cols_q, accumulate)
-            };
+        let mut row = [[0.0f32; NR]; P];
+        for (panel, &acc) in row.iter_mut().zip(&acc) {
+            // SAFETY: `panel` is 16 floats on the stack.
+            unsafe { _mm512_storeu_ps(panel.as_mut_ptr(), acc) };
         }
+        // SAFETY: the kernel contract on `c`.
+        unsafe { super::store_one_row(&row, c, csc, cols, accumulate) };
     }
 
     /// See [`super::MicroKernel`].

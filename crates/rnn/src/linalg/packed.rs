@@ -537,11 +537,8 @@ fn serial_blocks<F: Float>(
             };
             // Packed A comes in panels of MR rows, so only A read in place can be tiled freely.
             let tiles = row_tiles(mc, in_place);
-            let tile_count = tiles.clone().count();
-            // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
-            let lines = kc * NR * size_of::<F>() / 64;
             let panels = n.div_ceil(NR);
-            if tile_count == 1 && mc == 1 {
+            if mc == 1 {
                 // One row (a batch of one): several panels at once.
                 for p in (0..panels).step_by(ONE_ROW_PANELS) {
                     let group = ONE_ROW_PANELS.min(panels - p);
@@ -566,6 +563,9 @@ fn serial_blocks<F: Float>(
                 }
                 continue;
             }
+            let tile_count = tiles.clone().count();
+            // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
+            let lines = kc * NR * size_of::<F>() / 64;
             for p in 0..panels {
                 let b_panel = b.sub_panel(k0, p0 + p);
                 let next = b_panel.as_ptr().wrapping_add(kc * NR);

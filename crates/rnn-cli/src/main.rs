@@ -8,8 +8,10 @@
 
 mod basics;
 mod bench;
+mod completions;
 mod corpus;
 mod eval;
+mod info;
 mod memory;
 mod metrics;
 mod plot;
@@ -23,7 +25,7 @@ mod train;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// PyTorch's RNN, LSTM and GRU in pure Rust.
 #[derive(Debug, Parser)]
@@ -50,6 +52,11 @@ enum Command {
     Basics(basics::Args),
     /// Time one recurrent layer on a labelled workload (median, min, max, GFLOP/s).
     Bench(bench::Args),
+    /// What a model file, model directory or checkpoint holds: config, tensors, dtypes,
+    /// parameter counts, file sizes.
+    Info(info::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Basics(args) => basics::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Info(args) => info::main(args),
+        Command::Completions(args) => completions::main(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

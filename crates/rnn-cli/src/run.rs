@@ -33,6 +33,9 @@ pub struct Args {
     /// written atomically).
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// Worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// Every key an input file may hold.
@@ -195,6 +198,7 @@ fn lengths(t: &TensorData, path: &Path, input: &ArrayD<f32>) -> Result<Vec<usize
 
 /// Entry point of `rnn run`.
 pub fn main(args: Args) -> Result<()> {
+    crate::threads::set(args.threads)?;
     let mut model = load_model(&args.model)?;
     model.set_training(false);
     let inputs = Inputs::read(&args.input)?;

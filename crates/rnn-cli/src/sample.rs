@@ -14,8 +14,14 @@ pub struct Args {
     /// Model directory (model.safetensors + vocab.json), or its model.safetensors
     #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
     model: PathBuf,
-    /// Text to start from; it is printed, then continued [default: none, start of a line]
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// Text to start from; it is printed, then continued [default: none: the model starts after
+    /// a newline, as at the start of a line]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     prime: String,
     /// Characters to generate after the prime
     #[arg(long, value_name = "N", default_value_t = 500)]

@@ -9,6 +9,9 @@
 //! Progress goes to stderr, samples to stdout. A checkpoint is written every
 //! `--checkpoint-every` steps, at the end, and on Ctrl-C (then the exit status is 130);
 //! `--resume` continues a run so that it ends with the weights an uninterrupted run would have.
+//! `--init DIR` fine-tunes: it starts from the weights of a trained model, with a new optimizer,
+//! on a text whose characters the model knows. `best.safetensors` keeps the model with the
+//! lowest validation loss; `--log-json FILE` writes every metrics row as a JSON line.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rnn::charlm::checkpoint::{save_model, CHECKPOINT_FILE, MODEL_FILE, VOCAB_FILE};
+use rnn::charlm::checkpoint::{BEST_FILE, MODEL_FORMAT};
+use rnn::charlm::{best_of, load_dir, save_best, CharLm};
 use rnn::charlm::{
     evaluate, fingerprint, sample, CharLmConfig, SampleOptions, TrainConfig, Trainer, Vocab,
 };
@@ -24,7 +29,7 @@ use rnn::io::TensorFile;
 use rnn::{CellKind, Module, Rng};
 
 use crate::corpus::{read_text, BUILTIN_NAME};
-use crate::metrics::{Metrics, Row};
+use crate::metrics::{JsonLog, Metrics, Row};
 use crate::progress::{clock, Progress, Status};
 
 /// The metrics file's name in `--out`.
@@ -120,6 +125,15 @@ pub struct Args {
     /// Add a row to metrics.csv every N steps
     #[arg(long = "log-every", value_name = "N", default_value_t = 10)]
     log_every: u64,
+    /// Fine-tune: start from the weights of this model directory (or model file), with a new
+    /// optimizer and step 0; the text may use only characters the model knows, and the
+    /// architecture is the model's
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with = "resume")]
+    init: Option<PathBuf>,
+    /// Also write every metrics row (and the start, best-model and end events) to FILE as JSON
+    /// lines
+    #[arg(long = "log-json", value_name = "FILE")]
+    log_json: Option<PathBuf>,
 }
 
 /// What the loop needs besides the trainer.
@@ -130,6 +144,10 @@ struct Run {
     metrics: Metrics,
     out: PathBuf,
     label: String,
+    /// The lowest validation loss so far, the one `best.safetensors` holds.
+    best: Option<f64>,
+    /// The `--log-json` file.
+    log: Option<JsonLog>,
 }
 
 /// Entry point of `rnn train`.
@@ -163,19 +181,35 @@ fn fresh(args: &Args) -> Result<Run> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(BUILTIN_NAME));
     let text = read_text(&data)?;
-    let vocab = Vocab::from_text(&text)?;
-    let tokens = vocab.encode(&text)?;
+    let init = match &args.init {
+        Some(dir) => Some(init_model(args, dir)?),
+        None => None,
+    };
+    let (vocab, tokens) = match &init {
+        Some((_, vocab, dir)) => {
+            let tokens = vocab.encode(&text).map_err(|e| unseen(e, &data, dir))?;
+            (vocab.clone(), tokens)
+        }
+        None => {
+            let vocab = Vocab::from_text(&text)?;
+            let tokens = vocab.encode(&text)?;
+            (vocab, tokens)
+        }
+    };
     let val_fraction = args.val_fraction.unwrap_or(defaults::VAL_FRACTION);
     let (train, val) = split(&tokens, val_fraction, &data)?;
 
-    let model = CharLmConfig {
-        cell: args.cell.unwrap_or(defaults::CELL),
-        vocab_size: vocab.len(),
-        embed: args.embed.unwrap_or(defaults::EMBED),
-        hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
-        num_layers: args.layers.unwrap_or(defaults::LAYERS),
-        dropout: args.dropout.unwrap_or(defaults::DROPOUT),
-    };
+    let model = init.as_ref().map_or(
+        CharLmConfig {
+            cell: args.cell.unwrap_or(defaults::CELL),
+            vocab_size: vocab.len(),
+            embed: args.embed.unwrap_or(defaults::EMBED),
+            hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
+            num_layers: args.layers.unwrap_or(defaults::LAYERS),
+            dropout: args.dropout.unwrap_or(defaults::DROPOUT),
+        },
+        |(m, _, _)| m.config().clone(),
+    );
     model
         .validate()
         .map_err(|e| anyhow!("{}", option_message(&e)))?;
@@ -194,8 +228,11 @@ fn fresh(args: &Args) -> Result<Run> {
         .validate()
         .map_err(|e| anyhow!("{}", option_message(&e)))?;
     let label = data_label(&data);
-    let mut trainer = Trainer::new(model, config.clone(), train)
-        .map_err(|e| anyhow!("{label}: {}", option_message(&e)))?;
+    let trainer = match init {
+        Some((weights, _, _)) => Trainer::from_model(weights, config.clone(), train),
+        None => Trainer::new(model, config.clone(), train),
+    };
+    let mut trainer = trainer.map_err(|e| anyhow!("{label}: {}", option_message(&e)))?;
     config.steps = total_steps(args, trainer.streams().chunks_per_epoch(), None)?;
     trainer.set_total_steps(config.steps);
 
@@ -206,6 +243,12 @@ fn fresh(args: &Args) -> Result<Run> {
         .write(out.join(VOCAB_FILE))
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
     let metrics = Metrics::create(&out.join(METRICS_FILE))?;
+    // A best model of an earlier run in --out (replaced with --force) is not this run's.
+    let _ = std::fs::remove_file(out.join(BEST_FILE));
+    let log = match &args.log_json {
+        Some(path) => Some(JsonLog::create(path)?),
+        None => None,
+    };
     let run = Run {
         trainer,
         vocab,
@@ -213,6 +256,8 @@ fn fresh(args: &Args) -> Result<Run> {
         metrics,
         out: out.clone(),
         label,
+        best: None,
+        log,
     };
     // A checkpoint at step 0: --resume works from the first moment, and PyTorch can start
     // from the same initial weights (tools/train_charlm.py --init).
@@ -275,7 +320,10 @@ fn resume(args: &Args) -> Result<Run> {
     }
     let vocab_path = out.join(VOCAB_FILE);
     let vocab = Vocab::read(&vocab_path)?;
-    if Vocab::from_text(&text)? != vocab || vocab.len() != model.vocab_size {
+    // A fine-tuned run (--init) keeps its model's vocabulary, which may hold more characters
+    // than its text.
+    let fine_tuned = Vocab::from_text(&text)? != vocab && vocab.encode(&text).is_ok();
+    if (Vocab::from_text(&text)? != vocab && !fine_tuned) || vocab.len() != model.vocab_size {
         bail!(
             "--resume: {} does not match the training text's characters",
             vocab_path.display()
@@ -292,6 +340,13 @@ fn resume(args: &Args) -> Result<Run> {
     remove_stale_temporaries(out);
     let metrics = Metrics::resume(&out.join(METRICS_FILE), done)
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
+    let best = best_of(out.join(BEST_FILE))
+        .filter(|&(step, _)| step <= done)
+        .map(|(_, loss)| loss);
+    let log = match &args.log_json {
+        Some(path) => Some(JsonLog::append(path)?),
+        None => None,
+    };
     Ok(Run {
         trainer,
         vocab,
@@ -299,6 +354,8 @@ fn resume(args: &Args) -> Result<Run> {
         metrics,
         out: out.clone(),
         label: data_label(&data),
+        best,
+        log,
     })
 }
 
@@ -346,6 +403,23 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     if start_step > 0 {
         progress.message(&format!("resuming at step {start_step}"));
     }
+    if let Some(dir) = &args.init {
+        progress.message(&format!(
+            "init:  the weights of {} (fine-tuning with a new optimizer)",
+            dir.display()
+        ));
+    }
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "start",
+            "step": start_step,
+            "total_steps": total,
+            "model": serde_json::from_str::<serde_json::Value>(&model.config().to_json())?,
+            "train": serde_json::from_str::<serde_json::Value>(&cfg.to_json())?,
+            "init": args.init.as_ref().map(|d| d.display().to_string()),
+            "out": run.out.display().to_string(),
+        }))?;
+    }
 
     let session = Instant::now();
     let elapsed_before = run.metrics.elapsed();
@@ -361,7 +435,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         Status {
             step,
             total,
-            loss,
+            train_bpc: loss.map(|v| v / std::f64::consts::LN_2),
             val_bpc: val.map(|v| v / std::f64::consts::LN_2),
             chars_per_sec: (done > 0)
                 .then(|| done as f64 * chars_per_step / step_time.as_secs_f64().max(1e-9)),
@@ -393,11 +467,12 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         if eval_now {
             let ev = evaluate(run.trainer.model_mut(), &run.val, cfg.seq_len)?;
             val_loss = Some(ev.loss);
+            keep_best(run, step, ev.loss)?;
         }
         if due(log_every) || eval_now {
             let loss = sum_loss / n_since as f64;
             last_loss = Some(loss);
-            run.metrics.push(Row {
+            let row = Row {
                 step,
                 epoch: stats.epoch,
                 train_loss: loss,
@@ -405,7 +480,11 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
                 grad_norm: sum_norm / n_since as f64,
                 chars_per_sec: n_since as f64 * chars_per_step / time_since.as_secs_f64().max(1e-9),
                 elapsed_s: elapsed_before + session.elapsed().as_secs_f64(),
-            })?;
+            };
+            if let Some(log) = &mut run.log {
+                log.write(&row.to_json())?;
+            }
+            run.metrics.push(row)?;
             (sum_loss, sum_norm, n_since, time_since) = (0.0, 0.0, 0, Duration::ZERO);
         }
         let st = status(step, last_loss, val_loss, step_time);
@@ -448,16 +527,107 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     }
     if let Some(v) = val_loss {
         summary.push_str(&format!(
-            "; validation loss {v:.4} nats/char = {:.4} bits/char",
+            "; validation {:.4} bits per character",
             v / std::f64::consts::LN_2
         ));
     }
+    if let Some(best) = run.best {
+        summary.push_str(&format!(
+            " (best {:.4}, kept in {BEST_FILE})",
+            best / std::f64::consts::LN_2
+        ));
+    }
     eprintln!("{summary}");
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "done",
+            "step": step,
+            "seconds": wall.as_secs_f64(),
+            "val_bpc": val_loss.map(|v| v / std::f64::consts::LN_2),
+            "val_nats": val_loss,
+            "best_val_bpc": run.best.map(|v| v / std::f64::consts::LN_2),
+        }))?;
+    }
     eprintln!(
         "model: {}; more text: `rnn sample --model {}`",
         run.out.join(MODEL_FILE).display(),
         run.out.display()
     );
+    Ok(())
+}
+
+/// Reads the `--init` model directory (or model file) and checks the architecture flags
+/// against it: a fine-tuned model keeps its architecture.
+fn init_model(args: &Args, dir: &Path) -> Result<(CharLm, Vocab, PathBuf)> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b || a.parent() == Some(b.as_path()),
+        _ => false,
+    };
+    if same(dir, &args.out) {
+        bail!(
+            "--init {} is --out too: a fine-tuned model is written to another directory, so \
+             that the model it starts from is kept (choose another --out)",
+            dir.display()
+        );
+    }
+    let (model, vocab) = load_dir(dir).with_context(|| format!("--init {}", dir.display()))?;
+    let c = model.config().clone();
+    let differs = |flag: &str, given: String, saved: String| -> Result<()> {
+        bail!(
+            "--init: {flag} {given} differs from the model's {saved}; fine-tuning keeps the \
+             model's architecture (leave {flag} out)"
+        )
+    };
+    macro_rules! keep {
+        ($flag:literal, $given:expr, $saved:expr) => {
+            if let Some(g) = $given {
+                if g != $saved {
+                    differs($flag, format!("{g}"), format!("{}", $saved))?;
+                }
+            }
+        };
+    }
+    keep!("--cell", args.cell.map(|c| c.name()), c.cell.name());
+    keep!("--hidden", args.hidden, c.hidden_size);
+    keep!("--layers", args.layers, c.num_layers);
+    keep!("--dropout", args.dropout, c.dropout);
+    keep!("--embed", args.embed, c.embed);
+    debug_assert_eq!(MODEL_FORMAT, "rnn.charlm/1");
+    Ok((model, vocab, dir.to_path_buf()))
+}
+
+/// The error for a text with characters the `--init` model has never seen.
+fn unseen(e: rnn::Error, data: &Path, dir: &Path) -> anyhow::Error {
+    let m = match e {
+        rnn::Error::Invalid(m) => m,
+        other => other.to_string(),
+    };
+    anyhow!(
+        "--init {}: {} has characters the model was not trained with ({m}); a fine-tuned \
+         model keeps its vocabulary: remove them from the text, or train a new model without \
+         --init",
+        dir.display(),
+        data_label(data)
+    )
+}
+
+/// Writes `best.safetensors` when `val_loss` is the lowest validation loss of the run so far.
+fn keep_best(run: &mut Run, step: u64, val_loss: f64) -> Result<()> {
+    if run.best.is_some_and(|b| b <= val_loss) {
+        return Ok(());
+    }
+    let path = run.out.join(BEST_FILE);
+    save_best(&path, run.trainer.model(), step, val_loss)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    run.best = Some(val_loss);
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "best",
+            "step": step,
+            "val_bpc": val_loss / std::f64::consts::LN_2,
+            "val_nats": val_loss,
+        }))?;
+    }
     Ok(())
 }
 
@@ -528,6 +698,7 @@ fn remove_stale_temporaries(out: &Path) {
         VOCAB_FILE,
         METRICS_FILE,
         PLOT_FILE,
+        BEST_FILE,
     ];
     let Ok(entries) = std::fs::read_dir(out) else {
         return;

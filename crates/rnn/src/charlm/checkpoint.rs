@@ -5,6 +5,7 @@
 //! | `model.safetensors` | the weights with PyTorch keys (`embed.weight`, `rnn.weight_ih_l0`, ..., `fc.weight`, `fc.bias`); metadata `format` = `rnn.charlm/1`, `config` = [`CharLmConfig`] JSON, `step` |
 //! | `vocab.json` | the [`Vocab`] |
 //! | `checkpoint.safetensors` | everything needed to resume (see [`Trainer::checkpoint`](super::Trainer::checkpoint)): weights, Adam state, step, generator state, carried state |
+//! | `best.safetensors` | the model with the lowest validation loss so far, as `model.safetensors` plus a `val_loss` metadata entry (see [`save_best`]) |
 //!
 //! Every file is written atomically (a temporary file, fsync, rename), so a crash leaves the old
 //! file or the new one. A resumed run reads only `checkpoint.safetensors`, which is one file:
@@ -36,6 +37,29 @@ pub fn save_model(path: impl AsRef<Path>, model: &CharLm, step: u64) -> Result<(
         ("step".to_string(), step.to_string()),
     ]);
     save_state_dict(model, path, metadata)
+}
+
+/// The file name of the model with the lowest validation loss so far in a model directory.
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// Writes `model` to `path` atomically as [`save_model`] does, with a `val_loss` metadata entry
+/// (nats per character, the loss it is kept for): `rnn train` keeps [`BEST_FILE`] this way.
+pub fn save_best(path: impl AsRef<Path>, model: &CharLm, step: u64, val_loss: f64) -> Result<()> {
+    let metadata = BTreeMap::from([
+        ("format".to_string(), MODEL_FORMAT.to_string()),
+        ("config".to_string(), model.config().to_json()),
+        ("step".to_string(), step.to_string()),
+        ("val_loss".to_string(), format!("{val_loss:e}")),
+    ]);
+    save_state_dict(model, path, metadata)
+}
+
+/// The step and validation loss recorded in a best-model file, if `path` is one.
+pub fn best_of(path: impl AsRef<Path>) -> Option<(u64, f64)> {
+    let file = TensorFile::read(path).ok()?;
+    let step = file.metadata.get("step")?.parse().ok()?;
+    let loss = file.metadata.get("val_loss")?.parse().ok()?;
+    Some((step, loss))
 }
 
 /// Reads a model file: the architecture from its `config` metadata, then the weights,

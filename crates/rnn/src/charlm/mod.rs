@@ -43,7 +43,7 @@ pub mod sample;
 pub mod train;
 pub mod vocab;
 
-pub use checkpoint::{load_dir, load_model, save_model};
+pub use checkpoint::{best_of, load_dir, load_model, save_best, save_model};
 pub use data::{evaluate, Evaluation, Streams};
 pub use model::{CharLm, CharLmConfig, State};
 pub use sample::{sample, SampleOptions};

@@ -144,6 +144,27 @@ impl Trainer {
         })
     }
 
+    /// Fine-tuning: a run that starts from the weights of `model` (read with
+    /// [`load_dir`](super::load_dir)) instead of a fresh initialisation, with a new `Adam(lr)`
+    /// and step 0. Seeds the global generator with `config.seed` (dropout), as [`Trainer::new`]
+    /// does; `train` must be encoded with the model's vocabulary. Unlike
+    /// [`Trainer::resume`], nothing of the earlier run but its weights is kept.
+    pub fn from_model(model: CharLm, config: TrainConfig, train: Vec<usize>) -> Result<Trainer> {
+        config.validate()?;
+        check_tokens(&train, model.config().vocab_size)?;
+        let streams = Streams::new(train, config.batch, config.seq_len, config.seed)?;
+        manual_seed(config.seed);
+        let opt = Adam::new(model.parameters(), config.lr)?;
+        Ok(Trainer {
+            model,
+            opt,
+            streams,
+            config,
+            state: None,
+            step: 0,
+        })
+    }
+
     /// Steps done.
     pub fn step_count(&self) -> u64 {
         self.step

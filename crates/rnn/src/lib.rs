@@ -27,6 +27,8 @@
 //! // so the final hidden state is (num_layers, batch, hidden) = (1, 5, 2).
 //! assert_eq!(status.shape(), [1, 5, 2]);
 //! ```
+//!
+//! This lesson and the six after it, each beside its PyTorch original, are in [`lessons`].
 
 pub mod cells;
 pub mod charlm;
@@ -36,6 +38,7 @@ pub mod embedding;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod lessons;
 pub mod linalg;
 pub mod linear;
 pub mod loss;

@@ -502,6 +502,11 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         }
     }
     let step = run.trainer.step_count();
+    if !interrupted {
+        // The last sample goes above the last progress line, as the others do.
+        write_checkpoint(run)?;
+        print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+    }
     progress.update(&status(step, last_loss, val_loss, step_time), true);
     progress.finish();
     if interrupted {
@@ -514,8 +519,6 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         );
         std::process::exit(130);
     }
-    write_checkpoint(run)?;
-    print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
     let wall = session.elapsed();
     let done = step - start_step;
     let mut summary = format!("done: {step} steps in {}", clock(wall));

@@ -242,14 +242,16 @@ def main():
     with open(a.data, encoding="utf-8") as f:
         text = f.read()
     chars = sorted(set(text))
-    if a.init:
-        # Fine-tuning keeps the model's vocabulary (as `rnn train --init`): the text may use
-        # only characters the model knows.
-        known = read_vocab(os.path.join(a.init, "vocab.json"))
+    model_dir = a.evaluate or a.init
+    if model_dir:
+        # An rnn model keeps its vocabulary (as `rnn train --init` and `rnn eval` do): the text
+        # may use only characters the model knows.
+        known = read_vocab(os.path.join(model_dir, "vocab.json"))
         unseen = sorted(set(chars) - set(known))
         if unseen:
-            sys.exit(f"error: --init {a.init}: the text has characters the model was not trained "
-                     f"with: {unseen[:10]}")
+            flag = "--evaluate" if a.evaluate else "--init"
+            sys.exit(f"error: {flag} {model_dir}: the text has characters the model was not "
+                     f"trained with: {unseen[:10]}")
         chars = known
     index = {c: i for i, c in enumerate(chars)}
     tokens = torch.tensor([index[c] for c in text], dtype=torch.int64)
@@ -258,8 +260,6 @@ def main():
 
     if a.evaluate:
         model = load_model(os.path.join(a.evaluate, "model.safetensors"))
-        if read_vocab(os.path.join(a.evaluate, "vocab.json")) != chars:
-            sys.exit("error: the model's vocabulary is not this text's")
         loss = evaluate(model, val, a.seq_len)
         print(f"loss={loss:.6f} bpc={loss / math.log(2):.6f}")
         return

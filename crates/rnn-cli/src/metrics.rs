@@ -39,7 +39,7 @@ pub struct Row {
     pub grad_norm: f64,
     /// Training characters per second over the same steps.
     pub chars_per_sec: f64,
-    /// Seconds since the run started (wall clock, summed over resumed sessions).
+    /// Seconds since the run started (wall clock, summed over the parts of a resumed run).
     pub elapsed_s: f64,
 }
 

@@ -36,6 +36,8 @@ struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per run: the size of the largest variant (`train`'s many options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a character-level language model (char-rnn) on a text file, or on the built-in

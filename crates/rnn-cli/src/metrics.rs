@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(Row::parse(&r.to_line(), false), Some(r.clone()));
         assert_eq!(
             r.to_line(),
-            "120,1,2.164042,2.524716,0.8000,12345,33.50,1.50000000,1.75000000"
+            "120,1,2.164043,2.524716,0.8000,12345,33.50,1.50000000,1.75000000"
         );
         let no_val = Row {
             val_loss: None,

@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(line, plain(&status()));
         assert!(line.chars().count() < 80);
         let wider = fit(&status(), 90);
-        assert!(wider.contains(" [###......] "), "{wider}");
+        assert!(wider.contains(" [#####........]  40% "), "{wider}");
         assert_eq!(wider.chars().count(), 89);
     }
 

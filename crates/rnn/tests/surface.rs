@@ -250,3 +250,57 @@ fn loss_edge_cases_and_errors_are_pytorchs() {
         "{err}"
     );
 }
+
+#[test]
+fn layer_norm_matches_pytorch() {
+    use rnn::{LayerNorm, Module};
+    let fx = Fixture::load();
+    let mut failures = Vec::new();
+    for case in fx.cases("layer_norm") {
+        let name = case["name"].as_str().unwrap();
+        let key = |s: &str| format!("{name}.{s}");
+        let norm: Vec<usize> = case["normalized_shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let ln = LayerNorm::new(&norm)
+            .unwrap()
+            .with_eps(case["eps"].as_f64().unwrap())
+            .unwrap()
+            .with_elementwise_affine(case["elementwise_affine"] == true)
+            .with_bias(case["bias"] == true);
+        assert_eq!(ln.to_string(), case["repr"].as_str().unwrap());
+        for (pname, p) in ln.named_parameters() {
+            *p.data_mut() = fx.f32(&key(&pname));
+        }
+        let x = fx.param(&key("input"));
+        let y = ln.forward(&x).unwrap();
+        y.backward_with(fx.f32(&key("grad_output"))).unwrap();
+        failures.push(fx.check(&key("output"), &y.to_array()));
+        failures.push(fx.check(&key("grad.input"), &x.grad().unwrap()));
+        let names: Vec<String> = ln.named_parameters().into_iter().map(|(n, _)| n).collect();
+        for (pname, p) in ln.named_parameters() {
+            failures.push(fx.check(&key(&format!("grad.{pname}")), &p.grad().unwrap()));
+        }
+        for pname in ["weight", "bias"] {
+            assert_eq!(
+                fx.file.contains(&key(pname)),
+                names.iter().any(|n| n == pname),
+                "{name}: {pname}"
+            );
+        }
+    }
+    assert_no_failures(failures);
+    let ln = LayerNorm::new(&[3, 4]).unwrap();
+    let err = ln.forward(&Tensor::zeros(&[2, 4, 3])).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "Given normalized_shape=[3, 4], expected input with shape [*, 3, 4], but got input \
+             of size[2, 4, 3]"
+        ),
+        "{err}"
+    );
+    assert!(LayerNorm::new(&[]).is_err() && LayerNorm::new(&[3, 0]).is_err());
+}

@@ -296,7 +296,7 @@ fn check_betas(beta1: f64, beta2: f64) -> Result<()> {
 /// PyTorch's `lerp(start, end, weight)` on CPU (its vector kernel): two formulas, chosen by
 /// `|weight| < 0.5`, each one fused multiply-add.
 #[inline]
-fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     if weight.abs() < 0.5 {
         weight.mul_add(end - start, start)
     } else {

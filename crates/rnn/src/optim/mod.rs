@@ -50,10 +50,15 @@
 //! assert_eq!(resumed.lr(), 0.0125);
 //! ```
 
+pub mod adagrad;
 pub mod adam;
 pub mod clip;
 pub mod groups;
+pub mod one_cycle;
+pub mod plateau;
+pub mod rmsprop;
 pub mod scheduler;
+pub mod schedulers;
 pub mod sgd;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,10 +69,15 @@ use crate::error::{Error, Result, Shape};
 use crate::io::{TensorData, TensorFile};
 use crate::tensor::Tensor;
 
+pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use clip::{clip_grad_norm_, clip_grad_norm_error_if_nonfinite_, clip_grad_value_};
+pub use one_cycle::{Anneal, OneCycleLR, OneCycleOptions};
+pub use plateau::{PlateauMode, ReduceLROnPlateau, ThresholdMode};
 pub use scheduler::{CosineAnnealingLR, LrScheduler, StepLR};
+pub use schedulers::{ExponentialLR, LambdaLR, LinearLR, LrLambda, SequentialLR};
 pub use groups::ParamGroup;
+pub use rmsprop::RMSprop;
 pub use sgd::Sgd;
 
 /// The [`Optimizer`] methods every optimizer answers from its `groups: Groups<_, _>` field and

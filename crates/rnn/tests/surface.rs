@@ -304,3 +304,117 @@ fn layer_norm_matches_pytorch() {
     );
     assert!(LayerNorm::new(&[]).is_err() && LayerNorm::new(&[3, 0]).is_err());
 }
+
+#[test]
+fn embedding_max_norm_renormalises_in_place_as_pytorch() {
+    use rnn::embedding::Embedding;
+    let fx = Fixture::load();
+    let mut failures = Vec::new();
+    for case in fx.cases("embedding_max_norm") {
+        let name = case["name"].as_str().unwrap();
+        let key = |s: &str| format!("{name}.{s}");
+        let norm_type = match &case["norm_type"] {
+            Value::String(s) if s == "inf" => f64::INFINITY,
+            v => v.as_f64().unwrap(),
+        };
+        let padding_idx = case["padding_idx"].as_u64().map(|p| p as usize);
+        let emb = Embedding::from_weight(fx.param(&key("weight")), padding_idx)
+            .unwrap()
+            .with_max_norm(Some(case["max_norm"].as_f64().unwrap()), norm_type)
+            .unwrap();
+        assert_eq!(emb.to_string(), case["repr"].as_str().unwrap());
+        let idx = fx.file.i64(&key("indices")).unwrap().mapv(|v| v as usize);
+        let y = emb.forward(&idx).unwrap();
+        y.backward_with(fx.f32(&key("grad_output"))).unwrap();
+        failures.push(fx.check(&key("output"), &y.to_array()));
+        failures.push(fx.check(&key("weight_after"), &emb.weight().to_array()));
+        failures.push(fx.check(&key("grad.weight"), &emb.weight().grad().unwrap()));
+        // Renormalised rows are changed, the others are not.
+        assert_ne!(emb.weight().to_array(), fx.f32(&key("weight")), "{name}");
+    }
+    assert_no_failures(failures);
+    let err = Embedding::new(3, 2)
+        .unwrap()
+        .with_max_norm(Some(-1.0), 2.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_norm must be finite and > 0"), "{err}");
+}
+
+#[test]
+fn pad_sequence_padding_side_matches_pytorch() {
+    use rnn::packed::{pad_sequence, pad_sequence_with_side, PaddingSide};
+    let fx = Fixture::load();
+    let mut failures = Vec::new();
+    for case in fx.cases("pad_sequence") {
+        let name = case["name"].as_str().unwrap();
+        let n = case["lengths"].as_array().unwrap().len();
+        let seqs: Vec<Tensor> = (0..n)
+            .map(|i| fx.param(&format!("{name}.seq{i}")))
+            .collect();
+        let side = if case["padding_side"] == "left" {
+            PaddingSide::Left
+        } else {
+            PaddingSide::Right
+        };
+        let batch_first = case["batch_first"] == true;
+        let value = case["padding_value"].as_f64().unwrap() as f32;
+        let out = pad_sequence_with_side(&seqs, batch_first, value, side).unwrap();
+        failures.push(fx.check(&format!("{name}.output"), &out.to_array()));
+        if side == PaddingSide::Right {
+            let plain = pad_sequence(&seqs, batch_first, value).unwrap();
+            assert_eq!(plain.to_array(), out.to_array());
+        }
+        // The gradient of each sequence is its own slice: all ones.
+        out.sum().backward().unwrap();
+        for s in &seqs {
+            assert!(s.grad().unwrap().iter().all(|&g| g == 1.0), "{name}");
+        }
+    }
+    assert_no_failures(failures);
+}
+
+#[test]
+fn operators_record_the_methods_operations() {
+    let fx = Fixture::load();
+    let mut failures = Vec::new();
+    for case in fx.cases("operators") {
+        let name = case["name"].as_str().unwrap();
+        let key = |s: &str| format!("{name}.{s}");
+        let (a, b) = (fx.param(&key("a")), fx.param(&key("b")));
+        let y = match name {
+            "operators_0" => (&a + &b) * &a - &b / 2.5 + (-&a) * 3.0 - 1.0,
+            _ => (2.0 - &a) / (&b * &b + 1.0) + 1.5 / (&a * &a + 1.0) * &b,
+        };
+        y.backward_with(fx.f32(&key("grad_output"))).unwrap();
+        failures.push(fx.check(&key("output"), &y.to_array()));
+        failures.push(fx.check(&key("grad.a"), &a.grad().unwrap()));
+        failures.push(fx.check(&key("grad.b"), &b.grad().unwrap()));
+        // The same as the methods, to the bit.
+        let (a2, b2) = (fx.param(&key("a")), fx.param(&key("b")));
+        if name == "operators_0" {
+            let m = a2
+                .add(&b2)
+                .unwrap()
+                .mul(&a2)
+                .unwrap()
+                .sub(&b2.div_scalar(2.5))
+                .unwrap()
+                .add(&a2.neg().mul_scalar(3.0))
+                .unwrap()
+                .add_scalar(-1.0);
+            assert_eq!(m.to_array(), y.to_array());
+        }
+    }
+    assert_no_failures(failures);
+    // Shapes that do not broadcast: the panic names both.
+    let r = std::panic::catch_unwind(|| {
+        let _ = Tensor::zeros(&[3, 4]) + Tensor::zeros(&[5]);
+    });
+    let msg = r.unwrap_err();
+    let msg = msg
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(msg.contains("(3, 4)") && msg.contains("(5,)"), "{msg}");
+}

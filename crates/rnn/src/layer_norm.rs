@@ -133,7 +133,10 @@ impl LayerNorm {
         if s.len() < k || s[s.len() - k..] != self.normalized_shape[..] {
             return Err(Error::shape_hint(
                 "LayerNorm input",
-                format!("(*, {})", list(&self.normalized_shape).trim_matches(['[', ']'])),
+                format!(
+                    "(*, {})",
+                    list(&self.normalized_shape).trim_matches(['[', ']'])
+                ),
                 s,
                 format!(
                     "Given normalized_shape={}, expected input with shape [*, {}], but got \
@@ -235,8 +238,11 @@ impl Backward for LayerNormBackward {
         }
         let norm_shape = inputs.get(1).map(|p| p.shape()).unwrap_or_default();
         let to = |v: Vec<f64>| {
-            ArrayD::from_shape_vec(IxDyn(&norm_shape), v.into_iter().map(|v| v as f32).collect())
-                .expect("normalized_shape-sized")
+            ArrayD::from_shape_vec(
+                IxDyn(&norm_shape),
+                v.into_iter().map(|v| v as f32).collect(),
+            )
+            .expect("normalized_shape-sized")
         };
         let mut out = vec![inputs[0]
             .requires_grad()
@@ -280,7 +286,11 @@ impl fmt::Display for LayerNorm {
             f,
             "LayerNorm({tuple}, eps={}, elementwise_affine={}, bias={})",
             python_float(self.eps),
-            if self.weight.is_some() { "True" } else { "False" },
+            if self.weight.is_some() {
+                "True"
+            } else {
+                "False"
+            },
             if self.bias.is_some() { "True" } else { "False" }
         )
     }

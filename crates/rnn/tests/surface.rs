@@ -243,7 +243,10 @@ fn loss_edge_cases_and_errors_are_pytorchs() {
     let err = L1Loss::new().forward(&x, &y).unwrap_err().to_string();
     assert!(err.contains("(2, 3)") && err.contains("(2,)"), "{err}");
     let err = SmoothL1Loss::new().with_beta(-1.0).unwrap_err().to_string();
-    assert!(err.contains("does not support negative values for beta"), "{err}");
+    assert!(
+        err.contains("does not support negative values for beta"),
+        "{err}"
+    );
     let err = HuberLoss::new().with_delta(0.0).unwrap_err().to_string();
     assert!(
         err.contains("does not support non-positive values for delta"),
@@ -294,7 +297,10 @@ fn layer_norm_matches_pytorch() {
     }
     assert_no_failures(failures);
     let ln = LayerNorm::new(&[3, 4]).unwrap();
-    let err = ln.forward(&Tensor::zeros(&[2, 4, 3])).unwrap_err().to_string();
+    let err = ln
+        .forward(&Tensor::zeros(&[2, 4, 3]))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(
             "Given normalized_shape=[3, 4], expected input with shape [*, 3, 4], but got input \
@@ -412,9 +418,6 @@ fn operators_record_the_methods_operations() {
         let _ = Tensor::zeros(&[3, 4]) + Tensor::zeros(&[5]);
     });
     let msg = r.unwrap_err();
-    let msg = msg
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("(3, 4)") && msg.contains("(5,)"), "{msg}");
 }

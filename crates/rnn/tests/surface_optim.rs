@@ -9,8 +9,8 @@ use ndarray::{ArrayD, Axis};
 use rnn::io::TensorFile;
 use rnn::optim::{
     Adagrad, Adam, AdamW, Anneal, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR,
-    LrScheduler, OneCycleLR, OneCycleOptions, Optimizer, OptimizerState, ParamGroup,
-    PlateauMode, RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR, ThresholdMode,
+    LrScheduler, OneCycleLR, OneCycleOptions, Optimizer, OptimizerState, ParamGroup, PlateauMode,
+    RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR, ThresholdMode,
 };
 use rnn::Tensor;
 use serde_json::Value;
@@ -189,7 +189,11 @@ fn rmsprop_adagrad_and_groups_match_pytorch_at_every_step() {
 #[test]
 fn group_states_save_and_resume_bit_for_bit() {
     let fx = fixture();
-    for (name, case) in fx.cases.iter().filter(|(_, c)| c.get("scheduler").is_none()) {
+    for (name, case) in fx
+        .cases
+        .iter()
+        .filter(|(_, c)| c.get("scheduler").is_none())
+    {
         let (params, mut opt) = fx.build(case);
         (0..fx.steps).for_each(|s| fx.step(&params, opt.as_mut(), s));
         let straight: Vec<_> = params.iter().map(Tensor::to_array).collect();
@@ -222,7 +226,10 @@ fn group_states_save_and_resume_bit_for_bit() {
         if case.get("group1").is_some() {
             let mut single = optimizer(case, fx.params());
             let err = single.load_state_dict(&state).unwrap_err().to_string();
-            assert!(err.contains("parameters") || err.contains("groups"), "{err}");
+            assert!(
+                err.contains("parameters") || err.contains("groups"),
+                "{err}"
+            );
         }
     }
 }
@@ -236,7 +243,10 @@ fn group_options_are_checked() {
         .add_param_group(ParamGroup::new(vec![p()]).momentum(0.9))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Adagrad has no hyperparameter \"momentum\""), "{err}");
+    assert!(
+        err.contains("Adagrad has no hyperparameter \"momentum\""),
+        "{err}"
+    );
     let err = adagrad
         .add_param_group(ParamGroup::new(vec![a.clone()]))
         .unwrap_err()
@@ -300,9 +310,9 @@ fn scheduler(opt: &mut dyn Optimizer, name: &str, args: &Value) -> Box<dyn LrSch
         ),
         "LambdaLR" => Box::new(LambdaLR::new(opt, lambda)),
         "StepLR" => Box::new(StepLR::new(f("step_size", 0.0) as usize, f("gamma", 0.1)).unwrap()),
-        "CosineAnnealingLR" => Box::new(
-            CosineAnnealingLR::new(f("T_max", 0.0) as usize, f("eta_min", 0.0)).unwrap(),
-        ),
+        "CosineAnnealingLR" => {
+            Box::new(CosineAnnealingLR::new(f("T_max", 0.0) as usize, f("eta_min", 0.0)).unwrap())
+        }
         "SequentialLR" => {
             let children = args["children"]
                 .as_array()
@@ -408,12 +418,13 @@ fn schedulers_match_pytorch_to_the_bit_on_every_group() {
             assert_eq!(s.last_lrs(), [opt.group_lr(0), opt.group_lr(1)]);
         } else {
             let mut s = scheduler(opt.as_mut(), sched_name, &case["args"]);
-            let record = |opt: &dyn Optimizer, lrs: &mut Vec<Vec<f64>>, moms: &mut Vec<Vec<f64>>| {
-                for g in 0..2 {
-                    lrs[g].push(opt.group_lr(g));
-                    moms[g].push(opt.group_momentum(g).unwrap_or(f64::NAN));
-                }
-            };
+            let record =
+                |opt: &dyn Optimizer, lrs: &mut Vec<Vec<f64>>, moms: &mut Vec<Vec<f64>>| {
+                    for g in 0..2 {
+                        lrs[g].push(opt.group_lr(g));
+                        moms[g].push(opt.group_momentum(g).unwrap_or(f64::NAN));
+                    }
+                };
             lrs = vec![vec![], vec![]];
             record(opt.as_ref(), &mut lrs, &mut moms);
             for _ in 0..fx.sched_steps {
@@ -440,7 +451,11 @@ fn schedulers_match_pytorch_to_the_bit_on_every_group() {
 #[test]
 fn scheduler_states_resume_exactly() {
     let fx = fixture();
-    for (name, case) in fx.cases.iter().filter(|(_, c)| c.get("scheduler").is_some()) {
+    for (name, case) in fx
+        .cases
+        .iter()
+        .filter(|(_, c)| c.get("scheduler").is_some())
+    {
         let sched_name = case["scheduler"].as_str().unwrap();
         let run = |split: Option<usize>| -> Vec<f64> {
             let mut opt = sched_optimizer(case);
@@ -498,15 +513,27 @@ fn scheduler_states_resume_exactly() {
 fn scheduler_errors_are_pytorchs() {
     let mut opt = Sgd::new(vec![Tensor::parameter(ArrayD::zeros(vec![1]))], 0.1).unwrap();
     let err = OneCycleLR::new(&mut opt, 0.1, 0).unwrap_err().to_string();
-    assert!(err.contains("Expected positive integer total_steps, but got 0"), "{err}");
+    assert!(
+        err.contains("Expected positive integer total_steps, but got 0"),
+        "{err}"
+    );
     let mut o = OneCycleOptions::new(0.1, 10);
     o.pct_start = 1.5;
-    let err = OneCycleLR::with_options(&mut opt, o).unwrap_err().to_string();
-    assert!(err.contains("Expected float between 0 and 1 pct_start, but got 1.5"), "{err}");
-    let mut adagrad = Adagrad::new(vec![Tensor::parameter(ArrayD::zeros(vec![1]))], 0.1).unwrap();
-    let err = OneCycleLR::new(&mut adagrad, 0.1, 10).unwrap_err().to_string();
+    let err = OneCycleLR::with_options(&mut opt, o)
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("optimizer must support momentum or beta1 with `cycle_momentum` option enabled"),
+        err.contains("Expected float between 0 and 1 pct_start, but got 1.5"),
+        "{err}"
+    );
+    let mut adagrad = Adagrad::new(vec![Tensor::parameter(ArrayD::zeros(vec![1]))], 0.1).unwrap();
+    let err = OneCycleLR::new(&mut adagrad, 0.1, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
+        ),
         "{err}"
     );
     let mut s = OneCycleLR::new(&mut opt, 0.1, 2).unwrap();
@@ -517,13 +544,24 @@ fn scheduler_errors_are_pytorchs() {
         err.contains("Tried to step 3 times. The specified number of total steps is 2"),
         "{err}"
     );
-    let err = LinearLR::new(&mut opt, 0.0, 1.0, 5).unwrap_err().to_string();
-    assert!(err.contains("Starting multiplicative factor expected to be greater than 0"), "{err}");
-    let err = ReduceLROnPlateau::new(&opt).with_factor(1.0).unwrap_err().to_string();
+    let err = LinearLR::new(&mut opt, 0.0, 1.0, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Starting multiplicative factor expected to be greater than 0"),
+        "{err}"
+    );
+    let err = ReduceLROnPlateau::new(&opt)
+        .with_factor(1.0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Factor should be < 1.0"), "{err}");
     let child: Box<dyn LrScheduler> = Box::new(ExponentialLR::new(&mut opt, 0.9).unwrap());
     let err = SequentialLR::new(&mut opt, vec![child], vec![3])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("one more than the number of milestone points"), "{err}");
+    assert!(
+        err.contains("one more than the number of milestone points"),
+        "{err}"
+    );
 }

@@ -226,19 +226,24 @@ impl Backward for BinaryBackward {
         let mut dx = read2(&inputs[0], &inputs[1], |x, y| {
             let ge = per_element(g, x.shape(), self.scale);
             match (&self.pos_weight, self.logits) {
-                (Some(pw), _) => Zip::from(&ge).and(x).and(y).and(pw).map_collect(
-                    |&ge, &x, &y, &pw| {
-                        let s = 1.0 / (1.0 + (-x).exp());
-                        ge * (s * ((pw - 1.0) * y + 1.0) - pw * y)
-                    },
-                ),
+                (Some(pw), _) => {
+                    Zip::from(&ge)
+                        .and(x)
+                        .and(y)
+                        .and(pw)
+                        .map_collect(|&ge, &x, &y, &pw| {
+                            let s = 1.0 / (1.0 + (-x).exp());
+                            ge * (s * ((pw - 1.0) * y + 1.0) - pw * y)
+                        })
+                }
                 (None, true) => Zip::from(&ge).and(x).and(y).map_collect(|&ge, &x, &y| {
                     let s = 1.0 / (1.0 + (-x).exp());
                     ge * (s - y)
                 }),
-                (None, false) => Zip::from(&ge).and(x).and(y).map_collect(|&ge, &x, &y| {
-                    ge * (x - y) / ((1.0 - x) * x).max(1e-12)
-                }),
+                (None, false) => Zip::from(&ge)
+                    .and(x)
+                    .and(y)
+                    .map_collect(|&ge, &x, &y| ge * (x - y) / ((1.0 - x) * x).max(1e-12)),
             }
         });
         if let Some(w) = &self.weight {

@@ -58,9 +58,9 @@ impl SoftCrossEntropy<'_> {
             let (n, c, s) = layout(x.shape())?;
             if x.shape() != t.shape() {
                 let hint = match (x.shape(), t.shape()) {
-                    ([n, ..], [m, ..]) if x.ndim() >= 2 && n != m => format!(
-                        "Expected input batch_size ({n}) to match target batch_size ({m})"
-                    ),
+                    ([n, ..], [m, ..]) if x.ndim() >= 2 && n != m => {
+                        format!("Expected input batch_size ({n}) to match target batch_size ({m})")
+                    }
                     _ => "probability targets have the input's shape".to_string(),
                 };
                 return Err(Error::shape_hint(
@@ -87,7 +87,10 @@ impl SoftCrossEntropy<'_> {
             };
             let xs = x.as_standard_layout();
             let ts = t.as_standard_layout();
-            let (xs, ts) = (xs.as_slice().expect("row-major"), ts.as_slice().expect("row-major"));
+            let (xs, ts) = (
+                xs.as_slice().expect("row-major"),
+                ts.as_slice().expect("row-major"),
+            );
             let eps = f64::from(self.eps);
             let mut log_probs = vec![0f64; xs.len()];
             let mut losses = vec![0f32; n * s];

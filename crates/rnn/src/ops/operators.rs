@@ -105,9 +105,13 @@ macro_rules! scalar_operator {
     };
 }
 
-scalar_operator!(Add, add, "+", |t, s| t.add_scalar(s), |s, t| t.add_scalar(s));
-scalar_operator!(Sub, sub, "-", |t, s| t.add_scalar(-s), |s, t| t.neg().add_scalar(s));
-scalar_operator!(Mul, mul, "*", |t, s| t.mul_scalar(s), |s, t| t.mul_scalar(s));
+scalar_operator!(Add, add, "+", |t, s| t.add_scalar(s), |s, t| t
+    .add_scalar(s));
+scalar_operator!(Sub, sub, "-", |t, s| t.add_scalar(-s), |s, t| t
+    .neg()
+    .add_scalar(s));
+scalar_operator!(Mul, mul, "*", |t, s| t.mul_scalar(s), |s, t| t
+    .mul_scalar(s));
 scalar_operator!(Div, div, "/", |t, s| t.div_scalar(s), |s, t| or_panic(
     Tensor::div(&Tensor::scalar(s), t),
     "/"

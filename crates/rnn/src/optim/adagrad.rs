@@ -89,10 +89,8 @@ impl Hyper for AdagradHyper {
             "weight_decay" => {
                 check_non_negative("weight_decay value", v).map(|()| self.weight_decay = v)
             }
-            "initial_accumulator_value" => {
-                check_non_negative("initial_accumulator_value value", v)
-                    .map(|()| self.initial_accumulator_value = v)
-            }
+            "initial_accumulator_value" => check_non_negative("initial_accumulator_value value", v)
+                .map(|()| self.initial_accumulator_value = v),
             "eps" => check_non_negative("epsilon value", v).map(|()| self.eps = v),
             "maximize" => flag(name, v).map(|b| self.maximize = b),
             _ => Err(unknown("Adagrad", name)),

@@ -140,7 +140,8 @@ impl Hyper for AdamHyper {
 impl super::groups::ParamState<AdamHyper> for ParamState {
     fn save(&self, i: usize, s: &mut OptimizerState) {
         s.scalars.insert(format!("step.{i}"), f64::from(self.step));
-        s.tensors.insert(format!("exp_avg.{i}"), self.exp_avg.clone());
+        s.tensors
+            .insert(format!("exp_avg.{i}"), self.exp_avg.clone());
         s.tensors
             .insert(format!("exp_avg_sq.{i}"), self.exp_avg_sq.clone());
         if let Some(max_v) = &self.max_exp_avg_sq {

@@ -165,9 +165,7 @@ pub(crate) fn flag(name: &str, value: f64) -> Result<bool> {
 
 /// The error for a hyperparameter an optimizer does not have.
 pub(crate) fn unknown(optimizer: &str, name: &str) -> Error {
-    Error::Invalid(format!(
-        "{optimizer} has no hyperparameter \"{name}\""
-    ))
+    Error::Invalid(format!("{optimizer} has no hyperparameter \"{name}\""))
 }
 
 /// One parameter's optimizer state, saved under `{buffer}.{i}` keys.
@@ -331,7 +329,8 @@ impl<H: Hyper, S: ParamState<H>> Groups<H, S> {
         let mut s = OptimizerState::new(kind);
         let mut i = 0;
         for (g, group) in self.groups.iter().enumerate() {
-            s.scalars.insert(key(g, "params"), group.params.len() as f64);
+            s.scalars
+                .insert(key(g, "params"), group.params.len() as f64);
             for &name in group.hyper.names() {
                 s.scalars.insert(key(g, name), group.hyper.get(name));
             }

@@ -72,12 +72,12 @@ use crate::tensor::Tensor;
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use clip::{clip_grad_norm_, clip_grad_norm_error_if_nonfinite_, clip_grad_value_};
+pub use groups::ParamGroup;
 pub use one_cycle::{Anneal, OneCycleLR, OneCycleOptions};
 pub use plateau::{PlateauMode, ReduceLROnPlateau, ThresholdMode};
+pub use rmsprop::RMSprop;
 pub use scheduler::{CosineAnnealingLR, LrScheduler, StepLR};
 pub use schedulers::{ExponentialLR, LambdaLR, LinearLR, LrLambda, SequentialLR};
-pub use groups::ParamGroup;
-pub use rmsprop::RMSprop;
 pub use sgd::Sgd;
 
 /// The [`Optimizer`] methods every optimizer answers from its `groups: Groups<_, _>` field and

@@ -251,7 +251,9 @@ impl OneCycleLR {
             for (i, phase) in self.phases.iter().enumerate() {
                 if t <= phase.end_step || i == self.phases.len() - 1 {
                     let pct = (t - start_step) / (phase.end_step - start_step);
-                    lr = o.anneal_strategy.apply(lrs[phase.lr.0], lrs[phase.lr.1], pct);
+                    lr = o
+                        .anneal_strategy
+                        .apply(lrs[phase.lr.0], lrs[phase.lr.1], pct);
                     momentum = o.anneal_strategy.apply(
                         momenta[phase.momentum.0],
                         momenta[phase.momentum.1],
@@ -303,7 +305,10 @@ impl LrScheduler for OneCycleLR {
         for (k, v) in [
             ("total_steps", o.total_steps as f64),
             ("pct_start", o.pct_start),
-            ("anneal_strategy", f64::from(u8::from(o.anneal_strategy == Anneal::Linear))),
+            (
+                "anneal_strategy",
+                f64::from(u8::from(o.anneal_strategy == Anneal::Linear)),
+            ),
             ("cycle_momentum", flag(o.cycle_momentum)),
             ("base_momentum", o.base_momentum),
             ("max_momentum", o.max_momentum),
@@ -356,8 +361,7 @@ impl LrScheduler for OneCycleLR {
             per_group(state, "max_lr"),
             per_group(state, "min_lr"),
         );
-        if initial.len() != self.lrs.len() || max.len() != initial.len() || min.len() != max.len()
-        {
+        if initial.len() != self.lrs.len() || max.len() != initial.len() || min.len() != max.len() {
             return Err(Error::StateDict(format!(
                 "the OneCycleLR state has {} groups, this scheduler {}",
                 initial.len(),
@@ -374,16 +378,32 @@ impl LrScheduler for OneCycleLR {
             p.truncate(0);
             let first = o.pct_start * total - 1.0;
             if o.three_phase {
-                p.push(Phase { end_step: first, lr: (INITIAL, MAX), momentum: (MAX_M, BASE_M) });
+                p.push(Phase {
+                    end_step: first,
+                    lr: (INITIAL, MAX),
+                    momentum: (MAX_M, BASE_M),
+                });
                 p.push(Phase {
                     end_step: 2.0 * o.pct_start * total - 2.0,
                     lr: (MAX, INITIAL),
                     momentum: (BASE_M, MAX_M),
                 });
-                p.push(Phase { end_step: total - 1.0, lr: (INITIAL, MIN), momentum: (MAX_M, MAX_M) });
+                p.push(Phase {
+                    end_step: total - 1.0,
+                    lr: (INITIAL, MIN),
+                    momentum: (MAX_M, MAX_M),
+                });
             } else {
-                p.push(Phase { end_step: first, lr: (INITIAL, MAX), momentum: (MAX_M, BASE_M) });
-                p.push(Phase { end_step: total - 1.0, lr: (MAX, MIN), momentum: (BASE_M, MAX_M) });
+                p.push(Phase {
+                    end_step: first,
+                    lr: (INITIAL, MAX),
+                    momentum: (MAX_M, BASE_M),
+                });
+                p.push(Phase {
+                    end_step: total - 1.0,
+                    lr: (MAX, MIN),
+                    momentum: (BASE_M, MAX_M),
+                });
             }
             p
         };

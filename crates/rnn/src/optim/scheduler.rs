@@ -74,6 +74,12 @@ pub trait LrScheduler {
     fn load_state_dict(&mut self, state: &BTreeMap<String, f64>) -> Result<()>;
 }
 
+impl std::fmt::Debug for dyn LrScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LrScheduler(last_epoch={})", self.last_epoch())
+    }
+}
+
 /// The learning rate of every group.
 pub(crate) fn group_lrs(opt: &dyn Optimizer) -> Vec<f64> {
     (0..opt.num_groups()).map(|g| opt.group_lr(g)).collect()

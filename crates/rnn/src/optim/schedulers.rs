@@ -27,8 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::scheduler::{
-    common_state, group_lrs, per_group, read_common, read_common_with, required,
-    set_each,
+    common_state, group_lrs, per_group, read_common, read_common_with, required, set_each,
 };
 use super::{LrScheduler, Optimizer};
 use crate::error::{Error, Result};
@@ -178,8 +177,7 @@ impl LrScheduler for LinearLR {
             if e > total {
                 lr
             } else {
-                lr * (1.0
-                    + (end - start) / (total as f64 * start + (e - 1) as f64 * (end - start)))
+                lr * (1.0 + (end - start) / (total as f64 * start + (e - 1) as f64 * (end - start)))
             }
         });
     }

@@ -123,11 +123,18 @@ pub(crate) struct MomentumBuffer(ArrayD<f32>);
 
 impl ParamState<SgdHyper> for MomentumBuffer {
     fn save(&self, i: usize, s: &mut OptimizerState) {
-        s.tensors.insert(format!("momentum_buffer.{i}"), self.0.clone());
+        s.tensors
+            .insert(format!("momentum_buffer.{i}"), self.0.clone());
     }
 
-    fn load(r: &mut StateReader<'_>, i: usize, shape: &[usize], _: &SgdHyper) -> Result<Option<Self>> {
-        Ok(r.tensor(&format!("momentum_buffer.{i}"), shape)?.map(MomentumBuffer))
+    fn load(
+        r: &mut StateReader<'_>,
+        i: usize,
+        shape: &[usize],
+        _: &SgdHyper,
+    ) -> Result<Option<Self>> {
+        Ok(r.tensor(&format!("momentum_buffer.{i}"), shape)?
+            .map(MomentumBuffer))
     }
 }
 

@@ -86,9 +86,16 @@ pub struct Args {
     /// Training length in passes over the training text instead of steps (may be fractional)
     #[arg(long, value_name = "E")]
     epochs: Option<f64>,
-    /// Adam learning rate [default: 0.002]
+    /// Learning rate (the peak with --schedule onecycle) [default: 0.002]
     #[arg(long, value_name = "LR")]
     lr: Option<f64>,
+    /// Optimizer: adam, adamw, sgd (momentum 0.9) or rmsprop [default: adam]
+    #[arg(long, value_name = "OPT")]
+    optimizer: Option<rnn::charlm::OptimizerKind>,
+    /// Learning-rate schedule: none, cosine, onecycle (both over the run's steps) or plateau
+    /// (halve it when the validation loss stops improving) [default: none]
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<rnn::charlm::ScheduleKind>,
     /// Clip the gradients' total 2-norm to this; 0 turns clipping off [default: 5]
     #[arg(long, value_name = "NORM")]
     clip: Option<f64>,
@@ -223,6 +230,8 @@ fn fresh(args: &Args) -> Result<Run> {
         val_fraction,
         data: data.display().to_string(),
         data_hash: fingerprint(text.as_bytes()),
+        optimizer: args.optimizer.unwrap_or_default(),
+        schedule: args.schedule.unwrap_or_default(),
     };
     config
         .validate()
@@ -304,6 +313,8 @@ fn resume(args: &Args) -> Result<Run> {
     keep!("--seq-len", args.seq_len, config.seq_len);
     keep!("--batch", args.batch, config.batch);
     keep!("--lr", args.lr, config.lr);
+    keep!("--optimizer", args.optimizer, config.optimizer);
+    keep!("--schedule", args.schedule, config.schedule);
     keep!("--clip", args.clip, config.clip);
     keep!("--seed", args.seed, config.seed);
     keep!("--val-fraction", args.val_fraction, config.val_fraction);
@@ -385,7 +396,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     progress.message(&format!(
         "model: {arch}, {} parameters\n\
          data:  {}, {} characters ({} training, {} validation), vocabulary of {}\n\
-         plan:  {total} steps ({epochs:.2} epochs) of {} streams x {} characters; Adam lr {}, \
+         plan:  {total} steps ({epochs:.2} epochs) of {} streams x {} characters; {} lr {}{}, \
          clip {}, seed {}; writing {}",
         model.num_parameters(),
         run.label,
@@ -395,7 +406,12 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         run.vocab.len(),
         cfg.batch,
         cfg.seq_len,
+        cfg.optimizer,
         cfg.lr,
+        match cfg.schedule {
+            rnn::charlm::ScheduleKind::None => String::new(),
+            s => format!(" ({s} schedule)"),
+        },
         cfg.clip,
         cfg.seed,
         run.out.display()
@@ -468,6 +484,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
             let ev = evaluate(run.trainer.model_mut(), &run.val, cfg.seq_len)?;
             val_loss = Some(ev.loss);
             keep_best(run, step, ev.loss)?;
+            run.trainer.after_evaluation(ev.loss);
         }
         if due(log_every) || eval_now {
             let loss = sum_loss / n_since as f64;

@@ -37,8 +37,12 @@ fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str) -> f32 {
 /// Runs `model` on the inputs of an io file as `rnn run` does (packed when `lengths` is given).
 fn run(model: &rnn::Recurrent, io: &TensorFile) -> RecurrentOutput {
     let x = Tensor::new(io.f32("input").unwrap());
-    let h0 = io.contains("h0").then(|| Tensor::new(io.f32("h0").unwrap()));
-    let c0 = io.contains("c0").then(|| Tensor::new(io.f32("c0").unwrap()));
+    let h0 = io
+        .contains("h0")
+        .then(|| Tensor::new(io.f32("h0").unwrap()));
+    let c0 = io
+        .contains("c0")
+        .then(|| Tensor::new(io.f32("c0").unwrap()));
     rnn::no_grad(|| {
         if !io.contains("lengths") {
             return model.forward_states(&x, h0.as_ref(), c0.as_ref()).unwrap();
@@ -87,7 +91,10 @@ fn every_fixture_matches_onnx_runtime_and_pytorch() {
         assert_eq!(model.config(), &want, "{name}");
         rnn::Module::set_training(&mut model, false);
         let out = run(&model, &io);
-        let mut got = vec![("output", out.output.to_array()), ("h_n", out.h_n.to_array())];
+        let mut got = vec![
+            ("output", out.output.to_array()),
+            ("h_n", out.h_n.to_array()),
+        ];
         if let Some(c) = &out.c_n {
             got.push(("c_n", c.to_array()));
         }
@@ -144,7 +151,9 @@ fn truncated_and_corrupted_files_are_errors() {
         }
     }
     assert!(errors > 200, "{errors} truncated files were errors");
-    let e = rnn::onnx::import(dir().join("cases.json")).unwrap_err().to_string();
+    let e = rnn::onnx::import(dir().join("cases.json"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cases.json") && e.contains("not a"), "{e}");
     let e = rnn::onnx::import(dir().join("missing.onnx")).unwrap_err();
     assert!(matches!(e, rnn::Error::Io { .. }), "{e}");

@@ -272,11 +272,47 @@ impl Interp<'_> {
         let inputs: Vec<Option<Val>> = (0..node.input.len())
             .map(|i| self.get(node, i).map(|v| v.cloned()))
             .collect::<Result<_, _>>()?;
-        if inputs.iter().flatten().any(|v| matches!(v, Val::Foreign)) && op != "RNN" {
+        let recurrent = matches!(op, "RNN" | "LSTM" | "GRU");
+        // A recurrent node reading a foreign X (an embedding, say) is still read, so that the
+        // error lists only what is not recurrent.
+        let skip = usize::from(recurrent);
+        if inputs
+            .iter()
+            .skip(skip)
+            .flatten()
+            .any(|v| matches!(v, Val::Foreign))
+        {
             return self.foreign(node);
         }
-        let out = match op {
-            "RNN" | "LSTM" | "GRU" => return self.recurrent(node),
+        if recurrent {
+            return self.recurrent(node);
+        }
+        let out = match self.glue(node, op) {
+            Ok(v) => v,
+            // A glue operator used for something else is an operator beyond the stack.
+            Err(OnnxError(why)) => {
+                let label = node_label(node);
+                let why = why
+                    .strip_prefix(&format!("{label}: "))
+                    .unwrap_or(&why)
+                    .to_string();
+                if why.is_empty() {
+                    self.foreign.push(label);
+                } else {
+                    self.foreign.push(format!("{label} ({why})"));
+                }
+                for i in 1..node.output.len() {
+                    self.set(node, i, Val::Foreign);
+                }
+                Val::Foreign
+            }
+        };
+        self.set(node, 0, out);
+        Ok(())
+    }
+
+    fn glue(&self, node: &NodeProto, op: &str) -> Result<Val, OnnxError> {
+        Ok(match op {
             "Constant" => Val::Const(constant(node, self.dir)?),
             "Identity" => self.need(node, 0)?.clone(),
             "Cast" => match self.need(node, 0)? {
@@ -310,10 +346,8 @@ impl Interp<'_> {
             "Transpose" => self.transpose(node)?,
             "Reshape" => self.reshape(node)?,
             "Slice" => self.slice(node)?,
-            _ => return self.foreign(node),
-        };
-        self.set(node, 0, out);
-        Ok(())
+            _ => return Err(OnnxError(String::new())),
+        })
     }
 
     fn foreign(&mut self, node: &NodeProto) -> Result<(), OnnxError> {
@@ -985,6 +1019,7 @@ impl Interp<'_> {
                 }
                 Err(*j)
             }
+            Val::Foreign => Ok((String::new(), false)),
             _ => {
                 return err(
                     node,

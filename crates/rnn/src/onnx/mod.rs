@@ -111,3 +111,25 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     }
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
+
+/// The one recurrent stack of the ONNX file at `path` (as `rnn run --model X.onnx` reads it);
+/// a file with several stacks is an error listing them.
+pub fn import_one(path: impl AsRef<Path>) -> Result<crate::Recurrent> {
+    let path = path.as_ref();
+    let mut stacks = import(path)?;
+    if stacks.len() != 1 {
+        let list: Vec<String> = stacks
+            .iter()
+            .map(|s| format!("{} (from {})", s.model, s.nodes.join(", ")))
+            .collect();
+        return Err(Error::format(
+            path,
+            format!(
+                "holds {} recurrent stacks, expected one: {}; `rnn import` writes each to its own file",
+                stacks.len(),
+                list.join("; ")
+            ),
+        ));
+    }
+    Ok(stacks.remove(0).model)
+}

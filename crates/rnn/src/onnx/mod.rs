@@ -79,7 +79,7 @@ pub fn import(path: impl AsRef<Path>) -> Result<Vec<ImportedStack>> {
         .map_err(|e| Error::format(path, e.0))
 }
 
-/// [`import`] of a file's contents; `dir` is where external data files are looked for.
+/// [`import()`] of a file's contents; `dir` is where external data files are looked for.
 pub fn import_bytes(bytes: &[u8], dir: &Path) -> Result<Vec<ImportedStack>, OnnxError> {
     let model = super::onnx::proto::ModelProto::decode(bytes)
         .map_err(|e| OnnxError(format!("not a valid ONNX file (protobuf ModelProto): {e}")))?;

@@ -93,7 +93,7 @@ fn unsupported_forms_are_one_line_errors() {
         ("helper_lstm_peepholes", "attribute P"),
         ("helper_gru_reset_before", "linear_before_reset = 0"),
         ("helper_rnn_gemm_head", "Gemm node \"head\""),
-        ("dynamo_rnn_l1", "no RNN, LSTM or GRU node"),
+        ("helper_gru_reverse", "direction = \"reverse\""),
     ] {
         let dir = TempDir::new("bad");
         let onnx = onnx_fixture(&format!("{name}.onnx")).display().to_string();

@@ -1,6 +1,6 @@
 //! `rnn::onnx::import` against ONNX Runtime and PyTorch: every fixture of
 //! `tools/fixtures/onnx_models.py` (exports by `torch.onnx.export`, TorchScript and dynamo, and
-//! `onnx.helper` graphs) imports to the expected configuration and reproduces the recorded
+//! `onnx.helper` graphs; dynamo's nn.RNN is unrolled per step) imports to the expected configuration and reproduces the recorded
 //! outputs and states within 1e-5; the forms rnn refuses give their one-line error; truncated
 //! and corrupted files give errors, never panics.
 
@@ -123,6 +123,7 @@ fn truncated_and_corrupted_files_are_errors() {
         "torchscript_lstm_l2_bi_bf_h0",
         "dynamo_gru_l1_bi_h0",
         "helper_lstm_seqlens_bi",
+        "dynamo_rnn_l2_bi_bf_h0",
     ];
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = || {

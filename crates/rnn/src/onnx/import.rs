@@ -19,6 +19,7 @@ use std::path::Path;
 use super::gates::{onnx_to_torch_bias, onnx_to_torch_weight};
 use super::proto::{GraphProto, ModelProto, NodeProto};
 use super::tensor::{node_label, read_tensor, Attrs, Const, Data};
+use super::unrolled::HFrom;
 use super::OnnxError;
 use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
 use crate::io::{load_state_dict, TensorData};
@@ -26,7 +27,7 @@ use crate::recurrent::Recurrent;
 
 /// What one axis of an abstract tensor means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Axis {
+pub(super) enum Axis {
     /// Axis `i` of a graph input, as declared.
     In(usize),
     /// Time steps of a layer's output.
@@ -48,9 +49,15 @@ enum Axis {
 /// One row of a state tensor built from layer outputs: node index, and `c` (true) or `h`.
 type Row = (usize, bool);
 
+/// Rows of states from unrolled chains are `(CHAIN_ROW + chain, false)`.
+pub(super) const CHAIN_ROW: usize = usize::MAX / 2;
+
+/// Stands for `_l{k}` in keys until the layer's place in its stack is known.
+pub(super) const LAYER: &str = "\u{1}layer\u{1}";
+
 /// An abstract value of the graph.
 #[derive(Clone, Debug)]
-enum Val {
+pub(super) enum Val {
     /// A constant tensor.
     Const(Const),
     /// A 1-D integer vector of dimensions (from `Shape`), each described by its meaning.
@@ -69,31 +76,45 @@ enum Val {
     State { rows: Vec<Row>, axes: Vec<Axis> },
     /// Produced by an operator rnn does not import.
     Foreign,
+    /// An unrolled RNN's input projection (index into the projections).
+    Lin(usize),
+    /// One time step of a projection.
+    LinStep(usize, usize),
+    /// `h @ W_hh^T (+ b_hh)` of an unrolled RNN.
+    HLin(HFrom, Const, Option<Const>),
+    /// Step `t` of chain `c` before its activation.
+    Pre(usize, usize),
+    /// Hidden state after step `t` of chain `c`.
+    Hid(usize, usize),
+    /// All steps of chain `c`, in time order: one direction's output.
+    Steps(usize),
+    /// An unrolled layer's output: its chains' steps, directions concatenated.
+    UnSeq(Vec<usize>),
 }
 
 /// How a recurrent node gets its initial state.
 #[derive(Clone, Debug, PartialEq)]
-enum Init {
+pub(super) enum Init {
     Zeros,
     Rows { input: String, rows: (usize, usize) },
 }
 
 /// One `RNN`/`LSTM`/`GRU` node as read.
 #[derive(Debug)]
-struct Layer {
-    label: String,
-    cell: CellKind,
-    nonlinearity: Nonlinearity,
-    hidden: usize,
-    dirs: usize,
+pub(super) struct Layer {
+    pub(super) label: String,
+    pub(super) cell: CellKind,
+    pub(super) nonlinearity: Nonlinearity,
+    pub(super) hidden: usize,
+    pub(super) dirs: usize,
     /// `None`: reads graph input (name, batch_first); `Some(j)`: reads node `j`'s output.
-    source: Result<(String, bool), usize>,
-    weights: Vec<(String, Const)>,
-    bias: bool,
-    input_size: usize,
-    init_h: Init,
-    init_c: Init,
-    lengths: Option<String>,
+    pub(super) source: Result<(String, bool), usize>,
+    pub(super) weights: Vec<(String, Const)>,
+    pub(super) bias: bool,
+    pub(super) input_size: usize,
+    pub(super) init_h: Init,
+    pub(super) init_c: Init,
+    pub(super) lengths: Option<String>,
 }
 
 /// One recurrent stack found in an ONNX graph, with how it connects to the graph.
@@ -134,17 +155,19 @@ pub fn stacks(model: &ModelProto, dir: &Path) -> Result<Vec<ImportedStack>, Onnx
         vals: HashMap::new(),
         layers: Vec::new(),
         foreign: Vec::new(),
+        lins: Vec::new(),
+        chains: Vec::new(),
     };
     it.load(graph)?;
     for node in &graph.node {
         it.node(node)?;
     }
-    if it.layers.is_empty() {
+    if !it.chains.is_empty() && it.foreign.is_empty() {
+        it.unrolled_layers()?;
+    }
+    if it.layers.is_empty() && it.foreign.is_empty() {
         return Err(OnnxError(
-            "the graph has no RNN, LSTM or GRU node (torch.onnx.export(dynamo=True) writes \
-             nn.RNN as one MatMul/Add/Tanh group per time step, which rnn does not import: \
-             export nn.RNN with dynamo=False)"
-                .into(),
+            "the graph has no RNN, LSTM or GRU node and no unrolled RNN".into(),
         ));
     }
     if !it.foreign.is_empty() {
@@ -160,7 +183,14 @@ pub fn stacks(model: &ModelProto, dir: &Path) -> Result<Vec<ImportedStack>, Onnx
     }
     for out in &graph.output {
         match it.vals.get(out.name()) {
-            Some(Val::Seq { .. } | Val::State { .. } | Val::Input { .. }) => {}
+            Some(
+                Val::Seq { .. }
+                | Val::State { .. }
+                | Val::Input { .. }
+                | Val::Steps(_)
+                | Val::UnSeq(_)
+                | Val::Hid(..),
+            ) => {}
             _ => {
                 return Err(OnnxError(format!(
                     "graph output {:?} is not an output or state of the recurrent stack",
@@ -178,11 +208,13 @@ pub fn stacks(model: &ModelProto, dir: &Path) -> Result<Vec<ImportedStack>, Onnx
     it.assemble(metadata_config)
 }
 
-struct Interp<'a> {
+pub(super) struct Interp<'a> {
     dir: &'a Path,
     vals: HashMap<String, Val>,
-    layers: Vec<Layer>,
+    pub(super) layers: Vec<Layer>,
     foreign: Vec<String>,
+    pub(super) lins: Vec<super::unrolled::Lin>,
+    pub(super) chains: Vec<super::unrolled::Chain>,
 }
 
 fn err<T>(node: &NodeProto, m: impl std::fmt::Display) -> Result<T, OnnxError> {
@@ -226,7 +258,7 @@ impl Interp<'_> {
         Ok(())
     }
 
-    fn get(&self, node: &NodeProto, i: usize) -> Result<Option<&Val>, OnnxError> {
+    pub(super) fn get(&self, node: &NodeProto, i: usize) -> Result<Option<&Val>, OnnxError> {
         match node.input.get(i).map(String::as_str) {
             None | Some("") => Ok(None),
             Some(name) => match self.vals.get(name) {
@@ -287,7 +319,11 @@ impl Interp<'_> {
         if recurrent {
             return self.recurrent(node);
         }
-        let out = match self.glue(node, op) {
+        let result = match self.unrolled(node, op) {
+            Some(r) => r,
+            None => self.glue(node, op),
+        };
+        let out = match result {
             Ok(v) => v,
             // A glue operator used for something else is an operator beyond the stack.
             Err(OnnxError(why)) => {
@@ -1060,11 +1096,7 @@ impl Interp<'_> {
         };
         let mut weights = Vec::new();
         for d in 0..dirs {
-            let sfx = format!(
-                "{}{}",
-                weights_layer_placeholder(),
-                if d == 1 { "_reverse" } else { "" }
-            );
+            let sfx = format!("{}{}", LAYER, if d == 1 { "_reverse" } else { "" });
             weights.push((format!("weight_ih{sfx}"), onnx_to_torch_weight(cell, &w, d)));
             weights.push((format!("weight_hh{sfx}"), onnx_to_torch_weight(cell, &r, d)));
             if let Some(b) = &b {
@@ -1222,7 +1254,7 @@ impl Interp<'_> {
                     )));
                 }
                 for (key, c) in &l.weights {
-                    let key = key.replace(weights_layer_placeholder(), &format!("_l{k}"));
+                    let key = key.replace(LAYER, &format!("_l{k}"));
                     let data = ndarray::ArrayD::from_shape_vec(
                         c.dims.clone(),
                         c.floats().unwrap_or(&[]).to_vec(),
@@ -1245,11 +1277,6 @@ impl Interp<'_> {
         }
         Ok(out)
     }
-}
-
-/// Stands for `_l{k}` in keys until the layer's place in its stack is known.
-fn weights_layer_placeholder() -> &'static str {
-    "\u{1}layer\u{1}"
 }
 
 fn constant(node: &NodeProto, dir: &Path) -> Result<Const, OnnxError> {

@@ -48,6 +48,7 @@ pub mod import;
 )]
 mod proto;
 pub mod tensor;
+mod unrolled;
 
 use std::path::Path;
 

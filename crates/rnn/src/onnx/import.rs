@@ -732,14 +732,16 @@ impl Interp<'_> {
                         _ => return err(node, format!("shape {target:?} is not a valid reshape")),
                     }
                 }
-                let known: i64 = dims.iter().product();
+                let Some(known) = dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d)) else {
+                    return err(node, format!("shape {target:?} overflows"));
+                };
                 if let Some(i) = infer {
                     if known == 0 || count % known != 0 {
                         return err(node, "cannot infer the -1 dimension");
                     }
                     dims[i] = count / known;
                 }
-                if dims.iter().product::<i64>() != count {
+                if dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d)) != Some(count) {
                     return err(
                         node,
                         format!("shape {target:?} does not hold {count} values"),

@@ -285,7 +285,8 @@ impl Interp<'_> {
             "Concat" => {
                 let parts: Vec<Val> = vals.iter().flatten().cloned().collect();
                 let axis = super::tensor::Attrs(node).int("axis", 0)?;
-                if parts.iter().all(|p| matches!(p, Val::Hid(..))) && axis == 0 {
+                if !parts.is_empty() && parts.iter().all(|p| matches!(p, Val::Hid(..))) && axis == 0
+                {
                     let steps: Vec<(usize, usize)> = parts
                         .iter()
                         .map(|p| match p {
@@ -391,6 +392,9 @@ impl Interp<'_> {
                     ));
                 };
                 (input_size, hidden) = (lin.w.dims[0], lin.w.dims[1]);
+                if hidden == 0 || input_size == 0 {
+                    return Err(bad(format!("W_ih has an empty shape {:?}", lin.w.dims)));
+                }
                 if w_hh.dims != [hidden, hidden] {
                     return Err(bad(format!(
                         "W_hh has shape {:?}, expected ({hidden}, {hidden})",

@@ -12,7 +12,7 @@
 //!
 //! With zero initial states the exporter folds the first step's `h_{-1} @ W_hh^T + b_hh` into a
 //! constant: it must be `b_hh` on every row (zeros without bias). Each of these operators is
-//! interpreted over abstract values as the glue is ([`import`](super::import)); the chains of
+//! interpreted over abstract values as the glue is ([`import`](mod@super::import)); the chains of
 //! steps found become layers like those of `RNN` nodes.
 
 use super::import::{Init, Interp, Layer, Val};

@@ -11,6 +11,8 @@ mod bench;
 mod completions;
 mod corpus;
 mod eval;
+mod export;
+mod import;
 mod info;
 mod memory;
 mod metrics;
@@ -50,6 +52,11 @@ enum Command {
     /// Run a model file on an input file and write the outputs (and gradients, when the input
     /// holds upstream gradients).
     Run(run::Args),
+    /// Read the recurrent stacks of an ONNX file (torch.onnx.export's or any RNN/LSTM/GRU
+    /// graph) into model files.
+    Import(import::Args),
+    /// Write a model file or a character model directory as ONNX, for ONNX Runtime.
+    Export(export::Args),
     /// The first lesson: one-hot letters through one RNN layer, and what the shapes mean.
     Basics(basics::Args),
     /// Time one recurrent layer on a labelled workload (median, min, max, GFLOP/s).
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Run(args) => run::main(args),
+        Command::Import(args) => import::main(args),
+        Command::Export(args) => export::main(args),
         Command::Basics(args) => basics::main(args),
         Command::Bench(args) => bench::main(args),
         Command::Info(args) => info::main(args),

@@ -22,7 +22,8 @@ use rnn::{Error, Module, Recurrent, RecurrentOutput, Shape, Tensor};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model file: safetensors with the state_dict and a "config" metadata entry (JSON of the
-    /// constructor arguments, e.g. {"cell": "lstm", "input_size": 4, "hidden_size": 8}).
+    /// constructor arguments, e.g. {"cell": "lstm", "input_size": 4, "hidden_size": 8}), or an
+    /// .onnx file holding one recurrent stack.
     #[arg(short, long, value_name = "MODEL")]
     model: PathBuf,
     /// Input file: safetensors with "input" and optionally "h0", "c0", "lengths",
@@ -199,7 +200,11 @@ fn lengths(t: &TensorData, path: &Path, input: &ArrayD<f32>) -> Result<Vec<usize
 /// Entry point of `rnn run`.
 pub fn main(args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
-    let mut model = load_model(&args.model)?;
+    let mut model = if rnn::onnx::is_onnx_path(&args.model) {
+        rnn::onnx::import_one(&args.model)?
+    } else {
+        load_model(&args.model)?
+    };
     model.set_training(false);
     let inputs = Inputs::read(&args.input)?;
     let out = run(&model, &inputs).with_context(|| {

@@ -47,6 +47,7 @@ pub mod linear;
 pub mod loss;
 pub mod model_file;
 pub mod module;
+pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod packed;

@@ -28,6 +28,7 @@
 //! assert_eq!(status.shape(), [1, 5, 2]);
 //! ```
 
+pub mod budget;
 pub mod cells;
 pub mod charlm;
 pub mod config;

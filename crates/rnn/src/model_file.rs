@@ -212,6 +212,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             tensors,
+            ..TensorFile::default()
         }
         .write(p)
         .unwrap();

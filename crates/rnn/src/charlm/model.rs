@@ -66,7 +66,26 @@ impl CharLmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        Ok(())
+        let bytes = self.parameter_count().and_then(|n| n.checked_mul(4));
+        crate::budget::check(bytes, || {
+            format!(
+                "a character model with vocab_size {}, embed {}, hidden_size {}, num_layers {}: \
+                 the weights",
+                self.vocab_size, self.embed, self.hidden_size, self.num_layers
+            )
+        })
+    }
+
+    /// The number of parameters (embedding, recurrent layers, linear head), with
+    /// overflow-safe arithmetic: `None` when it does not fit 64 bits.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let (v, e, h) = (u(self.vocab_size)?, u(self.embed)?, u(self.hidden_size)?);
+        let embed = v.checked_mul(e)?;
+        let fc = v.checked_mul(h)?.checked_add(v)?;
+        embed
+            .checked_add(self.recurrent().parameter_count()?)?
+            .checked_add(fc)
     }
 
     /// The recurrent layer's configuration (sequence first).

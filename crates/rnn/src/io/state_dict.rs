@@ -124,7 +124,7 @@ pub fn save_state_dict(
 ) -> Result<()> {
     let mut file = TensorFile {
         metadata,
-        tensors: BTreeMap::new(),
+        ..TensorFile::default()
     };
     for (name, values) in state_dict(module) {
         file.insert(name, values);

@@ -272,6 +272,39 @@ impl RecurrentConfig {
         self.check_memory()
     }
 
+    /// PyTorch's repr of the layer this configuration builds: `LSTM(4, 8, num_layers=2)`.
+    pub fn repr(&self) -> String {
+        let mut s = format!(
+            "{}({}, {}",
+            self.cell.torch_name(),
+            self.input_size,
+            self.hidden_size
+        );
+        if self.proj_size != 0 {
+            s.push_str(&format!(", proj_size={}", self.proj_size));
+        }
+        if self.num_layers != 1 {
+            s.push_str(&format!(", num_layers={}", self.num_layers));
+        }
+        if self.nonlinearity != Nonlinearity::Tanh {
+            s.push_str(", nonlinearity='relu'");
+        }
+        if !self.bias {
+            s.push_str(", bias=False");
+        }
+        if self.batch_first {
+            s.push_str(", batch_first=True");
+        }
+        if self.dropout != 0.0 {
+            s.push_str(&format!(", dropout={}", self.dropout));
+        }
+        if self.bidirectional {
+            s.push_str(", bidirectional=True");
+        }
+        s.push(')');
+        s
+    }
+
     /// Every parameter's PyTorch key and shape, in `state_dict` order (layer by layer, the
     /// forward direction then `_reverse`): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
     /// `weight_hh_l{k}` `(G*H, H_out)`, `bias_ih_l{k}` and `bias_hh_l{k}` `(G*H,)` when `bias`,
@@ -322,6 +355,30 @@ impl RecurrentConfig {
         let rest = per_dir(d.checked_mul(h_out)?)?;
         let layers = first.checked_add(rest.checked_mul(u(self.num_layers)? - 1)?)?;
         layers.checked_mul(d)
+    }
+
+    /// An estimate of the f32 bytes one pass over `steps` = `L * N` input vectors takes beyond
+    /// the input and the weights, with overflow-safe arithmetic (`None` on overflow): per
+    /// vector, each layer and direction's gates, states and output (`G H + 2 H + H_out`), kept
+    /// for every layer when `grad` (the backward pass reads them, and writes as much again).
+    pub fn forward_bytes(&self, steps: usize, grad: bool) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let g = u(self.cell.gates())?;
+        let h = u(self.hidden_size)?;
+        let per_dir = g
+            .checked_add(2)?
+            .checked_mul(h)?
+            .checked_add(u(self.state_size())?)?;
+        let per_layer = per_dir.checked_mul(u(self.num_directions())?)?;
+        let layers = if grad {
+            u(self.num_layers)?.checked_mul(2)?
+        } else {
+            2
+        };
+        u(steps)?
+            .checked_mul(per_layer)?
+            .checked_mul(layers)?
+            .checked_mul(4)
     }
 
     /// The weights' f32 bytes against the memory budget (see [`crate::budget`]): a refusal

@@ -21,6 +21,7 @@ mod progress;
 mod run;
 mod sample;
 mod show;
+mod stdout;
 mod threads;
 mod train;
 

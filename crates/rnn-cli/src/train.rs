@@ -32,6 +32,64 @@ use crate::corpus::{read_text, BUILTIN_NAME};
 use crate::metrics::{JsonLog, Metrics, Row};
 use crate::progress::{clock, Progress, Status};
 
+/// The checkpoint metadata entry holding the run's [`settings`].
+pub const RUN_METADATA: &str = "run";
+
+/// The settings of a run that do not change what it computes, as JSON (absent flags as
+/// `null`, which keep their defaults): `--sample-every`, `--sample-len`, `--eval-every`,
+/// `--checkpoint-every`, `--log-every`. Saved in every checkpoint; `--resume` keeps them
+/// unless given again.
+fn settings(args: &Args) -> String {
+    serde_json::json!({
+        "sample_every": args.sample_every,
+        "sample_len": sample_len(args),
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.checkpoint_every,
+        "log_every": args.log_every,
+    })
+    .to_string()
+}
+
+/// Fills the settings not given on the command line from the checkpoint's `run` metadata
+/// (a checkpoint without it keeps the defaults).
+fn restore_settings(args: &mut Args, file: &TensorFile, ckpt: &Path) -> Result<()> {
+    let Some(json) = file.metadata.get(RUN_METADATA) else {
+        return Ok(());
+    };
+    let bad = |why: String| {
+        anyhow!(
+            "{}: metadata \"{RUN_METADATA}\" {json:?}: {why}",
+            ckpt.display()
+        )
+    };
+    let saved: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let get = |key: &str| -> Result<Option<u64>> {
+        match saved.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("\"{key}\" must be a count, got {v}"))),
+        }
+    };
+    args.sample_every = args.sample_every.or(get("sample_every")?);
+    args.eval_every = args.eval_every.or(get("eval_every")?);
+    args.checkpoint_every = args.checkpoint_every.or(get("checkpoint_every")?);
+    args.log_every = args.log_every.or(get("log_every")?);
+    if args.sample_len.is_none() {
+        args.sample_len = get("sample_len")?
+            .map(|n| usize::try_from(n).map_err(|_| bad(format!("\"sample_len\" {n} is too large"))))
+            .transpose()?;
+    }
+    Ok(())
+}
+
+/// `--sample-len`, or its default.
+fn sample_len(args: &Args) -> usize {
+    args.sample_len.unwrap_or(300)
+}
+
 /// The metrics file's name in `--out`.
 pub const METRICS_FILE: &str = "metrics.csv";
 /// The loss curve's file name in `--out`.
@@ -69,7 +127,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     layers: Option<usize>,
     /// Dropout between layers and before the output layer, in [0, 1) [default: 0]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     dropout: Option<f64>,
     /// Embedding width; 0 feeds one-hot vectors instead [default: 64]
     #[arg(long, value_name = "E")]
@@ -84,10 +142,10 @@ pub struct Args {
     #[arg(long, value_name = "N", conflicts_with = "epochs")]
     steps: Option<u64>,
     /// Training length in passes over the training text instead of steps (may be fractional)
-    #[arg(long, value_name = "E")]
+    #[arg(long, value_name = "E", allow_negative_numbers = true)]
     epochs: Option<f64>,
     /// Learning rate (the peak with --schedule onecycle) [default: 0.002]
-    #[arg(long, value_name = "LR")]
+    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Optimizer: adam, adamw, sgd (momentum 0.9) or rmsprop [default: adam]
     #[arg(long, value_name = "OPT")]
@@ -97,13 +155,13 @@ pub struct Args {
     #[arg(long, value_name = "SCHEDULE")]
     schedule: Option<rnn::charlm::ScheduleKind>,
     /// Clip the gradients' total 2-norm to this; 0 turns clipping off [default: 5]
-    #[arg(long, value_name = "NORM")]
+    #[arg(long, value_name = "NORM", allow_negative_numbers = true)]
     clip: Option<f64>,
     /// Seed of the initialisation, dropout and data order [default: 0]
     #[arg(long, value_name = "SEED")]
     seed: Option<u64>,
     /// Fraction of the text, at its end, held out for validation [default: 0.05]
-    #[arg(long = "val-fraction", value_name = "F")]
+    #[arg(long = "val-fraction", value_name = "F", allow_negative_numbers = true)]
     val_fraction: Option<f64>,
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
@@ -120,18 +178,18 @@ pub struct Args {
     /// Print a sample every N steps; 0 = only at the end [default: a fifth of the run]
     #[arg(long = "sample-every", value_name = "N")]
     sample_every: Option<u64>,
-    /// Characters per sample
-    #[arg(long = "sample-len", value_name = "N", default_value_t = 300)]
-    sample_len: usize,
+    /// Characters per sample [default: 300]
+    #[arg(long = "sample-len", value_name = "N")]
+    sample_len: Option<usize>,
     /// Measure the validation loss every N steps; 0 = only at the end [default: a tenth of the run]
     #[arg(long = "eval-every", value_name = "N")]
     eval_every: Option<u64>,
     /// Write a checkpoint every N steps; 0 = only at the end and on Ctrl-C [default: 200]
     #[arg(long = "checkpoint-every", value_name = "N")]
     checkpoint_every: Option<u64>,
-    /// Add a row to metrics.csv every N steps
-    #[arg(long = "log-every", value_name = "N", default_value_t = 10)]
-    log_every: u64,
+    /// Add a row to metrics.csv every N steps [default: 10]
+    #[arg(long = "log-every", value_name = "N")]
+    log_every: Option<u64>,
     /// Fine-tune: start from the weights of this model directory (or model file), with a new
     /// optimizer and step 0; the text may use only characters the model knows, and the
     /// architecture is the model's
@@ -155,13 +213,15 @@ struct Run {
     best: Option<f64>,
     /// The `--log-json` file.
     log: Option<JsonLog>,
+    /// [`settings`] of the run, kept in the checkpoint's `run` metadata.
+    settings: String,
 }
 
 /// Entry point of `rnn train`.
-pub fn main(args: Args) -> Result<()> {
+pub fn main(mut args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
     let mut run = if args.resume {
-        resume(&args)?
+        resume(&mut args)?
     } else {
         fresh(&args)?
     };
@@ -267,6 +327,7 @@ fn fresh(args: &Args) -> Result<Run> {
         label,
         best: None,
         log,
+        settings: settings(args),
     };
     // A checkpoint at step 0: --resume works from the first moment, and PyTorch can start
     // from the same initial weights (tools/train_charlm.py --init).
@@ -275,8 +336,8 @@ fn fresh(args: &Args) -> Result<Run> {
 }
 
 /// Continues the run in `--out` from `checkpoint.safetensors`.
-fn resume(args: &Args) -> Result<Run> {
-    let out = &args.out;
+fn resume(args: &mut Args) -> Result<Run> {
+    let out = &args.out.clone();
     let ckpt = out.join(CHECKPOINT_FILE);
     if !ckpt.exists() {
         bail!(
@@ -288,6 +349,7 @@ fn resume(args: &Args) -> Result<Run> {
     }
     let file = TensorFile::read(&ckpt)?;
     let (model, config) = Trainer::configs_of(&file, &ckpt)?;
+    restore_settings(args, &file, &ckpt)?;
     let saved_data = PathBuf::from(&config.data);
     let data = args.data.clone().unwrap_or(saved_data);
     let changed = |flag: &str, given: String, saved: String| -> Result<()> {
@@ -319,7 +381,15 @@ fn resume(args: &Args) -> Result<Run> {
     keep!("--seed", args.seed, config.seed);
     keep!("--val-fraction", args.val_fraction, config.val_fraction);
 
-    let text = read_text(&data)?;
+    let text = match read_text(&data) {
+        Ok(text) => text,
+        Err(e) if args.data.is_none() => bail!(
+            "--resume: {e}; that path was recorded in {} when the run started (a relative path is \
+             read from the directory rnn runs in): give the text with --data",
+            ckpt.display()
+        ),
+        Err(e) => return Err(e),
+    };
     if fingerprint(text.as_bytes()) != config.data_hash {
         bail!(
             "--resume: {} is not the text the run in {} was trained on ({}); give that file \
@@ -367,6 +437,7 @@ fn resume(args: &Args) -> Result<Run> {
         label: data_label(&data),
         best,
         log,
+        settings: settings(args),
     })
 }
 
@@ -386,7 +457,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     let sample_every = every(args.sample_every, (total / 5).max(1));
     let eval_every = every(args.eval_every, (total / 10).max(1));
     let checkpoint_every = every(args.checkpoint_every, 200);
-    let log_every = args.log_every.max(1);
+    let log_every = args.log_every.unwrap_or(10).max(1);
 
     let mut progress = Progress::new();
     let model = run.trainer.model();
@@ -396,7 +467,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     progress.message(&format!(
         "model: {arch}, {} parameters\n\
          data:  {}, {} characters ({} training, {} validation), vocabulary of {}\n\
-         plan:  {total} steps ({epochs:.2} epochs) of {} streams x {} characters; {} lr {}{}, \
+         plan:  {total} steps ({epochs:.2} epochs) of {} x {}; {} lr {}{}, \
          clip {}, seed {}; writing {}",
         model.num_parameters(),
         run.label,
@@ -404,8 +475,8 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         run.trainer.streams().len(),
         run.val.len(),
         run.vocab.len(),
-        cfg.batch,
-        cfg.seq_len,
+        plural(cfg.batch, "stream"),
+        plural(cfg.seq_len, "character"),
         cfg.optimizer,
         cfg.lr,
         match cfg.schedule {
@@ -511,7 +582,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
             progress.update(&st, false);
         }
         if !last && due(sample_every) {
-            print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+            print_sample(run, sample_len(args), step, val_loss, &mut progress)?;
             progress.update(&st, true);
         }
         if due(checkpoint_every) {
@@ -522,7 +593,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     if !interrupted {
         // The last sample goes above the last progress line, as the others do.
         write_checkpoint(run)?;
-        print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+        print_sample(run, sample_len(args), step, val_loss, &mut progress)?;
     }
     progress.update(&status(step, last_loss, val_loss, step_time), true);
     progress.finish();
@@ -656,8 +727,11 @@ fn write_checkpoint(run: &Run) -> Result<()> {
     let out = &run.out;
     let step = run.trainer.step_count();
     let context = || format!("cannot write the checkpoint to {}", out.display());
-    run.trainer
-        .checkpoint()
+    let mut checkpoint = run.trainer.checkpoint();
+    checkpoint
+        .metadata
+        .insert(RUN_METADATA.to_string(), run.settings.clone());
+    checkpoint
         .write(out.join(CHECKPOINT_FILE))
         .with_context(context)?;
     save_model(out.join(MODEL_FILE), run.trainer.model(), step).with_context(context)?;
@@ -743,13 +817,18 @@ fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Ve
     let n_val = (n as f64 * fraction).floor() as usize;
     if fraction > 0.0 && n_val < 2 {
         bail!(
-            "{}: {n} characters leave {n_val} for validation (--val-fraction {fraction}); use \
+            "{}: {} leave {n_val} for validation (--val-fraction {fraction}); use \
              more text, a larger --val-fraction, or --val-fraction 0",
-            data_label(data)
+            data_label(data),
+            plural(n, "character")
         );
     }
     Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
 }
+
+/// The most steps a run may plan (`--steps`, `--epochs`): a billion, days of training even at
+/// a millisecond a step.
+pub const MAX_STEPS: u64 = 1_000_000_000;
 
 /// The planned number of steps: `--steps`, or `--epochs` times the chunks per epoch, or the
 /// default. A resumed run cannot plan fewer steps than it has done.
@@ -760,16 +839,35 @@ fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
             if !(e.is_finite() && e >= 0.0) {
                 bail!("--epochs must be a number >= 0, got {e}");
             }
-            (e * chunks as f64).ceil() as u64
+            let steps = (e * chunks as f64).ceil();
+            if steps > MAX_STEPS as f64 {
+                bail!(
+                    "--epochs {e} plans {steps:.3e} steps ({chunks} per epoch), more than the \
+                     {MAX_STEPS} a run may plan; ask for fewer epochs"
+                );
+            }
+            steps as u64
         }
         (None, None) => defaults::STEPS,
     };
+    if total > MAX_STEPS {
+        bail!("--steps {total} is more than the {MAX_STEPS} a run may plan");
+    }
     if let Some(done) = done {
         if total < done {
             bail!("--resume: the run is already at step {done}, past the {total} steps asked for");
         }
     }
     Ok(total)
+}
+
+/// `1 character`, `2 characters`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// `file.txt` or `the built-in corpus`.
@@ -787,10 +885,14 @@ fn option_message(e: &rnn::Error) -> String {
         rnn::Error::Config(m) | rnn::Error::Invalid(m) => m.clone(),
         other => other.to_string(),
     };
-    m.replace("hidden_size", "--hidden")
+    m.replace("seq_len and batch", "--seq-len and --batch")
+        .replace("batch * seq_len", "--batch x --seq-len")
+        .replace("a smaller batch or seq_len", "a smaller --batch or --seq-len")
+        .replace("batch (", "--batch (")
+        .replace("seq_len (", "--seq-len (")
+        .replace("hidden_size", "--hidden")
         .replace("num_layers", "--layers")
         .replace("seq_len", "--seq-len")
-        .replace("a smaller batch", "a smaller --batch")
         .replace("dropout must", "--dropout must")
         .replace("clip must", "--clip must")
         .replace("the learning rate", "--lr")

@@ -140,6 +140,7 @@ impl Trainer {
     /// makes the optimizer (`Adam(lr)` by default) over its parameters.
     pub fn new(model: CharLmConfig, config: TrainConfig, train: Vec<usize>) -> Result<Trainer> {
         config.validate()?;
+        model.check_training_memory(config.seq_len, config.batch)?;
         check_tokens(&train, model.vocab_size)?;
         let streams = Streams::new(train, config.batch, config.seq_len, config.seed)?;
         manual_seed(config.seed);
@@ -340,6 +341,7 @@ impl Trainer {
     /// one the interrupted run would have made. Every error names `path`.
     pub fn resume(file: &TensorFile, path: &Path, train: Vec<usize>) -> Result<Trainer> {
         let (model_config, config) = Self::configs_of(file, path)?;
+        super::checkpoint::check_checkpoint(file, path, &model_config, &config)?;
         let in_file = |e: Error| match e {
             Error::Format { .. } | Error::Io { .. } => e,
             other => Error::format(path, other.to_string()),

@@ -256,7 +256,8 @@ fn forward_row<F: Activations>(
                 Nonlinearity::Tanh => F::tanh_of_sum(h_new, [xw, bias]),
                 Nonlinearity::Relu => {
                     for j in 0..n {
-                        h_new[j] = (xw[j] + bias[j]).max(F::zero());
+                        let v = xw[j] + bias[j]; // NaN propagates, as in PyTorch
+                        h_new[j] = if v > F::zero() || v.is_nan() { v } else { F::zero() };
                     }
                 }
             }

@@ -158,8 +158,8 @@ impl Trainer {
     }
 
     /// Fine-tuning: a run that starts from the weights of `model` (read with
-    /// [`load_dir`](super::load_dir)) instead of a fresh initialisation, with a new `Adam(lr)`
-    /// and step 0. Seeds the global generator with `config.seed` (dropout), as [`Trainer::new`]
+    /// [`load_dir`](super::load_dir)) instead of a fresh initialisation, with a new optimizer
+    /// (`config.optimizer`) and step 0. Seeds the global generator with `config.seed` (dropout), as [`Trainer::new`]
     /// does; `train` must be encoded with the model's vocabulary. Unlike
     /// [`Trainer::resume`], nothing of the earlier run but its weights is kept.
     pub fn from_model(model: CharLm, config: TrainConfig, train: Vec<usize>) -> Result<Trainer> {
@@ -167,10 +167,11 @@ impl Trainer {
         check_tokens(&train, model.config().vocab_size)?;
         let streams = Streams::new(train, config.batch, config.seq_len, config.seed)?;
         manual_seed(config.seed);
-        let opt = Adam::new(model.parameters(), config.lr)?;
+        let opt = config.optimizer.build(model.parameters(), config.lr)?;
         Ok(Trainer {
             model,
             opt,
+            schedule: None,
             streams,
             config,
             state: None,

@@ -249,7 +249,7 @@ pub struct Saved<F> {
     dirs: Vec<DirSaved<F>>,
 }
 
-/// Result of [`forward`].
+/// Result of [`forward()`].
 #[derive(Clone, Debug)]
 pub struct Forward<F> {
     /// (R, D*H_out) in the packed layout.
@@ -258,11 +258,11 @@ pub struct Forward<F> {
     pub h_n: Array3<F>,
     /// (num_layers*D, N, H), LSTM only.
     pub c_n: Option<Array3<F>>,
-    /// For [`backward`], when requested.
+    /// For [`backward()`], when requested.
     pub saved: Option<Saved<F>>,
 }
 
-/// Result of [`backward`].
+/// Result of [`backward()`].
 #[derive(Clone, Debug)]
 pub struct Backward<F> {
     /// dL/d input, (R, I).
@@ -281,7 +281,7 @@ pub struct Backward<F> {
 /// * `weights`: one entry per layer and direction, index layer*D + direction.
 /// * `h0`: (num_layers*D, N, H_out); `c0`: (num_layers*D, N, H) for LSTM.
 /// * `dropout_rng`: draw inter-layer dropout masks from it (training mode with `dropout > 0`).
-/// * `save`: keep what [`backward`] needs.
+/// * `save`: keep what [`backward()`] needs.
 ///
 /// Shapes must already have been checked by the caller (the layer modules check user input).
 #[allow(clippy::too_many_arguments)]
@@ -309,7 +309,7 @@ pub(crate) fn pack_weights<F: Activations>(
         .collect()
 }
 
-/// [`forward`] with the weights already packed by [`pack_weights`] (from the same `weights`),
+/// [`forward()`] with the weights already packed by [`pack_weights`] (from the same `weights`),
 /// or packed here when `packed` is `None`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_packed<F: Activations>(
@@ -462,7 +462,7 @@ fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<
 
 /// Backprop through time over all layers and directions.
 ///
-/// * `saved`: from [`forward`] with `save = true`; `x`, `batches`, `weights` as given to it.
+/// * `saved`: from [`forward()`] with `save = true`; `x`, `batches`, `weights` as given to it.
 /// * `d_output`: dL/d output (R, D*H_out); `dh_n`, `dc_n`: dL/d final states, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Activations>(

@@ -13,12 +13,14 @@
 //! `dL/dh'` (and `dL/dc'`) into the gradients of the gate pre-activations, which the engine
 //! multiplies back through the weights.
 //!
-//! The row math is compiled once per cell kind ([`CellMath`] is implemented by a type per
-//! kind, and [`forward_block`] / [`backward_block`] pick it once per block, outside the row
-//! loop) and once per instruction set, inside the `#[target_feature]` wrappers here.
+//! The row math is compiled once per cell kind (the crate-private trait `CellMath` is
+//! implemented by a type per kind, and `forward_block` / `backward_block` pick it once per
+//! block, outside the row loop) and once per instruction set, inside the `#[target_feature]`
+//! wrappers here.
 //!
-//! **A new cell** is a file here with a type implementing [`CellMath`] (its `DESCRIPTION` and
-//! row math), a variant of [`CellKind`], and one line in [`dispatch`]'s list.
+//! **A new cell** is a file here with a type implementing `CellMath` (its `DESCRIPTION` and
+//! row math), a variant of [`CellKind`] (and its entry in [`CellKind::ALL`]), and one line in
+//! the list of the `dispatch!` macro here.
 
 mod gru;
 mod lstm;

@@ -29,45 +29,44 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every kind, in the order of this enum (the cells' descriptions are in
+    /// `engine::cells`, one file per kind).
+    pub const ALL: [CellKind; 3] = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru];
+
     /// Number of gate blocks stacked in `weight_ih` / `weight_hh`: 1, 4 or 3.
     pub fn gates(self) -> usize {
-        match self {
-            CellKind::Rnn => 1,
-            CellKind::Lstm => 4,
-            CellKind::Gru => 3,
-        }
+        self.description().gates()
     }
 
     /// PyTorch's class name: `RNN`, `LSTM` or `GRU`.
     pub fn torch_name(self) -> &'static str {
-        match self {
-            CellKind::Rnn => "RNN",
-            CellKind::Lstm => "LSTM",
-            CellKind::Gru => "GRU",
-        }
+        self.description().torch_name
     }
 
     /// The name used in model files and on the command line: `rnn`, `lstm` or `gru`.
     pub fn name(self) -> &'static str {
-        match self {
-            CellKind::Rnn => "rnn",
-            CellKind::Lstm => "lstm",
-            CellKind::Gru => "gru",
-        }
+        self.description().name
     }
 }
 
 impl std::str::FromStr for CellKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "rnn" => Ok(CellKind::Rnn),
-            "lstm" => Ok(CellKind::Lstm),
-            "gru" => Ok(CellKind::Gru),
-            other => Err(Error::Config(format!(
-                "unknown cell {other:?}: expected \"rnn\", \"lstm\" or \"gru\""
-            ))),
-        }
+        let lower = s.to_ascii_lowercase();
+        CellKind::ALL
+            .into_iter()
+            .find(|k| k.name() == lower)
+            .ok_or_else(|| {
+                let names: Vec<String> = CellKind::ALL
+                    .iter()
+                    .map(|k| format!("{:?}", k.name()))
+                    .collect();
+                let (last, rest) = names.split_last().expect("at least one kind");
+                Error::Config(format!(
+                    "unknown cell {lower:?}: expected {} or {last}",
+                    rest.join(", ")
+                ))
+            })
     }
 }
 
@@ -252,7 +251,7 @@ impl RecurrentConfig {
             )));
         }
         if self.proj_size > 0 {
-            if self.cell != CellKind::Lstm {
+            if !self.cell.description().projection {
                 return Err(Error::Config(format!(
                     "{name}: proj_size argument is only supported for LSTM, not RNN or GRU"
                 )));
@@ -264,7 +263,7 @@ impl RecurrentConfig {
                 )));
             }
         }
-        if self.cell != CellKind::Rnn && self.nonlinearity != Nonlinearity::Tanh {
+        if !self.cell.description().nonlinearity && self.nonlinearity != Nonlinearity::Tanh {
             return Err(Error::Config(format!(
                 "{name}: nonlinearity is an argument of RNN only"
             )));

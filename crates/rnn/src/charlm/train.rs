@@ -448,10 +448,10 @@ impl Trainer {
         };
         let h = carried("trainer.h")?;
         let c = carried("trainer.c")?;
-        let is_lstm = model_config.cell == crate::CellKind::Lstm;
+        let has_c = model_config.cell.description().cell_state;
         trainer.state = match (h, c) {
             (None, None) => None,
-            (Some(h), c) if c.is_some() == is_lstm => Some(State { h, c }),
+            (Some(h), c) if c.is_some() == has_c => Some(State { h, c }),
             _ => {
                 return Err(Error::format(
                     path,

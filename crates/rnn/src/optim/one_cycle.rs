@@ -121,6 +121,40 @@ pub struct OneCycleLR {
     last_lrs: Vec<f64>,
 }
 
+/// PyTorch's `_schedule_phases` for `o`.
+fn phases(o: &OneCycleOptions) -> Vec<Phase> {
+    let total = o.total_steps as f64;
+    let rise = Phase {
+        end_step: o.pct_start * total - 1.0,
+        lr: (INITIAL, MAX),
+        momentum: (MAX_M, BASE_M),
+    };
+    if o.three_phase {
+        vec![
+            rise,
+            Phase {
+                end_step: 2.0 * o.pct_start * total - 2.0,
+                lr: (MAX, INITIAL),
+                momentum: (BASE_M, MAX_M),
+            },
+            Phase {
+                end_step: total - 1.0,
+                lr: (INITIAL, MIN),
+                momentum: (MAX_M, MAX_M),
+            },
+        ]
+    } else {
+        vec![
+            rise,
+            Phase {
+                end_step: total - 1.0,
+                lr: (MAX, MIN),
+                momentum: (BASE_M, MAX_M),
+            },
+        ]
+    }
+}
+
 const INITIAL: usize = 0;
 const MAX: usize = 1;
 const MIN: usize = 2;
@@ -168,39 +202,7 @@ impl OneCycleLR {
                     .into(),
             ));
         }
-        let total = o.total_steps as f64;
-        let phases = if o.three_phase {
-            vec![
-                Phase {
-                    end_step: o.pct_start * total - 1.0,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                },
-                Phase {
-                    end_step: 2.0 * o.pct_start * total - 2.0,
-                    lr: (MAX, INITIAL),
-                    momentum: (BASE_M, MAX_M),
-                },
-                Phase {
-                    end_step: total - 1.0,
-                    lr: (INITIAL, MIN),
-                    momentum: (MAX_M, MAX_M),
-                },
-            ]
-        } else {
-            vec![
-                Phase {
-                    end_step: o.pct_start * total - 1.0,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                },
-                Phase {
-                    end_step: total - 1.0,
-                    lr: (MAX, MIN),
-                    momentum: (BASE_M, MAX_M),
-                },
-            ]
-        };
+        let phases = phases(o);
         let lrs = max_lrs
             .iter()
             .map(|&m| {
@@ -370,44 +372,8 @@ impl LrScheduler for OneCycleLR {
         }
         // Rebuild the phases from the loaded options.
         let mut rebuilt = self.clone();
+        rebuilt.phases = phases(&o);
         rebuilt.options = o;
-        let phases = {
-            let o = &rebuilt.options;
-            let total = o.total_steps as f64;
-            let mut p = self.phases.clone();
-            p.truncate(0);
-            let first = o.pct_start * total - 1.0;
-            if o.three_phase {
-                p.push(Phase {
-                    end_step: first,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                });
-                p.push(Phase {
-                    end_step: 2.0 * o.pct_start * total - 2.0,
-                    lr: (MAX, INITIAL),
-                    momentum: (BASE_M, MAX_M),
-                });
-                p.push(Phase {
-                    end_step: total - 1.0,
-                    lr: (INITIAL, MIN),
-                    momentum: (MAX_M, MAX_M),
-                });
-            } else {
-                p.push(Phase {
-                    end_step: first,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                });
-                p.push(Phase {
-                    end_step: total - 1.0,
-                    lr: (MAX, MIN),
-                    momentum: (BASE_M, MAX_M),
-                });
-            }
-            p
-        };
-        rebuilt.phases = phases;
         rebuilt.lrs = (0..initial.len())
             .map(|g| [initial[g], max[g], min[g]])
             .collect();

@@ -626,10 +626,11 @@ fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Ve
     let n_val = (n as f64 * fraction).floor() as usize;
     if fraction > 0.0 && n_val < 2 {
         bail!(
-            "{}: {} leave {n_val} for validation (--val-fraction {fraction}); use \
+            "{}: {} leave{} {n_val} for validation (--val-fraction {fraction}); use \
              more text, a larger --val-fraction, or --val-fraction 0",
             data_label(data),
-            plural(n, "character")
+            plural(n, "character"),
+            if n == 1 { "s" } else { "" }
         );
     }
     Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
@@ -651,7 +652,7 @@ fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
             let steps = (e * chunks as f64).ceil();
             if steps > MAX_STEPS as f64 {
                 bail!(
-                    "--epochs {e} plans {steps:.3e} steps ({chunks} per epoch), more than the \
+                    "--epochs {e:?} plans {steps:.3e} steps ({chunks} per epoch), more than the \
                      {MAX_STEPS} a run may plan; ask for fewer epochs"
                 );
             }

@@ -133,7 +133,9 @@ pub fn main(args: Args) -> Result<()> {
         .with_num_layers(args.layers)
         .with_bidirectional(args.bidirectional)
         .with_batch_first(true);
-    config.validate().map_err(|e| anyhow::anyhow!("{}", flags(&e)))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", flags(&e)))?;
     let grad = args.mode == Mode::Train;
     let bytes = rnn::budget::product(&[batch, seq, input])
         .and_then(|n| n.checked_mul(4))

@@ -25,7 +25,12 @@ pub struct Args {
     len: usize,
     /// Sharpens (< 1) or flattens (> 1) the distribution; 0 always takes the likeliest; a
     /// finite number >= 0
-    #[arg(long, value_name = "T", default_value_t = 0.8, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.8,
+        allow_negative_numbers = true
+    )]
     temperature: f64,
     /// Draw only among the K likeliest characters; 0 = all
     #[arg(long = "top-k", value_name = "K", default_value_t = 0)]

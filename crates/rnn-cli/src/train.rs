@@ -74,7 +74,9 @@ fn restore_settings(args: &mut Args, file: &TensorFile, ckpt: &Path) -> Result<(
     args.log_every = args.log_every.or(get("log_every")?);
     if args.sample_len.is_none() {
         args.sample_len = get("sample_len")?
-            .map(|n| usize::try_from(n).map_err(|_| bad(format!("\"sample_len\" {n} is too large"))))
+            .map(|n| {
+                usize::try_from(n).map_err(|_| bad(format!("\"sample_len\" {n} is too large")))
+            })
             .transpose()?;
     }
     Ok(())
@@ -697,7 +699,10 @@ fn option_message(e: &rnn::Error) -> String {
     };
     m.replace("seq_len and batch", "--seq-len and --batch")
         .replace("batch * seq_len", "--batch x --seq-len")
-        .replace("a smaller batch or seq_len", "a smaller --batch or --seq-len")
+        .replace(
+            "a smaller batch or seq_len",
+            "a smaller --batch or --seq-len",
+        )
         .replace("batch (", "--batch (")
         .replace("seq_len (", "--seq-len (")
         .replace("hidden_size", "--hidden")

@@ -171,7 +171,10 @@ fn fuzz_run_inputs_and_models() {
         std::fs::read(fixture("lstm_packed.input.safetensors")).unwrap(),
         std::fs::read(fixture("gru_packed_bi.input.safetensors")).unwrap(),
     ];
-    let models = [fixture("lstm_packed.model.safetensors"), fixture("gru_packed_bi.model.safetensors")];
+    let models = [
+        fixture("lstm_packed.model.safetensors"),
+        fixture("gru_packed_bi.model.safetensors"),
+    ];
     campaign("rnn run", |g, _| {
         let which = g.below(2);
         let (input, model) = (dir.path("in.safetensors"), dir.path("m.safetensors"));
@@ -194,11 +197,33 @@ fn trained(dir: &TempDir) -> String {
     let text = "to be or not to be, that is the question. ".repeat(10);
     std::fs::write(dir.path("text.txt"), &text).unwrap();
     let out = rnn(&[
-        "train", "--data", &dir.arg("text.txt"), "--out", &dir.arg("m"), "--steps", "2",
-        "--hidden", "6", "--embed", "4", "--batch", "2", "--seq-len", "8", "--sample-len", "0",
-        "--val-fraction", "0", "--threads", "1",
+        "train",
+        "--data",
+        &dir.arg("text.txt"),
+        "--out",
+        &dir.arg("m"),
+        "--steps",
+        "2",
+        "--hidden",
+        "6",
+        "--embed",
+        "4",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--sample-len",
+        "0",
+        "--val-fraction",
+        "0",
+        "--threads",
+        "1",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -208,7 +233,10 @@ fn fuzz_eval_sample_and_resume() {
     let text = trained(&dir);
     let m = dir.path("m");
     let files = ["model.safetensors", "vocab.json", "checkpoint.safetensors"];
-    let originals: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(m.join(f)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(m.join(f)).unwrap())
+        .collect();
     campaign("rnn eval, sample, train --resume", |g, _| {
         let work = dir.path("w");
         let _ = std::fs::remove_dir_all(&work);
@@ -235,9 +263,27 @@ fn fuzz_eval_sample_and_resume() {
         let data = dir.arg("t.txt");
         let runs: Vec<Vec<&str>> = vec![
             vec!["eval", "--model", &w, "--data", &data, "--threads", "1"],
-            vec!["sample", "--model", &w, "--len", "20", "--seed", "1", "--threads", "1"],
             vec![
-                "train", "--resume", "--out", &w, "--data", &data, "--steps", "3", "--threads",
+                "sample",
+                "--model",
+                &w,
+                "--len",
+                "20",
+                "--seed",
+                "1",
+                "--threads",
+                "1",
+            ],
+            vec![
+                "train",
+                "--resume",
+                "--out",
+                &w,
+                "--data",
+                &data,
+                "--steps",
+                "3",
+                "--threads",
                 "1",
             ],
         ];

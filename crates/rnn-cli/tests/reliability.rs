@@ -81,7 +81,13 @@ fn sizes_are_checked_before_memory_is_taken() {
         .env("RNN_MEMORY_LIMIT", "1M")
         .output()
         .unwrap();
-    fails_with(o, &["the weights would take 4734976 bytes (4.7 MB)", "RNN_MEMORY_LIMIT=1M"]);
+    fails_with(
+        o,
+        &[
+            "the weights would take 4734976 bytes (4.7 MB)",
+            "RNN_MEMORY_LIMIT=1M",
+        ],
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_rnn"))
         .args(["run", "-m", &m, "-i", &input, "-o", &out])
         .env("RNN_MEMORY_LIMIT", "lots")
@@ -120,7 +126,10 @@ fn sizes_are_checked_before_memory_is_taken() {
 #[test]
 fn outputs_are_never_clobbered() {
     let dir = TempDir::new("outputs");
-    let (m, i) = (fixture("gru_h0.model.safetensors"), fixture("gru_h0.input.safetensors"));
+    let (m, i) = (
+        fixture("gru_h0.model.safetensors"),
+        fixture("gru_h0.input.safetensors"),
+    );
     let run = |out: &str| rnn(&["run", "-m", &m, "-i", &i, "-o", out]);
     // A directory: refused, saying so (no temporary file named).
     let e = fails_with(run(&dir.arg("")), &["is a directory, not a file"]);
@@ -129,12 +138,31 @@ fn outputs_are_never_clobbered() {
     let model = dir.path("model.safetensors");
     std::fs::copy(&m, &model).unwrap();
     let before = std::fs::read(&model).unwrap();
-    let o = rnn(&["run", "-m", &dir.arg("model.safetensors"), "-i", &i, "-o", &dir.arg("model.safetensors")]);
-    fails_with(o, &["is the file given to --model", "choose another output path"]);
+    let o = rnn(&[
+        "run",
+        "-m",
+        &dir.arg("model.safetensors"),
+        "-i",
+        &i,
+        "-o",
+        &dir.arg("model.safetensors"),
+    ]);
+    fails_with(
+        o,
+        &["is the file given to --model", "choose another output path"],
+    );
     assert_eq!(std::fs::read(&model).unwrap(), before);
     let input = dir.path("in.safetensors");
     std::fs::copy(&i, &input).unwrap();
-    let o = rnn(&["run", "-m", &m, "-i", &dir.arg("in.safetensors"), "-o", &dir.arg("in.safetensors")]);
+    let o = rnn(&[
+        "run",
+        "-m",
+        &m,
+        "-i",
+        &dir.arg("in.safetensors"),
+        "-o",
+        &dir.arg("in.safetensors"),
+    ]);
     fails_with(o, &["is the file given to --input"]);
     #[cfg(unix)]
     {
@@ -143,15 +171,26 @@ fn outputs_are_never_clobbered() {
         std::fs::write(dir.path("target"), b"old").unwrap();
         std::os::unix::fs::symlink("target", dir.path("link")).unwrap();
         ok(run(&dir.arg("link")));
-        assert!(std::fs::symlink_metadata(dir.path("link")).unwrap().file_type().is_symlink());
-        assert!(TensorFile::read(dir.path("target")).unwrap().contains("output"));
+        assert!(std::fs::symlink_metadata(dir.path("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(TensorFile::read(dir.path("target"))
+            .unwrap()
+            .contains("output"));
         // A character device is written through and stays a device.
         ok(run("/dev/null"));
-        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
         // A full device: the write error, and the device is still a device.
         if std::fs::metadata("/dev/full").is_ok_and(|m| m.file_type().is_char_device()) {
             fails_with(run("/dev/full"), &["/dev/full: No space left on device"]);
-            assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+            assert!(std::fs::metadata("/dev/full")
+                .unwrap()
+                .file_type()
+                .is_char_device());
         }
     }
 }
@@ -164,19 +203,57 @@ fn caps_on_threads_steps_and_durations() {
     let d = data.display().to_string();
     let out = dir.arg("r");
     fails_with(
-        rnn(&["train", "--data", &d, "--out", &out, "--threads", "100000000"]),
-        &["--threads 100000000 is too many", "leave it out for one per core"],
+        rnn(&[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &out,
+            "--threads",
+            "100000000",
+        ]),
+        &[
+            "--threads 100000000 is too many",
+            "leave it out for one per core",
+        ],
     );
     fails_with(
         rnn(&["sample", "--model", &out, "--threads", "100000000"]),
         &["--threads 100000000 is too many"],
     );
     fails_with(
-        rnn(&["train", "--data", &d, "--out", &out, "--batch", "4", "--seq-len", "8", "--epochs", "1e300"]),
-        &["--epochs 1e300 plans", "more than the 1000000000 a run may plan"],
+        rnn(&[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &out,
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--epochs",
+            "1e300",
+        ]),
+        &[
+            "--epochs 1e300 plans",
+            "more than the 1000000000 a run may plan",
+        ],
     );
     fails_with(
-        rnn(&["train", "--data", &d, "--out", &out, "--batch", "4", "--seq-len", "8", "--steps", "10000000000"]),
+        rnn(&[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &out,
+            "--batch",
+            "4",
+            "--seq-len",
+            "8",
+            "--steps",
+            "10000000000",
+        ]),
         &["--steps 10000000000 is more than the 1000000000"],
     );
     for t in ["inf", "NaN", "-1", "3601"] {
@@ -192,9 +269,29 @@ fn trained(dir: &TempDir) -> String {
     let text = "to be or not to be, that is the question. ".repeat(10);
     std::fs::write(dir.path("text.txt"), &text).unwrap();
     ok(rnn(&[
-        "train", "--data", &dir.arg("text.txt"), "--out", &dir.arg("m"), "--steps", "2",
-        "--hidden", "6", "--embed", "4", "--batch", "2", "--seq-len", "8", "--sample-len", "0",
-        "--val-fraction", "0", "--checkpoint-every", "1", "--log-every", "1",
+        "train",
+        "--data",
+        &dir.arg("text.txt"),
+        "--out",
+        &dir.arg("m"),
+        "--steps",
+        "2",
+        "--hidden",
+        "6",
+        "--embed",
+        "4",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--sample-len",
+        "0",
+        "--val-fraction",
+        "0",
+        "--checkpoint-every",
+        "1",
+        "--log-every",
+        "1",
     ]));
     dir.arg("text.txt")
 }
@@ -218,8 +315,14 @@ fn checkpoints_are_verified_field_by_field() {
         })
     };
     let cases: Vec<(Edit, &[&str])> = vec![
-        (set("optimizer.exp_avg_sq.0", f32::NAN), &["\"optimizer.exp_avg_sq.0\" holds NaN"]),
-        (set("optimizer.exp_avg_sq.1", -1.0), &["\"optimizer.exp_avg_sq.1\" holds -1", "never negative"]),
+        (
+            set("optimizer.exp_avg_sq.0", f32::NAN),
+            &["\"optimizer.exp_avg_sq.0\" holds NaN"],
+        ),
+        (
+            set("optimizer.exp_avg_sq.1", -1.0),
+            &["\"optimizer.exp_avg_sq.1\" holds -1", "never negative"],
+        ),
         (set("trainer.h", f32::NAN), &["\"trainer.h\" holds 1 NaN"]),
         (
             Box::new(|f: &mut TensorFile| f.insert("trainer.step", ndarray::arr0(1i64).into_dyn())),
@@ -239,7 +342,10 @@ fn checkpoints_are_verified_field_by_field() {
         ),
         (
             Box::new(|f: &mut TensorFile| {
-                f.tensors.insert("trainer.step".into(), TensorData::F32(ndarray::arr0(2.0f32).into_dyn()));
+                f.tensors.insert(
+                    "trainer.step".into(),
+                    TensorData::F32(ndarray::arr0(2.0f32).into_dyn()),
+                );
             }),
             &["\"trainer.step\" has dtype F32, expected an integer"],
         ),
@@ -249,7 +355,16 @@ fn checkpoints_are_verified_field_by_field() {
         let data = trained(&dir);
         edit_checkpoint(&dir, edit);
         fails_with(
-            rnn(&["train", "--resume", "--out", &dir.arg("m"), "--data", &data, "--steps", "3"]),
+            rnn(&[
+                "train",
+                "--resume",
+                "--out",
+                &dir.arg("m"),
+                "--data",
+                &data,
+                "--steps",
+                "3",
+            ]),
             want,
         );
     }
@@ -262,7 +377,16 @@ fn checkpoints_are_verified_field_by_field() {
     bytes[at] ^= 0x40;
     std::fs::write(&p, bytes).unwrap();
     fails_with(
-        rnn(&["train", "--resume", "--out", &dir.arg("m"), "--data", &data, "--steps", "3"]),
+        rnn(&[
+            "train",
+            "--resume",
+            "--out",
+            &dir.arg("m"),
+            "--data",
+            &data,
+            "--steps",
+            "3",
+        ]),
         &["checksum mismatch: the file is damaged"],
     );
 }
@@ -273,22 +397,52 @@ fn run_settings_survive_resume() {
     let data = trained(&dir);
     let ckpt = dir.path("m").join("checkpoint.safetensors");
     let run = TensorFile::read(&ckpt).unwrap().metadata["run"].clone();
-    assert!(run.contains("\"checkpoint_every\":1") && run.contains("\"log_every\":1"), "{run}");
-    ok(rnn(&["train", "--resume", "--out", &dir.arg("m"), "--data", &data, "--steps", "4"]));
+    assert!(
+        run.contains("\"checkpoint_every\":1") && run.contains("\"log_every\":1"),
+        "{run}"
+    );
+    ok(rnn(&[
+        "train",
+        "--resume",
+        "--out",
+        &dir.arg("m"),
+        "--data",
+        &data,
+        "--steps",
+        "4",
+    ]));
     let run = TensorFile::read(&ckpt).unwrap().metadata["run"].clone();
-    assert!(run.contains("\"checkpoint_every\":1") && run.contains("\"sample_len\":0"), "{run}");
+    assert!(
+        run.contains("\"checkpoint_every\":1") && run.contains("\"sample_len\":0"),
+        "{run}"
+    );
     // Every step was logged (--log-every 1 kept): steps 1 to 4 in metrics.csv.
     let csv = std::fs::read_to_string(dir.path("m").join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
     // A relative data path recorded in the checkpoint, gone: the message says where it came from.
-    let o = Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(["train", "--data", "rel.txt", "--out", "r", "--steps", "1", "--batch", "2", "--seq-len", "8", "--sample-len", "0", "--val-fraction", "0", "--hidden", "4", "--embed", "2"])
-        .current_dir(dir.path(""))
-        .output();
     std::fs::copy(dir.path("text.txt"), dir.path("rel.txt")).unwrap();
-    let _ = o;
     ok(Command::new(env!("CARGO_BIN_EXE_rnn"))
-        .args(["train", "--data", "rel.txt", "--out", "r", "--steps", "1", "--batch", "2", "--seq-len", "8", "--sample-len", "0", "--val-fraction", "0", "--hidden", "4", "--embed", "2"])
+        .args([
+            "train",
+            "--data",
+            "rel.txt",
+            "--out",
+            "r",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+            "--sample-len",
+            "0",
+            "--val-fraction",
+            "0",
+            "--hidden",
+            "4",
+            "--embed",
+            "2",
+        ])
         .current_dir(dir.path(""))
         .output()
         .unwrap());
@@ -298,7 +452,14 @@ fn run_settings_survive_resume() {
         .current_dir(dir.path(""))
         .output()
         .unwrap();
-    fails_with(o, &["cannot read data file rel.txt", "recorded in r/checkpoint.safetensors", "give the text with --data"]);
+    fails_with(
+        o,
+        &[
+            "cannot read data file rel.txt",
+            "recorded in r/checkpoint.safetensors",
+            "give the text with --data",
+        ],
+    );
 }
 
 #[test]
@@ -316,7 +477,10 @@ fn non_finite_results_are_errors() {
     f.insert("rnn.bias_ih_l0", gates);
     f.write(&p).unwrap();
     let m = dir.arg("m");
-    fails_with(rnn(&["eval", "--model", &m, "--data", &data]), &["the loss on", "overflow float32"]);
+    fails_with(
+        rnn(&["eval", "--model", &m, "--data", &data]),
+        &["the loss on", "overflow float32"],
+    );
     fails_with(
         rnn(&["sample", "--model", &m, "--len", "50", "--seed", "1"]),
         &["the model's logits are not finite"],
@@ -326,7 +490,15 @@ fn non_finite_results_are_errors() {
     let w = model.f32("weight_hh_l0").unwrap().mapv(|_| 3e38f32);
     model.insert("weight_hh_l0", w);
     model.write(dir.path("g.safetensors")).unwrap();
-    let o = rnn(&["run", "-m", &dir.arg("g.safetensors"), "-i", &fixture("gru_h0.input.safetensors"), "-o", &dir.arg("o.safetensors")]);
+    let o = rnn(&[
+        "run",
+        "-m",
+        &dir.arg("g.safetensors"),
+        "-i",
+        &fixture("gru_h0.input.safetensors"),
+        "-o",
+        &dir.arg("o.safetensors"),
+    ]);
     if !o.status.success() {
         fails_with(o, &["the gradient \"grad.", "overflow float32 arithmetic"]);
     }
@@ -337,63 +509,121 @@ fn messages_teach() {
     let dir = TempDir::new("messages");
     let data = trained(&dir);
     let m = dir.arg("m");
-    // An I32 tensor is called I32, and the accepted dtypes are all listed.
-    let mut f = TensorFile::read(fixture("gru_h0.input.safetensors")).unwrap();
-    let x = f.f32("input").unwrap();
-    let mut bytes = {
-        let mut g = TensorFile::new();
-        g.insert("input", x.mapv(|v| v as i64));
-        g.to_bytes().unwrap()
-    };
-    // I64 -> I32 in the header, the data halved: a file as PyTorch writes an int32 tensor.
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
-    let count = x.len();
+    // An I32 tensor is called I32, and the accepted dtypes are all listed: a file as PyTorch
+    // writes an int32 tensor.
+    let shape = TensorFile::read(fixture("gru_h0.input.safetensors"))
+        .unwrap()
+        .f32("input")
+        .unwrap()
+        .shape()
+        .to_vec();
+    let count: usize = shape.iter().product();
     let json = format!(
-        r#"{{"input":{{"dtype":"I32","shape":{:?},"data_offsets":[0,{}]}}}}"#,
-        x.shape(),
+        r#"{{"input":{{"dtype":"I32","shape":{shape:?},"data_offsets":[0,{}]}}}}"#,
         4 * count
     );
-    let _ = header;
-    bytes = (json.len() as u64).to_le_bytes().to_vec();
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(json.as_bytes());
     bytes.extend(std::iter::repeat_n(0u8, 4 * count));
     std::fs::write(dir.path("i32.safetensors"), &bytes).unwrap();
-    f.tensors.clear();
     fails_with(
-        rnn(&["run", "-m", &fixture("gru_h0.model.safetensors"), "-i", &dir.arg("i32.safetensors"), "-o", &dir.arg("o")]),
+        rnn(&[
+            "run",
+            "-m",
+            &fixture("gru_h0.model.safetensors"),
+            "-i",
+            &dir.arg("i32.safetensors"),
+            "-o",
+            &dir.arg("o"),
+        ]),
         &["tensor \"input\" has dtype I32", "(F32, F64, F16 or BF16)"],
     );
     let t = dir.arg("t.txt");
     std::fs::write(&t, "abcd ".repeat(40)).unwrap();
     let out = dir.arg("r");
-    fails_with(rnn(&["train", "--data", &t, "--out", &out, "--batch", "0"]), &["--seq-len and --batch must be at least 1"]);
+    fails_with(
+        rnn(&["train", "--data", &t, "--out", &out, "--batch", "0"]),
+        &["--seq-len and --batch must be at least 1"],
+    );
     fails_with(
         rnn(&["train", "--data", &t, "--out", &out, "--val-fraction", "0"]),
-        &["smaller than one batch: 32 streams x 64 characters", "a smaller --batch or --seq-len"],
+        &[
+            "smaller than one batch: 32 streams x 64 characters",
+            "a smaller --batch or --seq-len",
+        ],
     );
-    fails_with(rnn(&["train", "--data", &t, "--out", &out, "--lr", "-1"]), &["--lr must be positive, got -1"]);
-    fails_with(rnn(&["train", "--data", &t, "--out", &out, "--clip=-2"]), &["--clip must be >= 0"]);
+    fails_with(
+        rnn(&["train", "--data", &t, "--out", &out, "--lr", "-1"]),
+        &["--lr must be positive, got -1"],
+    );
+    fails_with(
+        rnn(&["train", "--data", &t, "--out", &out, "--clip=-2"]),
+        &["--clip must be >= 0"],
+    );
     let one = dir.arg("one.txt");
     std::fs::write(&one, "a").unwrap();
     fails_with(
-        rnn(&["train", "--data", &one, "--out", &out, "--batch", "1", "--seq-len", "1"]),
+        rnn(&[
+            "train",
+            "--data",
+            &one,
+            "--out",
+            &out,
+            "--batch",
+            "1",
+            "--seq-len",
+            "1",
+        ]),
         &["1 character leaves 0 for validation"],
     );
-    fails_with(rnn(&["eval", "--model", &m, "--data", &one]), &["has 1 character: evaluation"]);
+    fails_with(
+        rnn(&["eval", "--model", &m, "--data", &one]),
+        &["has 1 character: evaluation"],
+    );
     let empty = dir.arg("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let e = fails_with(rnn(&["eval", "--model", &m, "--data", &empty]), &["is empty (0 bytes)"]);
+    let e = fails_with(
+        rnn(&["eval", "--model", &m, "--data", &empty]),
+        &["is empty (0 bytes)"],
+    );
     assert!(!e.contains("learn"), "{e}");
-    fails_with(rnn(&["sample", "--model", &m, "--temperature", "inf"]), &["--temperature must be a finite number >= 0, got inf"]);
-    fails_with(rnn(&["sample", "--model", &m, "--temperature", "-1"]), &["--temperature must be a finite number >= 0, got -1"]);
-    let ckpt = dir.path("m").join("checkpoint.safetensors").display().to_string();
-    let e = fails_with(rnn(&["sample", "--model", &ckpt]), &["this is a training checkpoint", "model.safetensors"]);
-    assert!(!e.contains("optimizer."), "{e}");
-    fails_with(rnn(&["eval", "--model", &ckpt, "--data", &data]), &["this is a training checkpoint"]);
-    let model = dir.path("m").join("model.safetensors").display().to_string();
     fails_with(
-        rnn(&["run", "-m", &model, "-i", &fixture("gru_h0.input.safetensors"), "-o", &dir.arg("o")]),
+        rnn(&["sample", "--model", &m, "--temperature", "inf"]),
+        &["--temperature must be a finite number >= 0, got inf"],
+    );
+    fails_with(
+        rnn(&["sample", "--model", &m, "--temperature", "-1"]),
+        &["--temperature must be a finite number >= 0, got -1"],
+    );
+    let ckpt = dir
+        .path("m")
+        .join("checkpoint.safetensors")
+        .display()
+        .to_string();
+    let e = fails_with(
+        rnn(&["sample", "--model", &ckpt]),
+        &["this is a training checkpoint", "model.safetensors"],
+    );
+    assert!(!e.contains("optimizer."), "{e}");
+    fails_with(
+        rnn(&["eval", "--model", &ckpt, "--data", &data]),
+        &["this is a training checkpoint"],
+    );
+    let model = dir
+        .path("m")
+        .join("model.safetensors")
+        .display()
+        .to_string();
+    fails_with(
+        rnn(&[
+            "run",
+            "-m",
+            &model,
+            "-i",
+            &fixture("gru_h0.input.safetensors"),
+            "-o",
+            &dir.arg("o"),
+        ]),
         &["this is a character model", "rnn sample"],
     );
     #[cfg(unix)]
@@ -404,6 +634,9 @@ fn messages_teach() {
             .stdout(full)
             .output()
             .unwrap();
-        fails_with(o, &["cannot write to standard output: No space left on device"]);
+        fails_with(
+            o,
+            &["cannot write to standard output: No space left on device"],
+        );
     }
 }

@@ -149,7 +149,15 @@ mod tests {
         assert_eq!(parse_size("8GiB"), Some(8 << 30));
         assert_eq!(parse_size("1.5G"), Some(3 << 29));
         assert_eq!(parse_size("2TB"), Some(2 << 40));
-        for bad in ["", "G", "-1", "1e400", "lots", "NaN", "18446744073709551615T"] {
+        for bad in [
+            "",
+            "G",
+            "-1",
+            "1e400",
+            "lots",
+            "NaN",
+            "18446744073709551615T",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
@@ -158,10 +166,14 @@ mod tests {
     fn check_refuses_overflow_and_the_impossible() {
         assert!(check(Some(1000), || unreachable!()).is_ok());
         let e = check(None, || "hidden_size 10".into()).unwrap_err();
-        assert!(e.to_string().contains("hidden_size 10: the size overflows"), "{e}");
+        assert!(
+            e.to_string().contains("hidden_size 10: the size overflows"),
+            "{e}"
+        );
         let e = check(Some(u64::MAX), || "a tensor".into()).unwrap_err();
         assert!(
-            e.to_string().contains("a tensor would take 18446744073709551615 bytes (18.4 EB)"),
+            e.to_string()
+                .contains("a tensor would take 18446744073709551615 bytes (18.4 EB)"),
             "{e}"
         );
         assert_eq!(product(&[3, 4, 5]), Some(60));

@@ -475,13 +475,22 @@ mod tests {
     #[test]
     fn sizes_beyond_memory_are_refused_before_allocation() {
         for (c, field) in [
-            (RecurrentConfig::new(CellKind::Lstm, 4, 1_000_000_000), "hidden_size 1000000000"),
-            (RecurrentConfig::new(CellKind::Rnn, 4, 10_000_000_000_000_000_000), "overflows"),
+            (
+                RecurrentConfig::new(CellKind::Lstm, 4, 1_000_000_000),
+                "hidden_size 1000000000",
+            ),
+            (
+                RecurrentConfig::new(CellKind::Rnn, 4, 10_000_000_000_000_000_000),
+                "overflows",
+            ),
             (
                 RecurrentConfig::new(CellKind::Rnn, 4, 4).with_num_layers(usize::MAX),
                 "num_layers 18446744073709551615",
             ),
-            (RecurrentConfig::new(CellKind::Gru, usize::MAX, 1), "overflows"),
+            (
+                RecurrentConfig::new(CellKind::Gru, usize::MAX, 1),
+                "overflows",
+            ),
         ] {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{e}");

@@ -75,7 +75,16 @@ fn check(c: &RecurrentConfig, seed: u64) {
 
     let w = weights(c, &params);
     let mut mask_rng = Rng::new(MASK_SEED);
-    let f = engine::forward(c, &w, x.view(), &b, h0.view(), None, Some(&mut mask_rng), true);
+    let f = engine::forward(
+        c,
+        &w,
+        x.view(),
+        &b,
+        h0.view(),
+        None,
+        Some(&mut mask_rng),
+        true,
+    );
     let g = engine::backward(
         c,
         &w,
@@ -95,7 +104,10 @@ fn check(c: &RecurrentConfig, seed: u64) {
         (&f.output * &go).sum() + (&f.h_n * &gh).sum()
     };
     let with_masks = loss(c, &params, &x, &b, &h0, &go, &gh);
-    assert!((plain - with_masks).abs() > 1e-3, "{c:?}: dropout changed nothing");
+    assert!(
+        (plain - with_masks).abs() > 1e-3,
+        "{c:?}: dropout changed nothing"
+    );
 
     let eps = 1e-6;
     let assert_fd = |what: &str, analytic: f64, plus: f64, minus: f64| {

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 
 use ndarray::ArrayD;
 use rnn::io::{load_state_dict, TensorData, TensorFile};
-use rnn::{
-    no_grad, CellKind, GruCell, LstmCell, Recurrent, RecurrentConfig, Rng, RnnCell, Tensor,
-};
+use rnn::{no_grad, CellKind, GruCell, LstmCell, Recurrent, RecurrentConfig, Rng, RnnCell, Tensor};
 
 fn fixture() -> TensorFile {
     TensorFile::read(concat!(
@@ -40,7 +38,11 @@ fn assert_edge_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) {
 fn activations_match_pytorch_at_the_edges() {
     let f = fixture();
     let x = Tensor::new(f.f32("act.x").unwrap());
-    assert_edge_close("sigmoid", &x.sigmoid().to_array(), &f.f32("act.sigmoid").unwrap());
+    assert_edge_close(
+        "sigmoid",
+        &x.sigmoid().to_array(),
+        &f.f32("act.sigmoid").unwrap(),
+    );
     assert_edge_close("tanh", &x.tanh().to_array(), &f.f32("act.tanh").unwrap());
     assert_edge_close("relu", &x.relu().to_array(), &f.f32("act.relu").unwrap());
 }
@@ -84,7 +86,11 @@ fn every_layer_matches_pytorch_at_the_edges() {
                 no_grad(|| layer.forward_states(&x, None, None)).unwrap()
             };
             let what = |k: &str| format!("{name} {k} (grad {grad})");
-            assert_edge_close(&what("output"), &out.output.to_array(), &t["output"].to_f32());
+            assert_edge_close(
+                &what("output"),
+                &out.output.to_array(),
+                &t["output"].to_f32(),
+            );
             assert_edge_close(&what("h_n"), &out.h_n.to_array(), &t["h_n"].to_f32());
             if let Some(c) = &out.c_n {
                 assert_edge_close(&what("c_n"), &c.to_array(), &t["c_n"].to_f32());
@@ -107,7 +113,10 @@ fn every_cell_matches_pytorch_at_the_edges() {
             .collect();
         let x = t["x"].to_f32();
         let x0 = Tensor::new(x.index_axis(ndarray::Axis(0), 0).to_owned());
-        let want = t["output"].to_f32().index_axis(ndarray::Axis(0), 0).to_owned();
+        let want = t["output"]
+            .to_f32()
+            .index_axis(ndarray::Axis(0), 0)
+            .to_owned();
         let mut rng = Rng::new(0);
         let h = match config.cell {
             CellKind::Rnn => {

@@ -127,7 +127,7 @@ fn split(bytes: &[u8]) -> Option<(serde_json::Map<String, serde_json::Value>, &[
 /// Joins a header and data back into a safetensors buffer.
 fn join(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
     let mut json = serde_json::to_string(header).unwrap().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
@@ -161,7 +161,9 @@ fn mutate_json_text(g: &mut Gen, text: &str) -> String {
         _ if !keys.is_empty() => {
             let k = g.pick(&keys).clone();
             let v = match g.below(4) {
-                0 => json_of(g.pick::<&str>(&["\"lstm\"", "\"gru\"", "\"rnn\"", "\"cnn\"", "\"relu\""])),
+                0 => json_of(
+                    g.pick::<&str>(&["\"lstm\"", "\"gru\"", "\"rnn\"", "\"cnn\"", "\"relu\""]),
+                ),
                 1 => json_of(g.pick::<&str>(&["true", "false", "null", "[]", "{}", "\"\""])),
                 _ => json_of(g.pick::<&str>(&NUMBERS)),
             };
@@ -417,9 +419,9 @@ fn campaign(name: &str, salt: u64, case: impl Fn(u64) -> rnn::Result<bool>) {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                report.failures.push(format!(
-                    "{name}: panic at RNN_FUZZ_ONLY={seed}: {what}"
-                ));
+                report
+                    .failures
+                    .push(format!("{name}: panic at RNN_FUZZ_ONLY={seed}: {what}"));
             }
         }
         if dt >= HANG {
@@ -437,11 +439,7 @@ fn campaign(name: &str, salt: u64, case: impl Fn(u64) -> rnn::Result<bool>) {
         report.slowest,
         started.elapsed()
     );
-    assert!(
-        report.failures.is_empty(),
-        "{}",
-        report.failures.join("\n")
-    );
+    assert!(report.failures.is_empty(), "{}", report.failures.join("\n"));
 }
 
 /// A directory for the files a case writes, removed at the end.
@@ -467,8 +465,12 @@ impl Drop for Scratch {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cli").join(name))
-        .unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cli")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// A small input for `model` (L = 3, N = 2), or `None` when the pass would not fit the budget.
@@ -481,9 +483,10 @@ fn small_input(model: &Recurrent) -> Option<Tensor> {
         [3, 2, c.input_size]
     };
     let mut rng = Rng::new(5);
-    Some(Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(&shape), || {
-        rng.uniform(-1.0, 1.0)
-    })))
+    Some(Tensor::parameter(ArrayD::from_shape_simple_fn(
+        IxDyn(&shape),
+        || rng.uniform(-1.0, 1.0),
+    )))
 }
 
 #[test]
@@ -528,9 +531,8 @@ fn fuzz_input_files_with_lengths() {
     .unwrap();
     let mut rng = Rng::new(3);
     let mut file = TensorFile::new();
-    let mut r = |shape: &[usize]| {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-1.0, 1.0))
-    };
+    let mut r =
+        |shape: &[usize]| ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-1.0, 1.0));
     file.insert("input", r(&[4, 3, 2]));
     file.insert("h0", r(&[2, 3, 3]));
     file.insert("c0", r(&[2, 3, 3]));
@@ -642,9 +644,15 @@ fn fuzz_character_models() {
             return Ok(true);
         }
         let mut rng = Rng::new(seed);
-        charlm::sample(&mut model, &s.vocab, "to", 8, SampleOptions::default(), &mut rng, |_| {
-            Ok(())
-        })?;
+        charlm::sample(
+            &mut model,
+            &s.vocab,
+            "to",
+            8,
+            SampleOptions::default(),
+            &mut rng,
+            |_| Ok(()),
+        )?;
         let tokens = s.vocab.encode(&s.text[..40]).unwrap();
         charlm::evaluate(&mut model, &tokens, 7)?;
         Ok(true)
@@ -707,10 +715,15 @@ fn regressions() {
         scratch.file("m.safetensors", &f.to_bytes().unwrap())
     };
     // hidden_size 10^9 with no tensors: aborted allocating 64 GB.
-    let e = load_model(config(r#"{"cell":"lstm","input_size":4,"hidden_size":1000000000}"#))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("hidden_size 1000000000") && e.contains("bytes"), "{e}");
+    let e = load_model(config(
+        r#"{"cell":"lstm","input_size":4,"hidden_size":1000000000}"#,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("hidden_size 1000000000") && e.contains("bytes"),
+        "{e}"
+    );
     // hidden_size 10^19: panicked in ndarray ("Shape too large").
     let e = load_model(config(
         r#"{"cell":"rnn","input_size":4,"hidden_size":10000000000000000000}"#,

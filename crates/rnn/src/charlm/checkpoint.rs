@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 
 use super::model::{CharLm, CharLmConfig};
 use super::train::TrainConfig;
+use super::train::CHECKPOINT_FORMAT;
 use super::vocab::Vocab;
 use crate::error::{Error, Result};
-use super::train::CHECKPOINT_FORMAT;
 use crate::io::{check_state_dict, load_state_dict, save_state_dict, TensorData, TensorFile};
 
 /// The model file's name in a model directory.
@@ -150,12 +150,18 @@ pub fn check_checkpoint(
 
     // The step, three times: the tensor, the metadata, the optimizer's counts.
     let Some(t) = file.tensors.get("trainer.step") else {
-        return bad("trainer.step", "is missing: not a whole training checkpoint".into());
+        return bad(
+            "trainer.step",
+            "is missing: not a whole training checkpoint".into(),
+        );
     };
     let TensorData::I64(a) = t else {
         return bad(
             "trainer.step",
-            format!("has dtype {}, expected an integer (I64)", dtype("trainer.step")),
+            format!(
+                "has dtype {}, expected an integer (I64)",
+                dtype("trainer.step")
+            ),
         );
     };
     if a.len() != 1 {
@@ -220,7 +226,12 @@ pub fn check_checkpoint(
                 format!("has dtype {}, expected I64", dtype("trainer.rng")),
             )
         }
-        None => return bad("trainer.rng", "is missing: not a whole training checkpoint".into()),
+        None => {
+            return bad(
+                "trainer.rng",
+                "is missing: not a whole training checkpoint".into(),
+            )
+        }
     }
 
     // The carried state.
@@ -282,7 +293,10 @@ pub fn check_checkpoint(
             if i.parse::<usize>().map_or(true, |i| i >= n_params) {
                 return bad(
                     key,
-                    format!("names no parameter: the model has {n_params} (0 to {})", n_params - 1),
+                    format!(
+                        "names no parameter: the model has {n_params} (0 to {})",
+                        n_params - 1
+                    ),
                 );
             }
             counts += 1;
@@ -290,7 +304,10 @@ pub fn check_checkpoint(
         }
         let values = t.to_f64();
         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            return bad(key, format!("holds {v}: the optimizer's state is always finite"));
+            return bad(
+                key,
+                format!("holds {v}: the optimizer's state is always finite"),
+            );
         }
         let second_moment = rest.starts_with("exp_avg_sq.") || rest.starts_with("max_exp_avg_sq.");
         if second_moment {

@@ -111,7 +111,10 @@ impl CharLmConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();
         if self.embed > 0 {
-            v.push(("embed.weight".to_string(), vec![self.vocab_size, self.embed]));
+            v.push((
+                "embed.weight".to_string(),
+                vec![self.vocab_size, self.embed],
+            ));
         }
         for (k, shape) in self.recurrent().parameter_shapes() {
             v.push((format!("rnn.{k}"), shape));
@@ -407,7 +410,10 @@ mod tests {
         let mut huge = config(CellKind::Lstm, 64);
         huge.vocab_size = usize::MAX / 2;
         let e = huge.validate().unwrap_err().to_string();
-        assert!(e.contains("vocab_size 9223372036854775807") && e.contains("overflows"), "{e}");
+        assert!(
+            e.contains("vocab_size 9223372036854775807") && e.contains("overflows"),
+            "{e}"
+        );
     }
 
     #[test]

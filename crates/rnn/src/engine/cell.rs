@@ -257,7 +257,11 @@ fn forward_row<F: Activations>(
                 Nonlinearity::Relu => {
                     for j in 0..n {
                         let v = xw[j] + bias[j]; // NaN propagates, as in PyTorch
-                        h_new[j] = if v > F::zero() || v.is_nan() { v } else { F::zero() };
+                        h_new[j] = if v > F::zero() || v.is_nan() {
+                            v
+                        } else {
+                            F::zero()
+                        };
                     }
                 }
             }

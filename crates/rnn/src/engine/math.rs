@@ -712,7 +712,8 @@ mod tests {
             (0.0, 0.5, 0.0),
             (30.0, 1.0, 1.0),
         ];
-        let mut forms: Vec<(&str, Box<dyn Fn(f32, bool) -> f32>)> = vec![(
+        type Form = Box<dyn Fn(f32, bool) -> f32>;
+        let mut forms: Vec<(&str, Form)> = vec![(
             "scalar",
             Box::new(|x: f32, tanh: bool| if tanh { x.tanh_fast() } else { x.sigmoid() }),
         )];
@@ -734,7 +735,10 @@ mod tests {
                 assert_eq!(f(x, false), sig, "{name} sigmoid({x:e})");
                 assert_eq!(f(x, true), tanh, "{name} tanh({x:e})");
             }
-            assert!(f(f32::NAN, false).is_nan() && f(f32::NAN, true).is_nan(), "{name}");
+            assert!(
+                f(f32::NAN, false).is_nan() && f(f32::NAN, true).is_nan(),
+                "{name}"
+            );
             // Just above: PyTorch's 2.9388e-39 (a subnormal), not 0.
             let above = f32::from_bits(0xC2B1_7217);
             assert!(f(above, false) > 0.0, "{name}");

@@ -209,7 +209,10 @@ mod tests {
             // A character device is written through and stays a device.
             write_atomic("/dev/null", b"gone").unwrap();
             use std::os::unix::fs::FileTypeExt;
-            assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+            assert!(fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device());
         }
 
         // A failed write leaves the old file whole.

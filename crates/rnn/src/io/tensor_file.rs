@@ -319,7 +319,8 @@ mod tests {
         let mut f = TensorFile::new();
         f.insert("a", array![1.0f32].into_dyn());
         let bytes = f.to_bytes().unwrap();
-        assert!(String::from_utf8_lossy(&bytes).contains("{\"__metadata__\":{\"rnn.checksum\":\"crc32:"));
+        assert!(String::from_utf8_lossy(&bytes)
+            .contains("{\"__metadata__\":{\"rnn.checksum\":\"crc32:"));
         assert!(TensorFile::from_bytes(&bytes, "x")
             .unwrap()
             .metadata
@@ -345,7 +346,9 @@ mod tests {
             match TensorFile::from_bytes(&b, "f") {
                 Ok(g) => panic!("byte {at} flipped, still loads: {:?}", g.metadata),
                 Err(e) => {
-                    if e.to_string().contains("checksum mismatch: the file is damaged") {
+                    if e.to_string()
+                        .contains("checksum mismatch: the file is damaged")
+                    {
                         mismatches += 1;
                     }
                 }

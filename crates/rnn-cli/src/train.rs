@@ -87,6 +87,18 @@ fn sample_len(args: &Args) -> usize {
     args.sample_len.unwrap_or(300)
 }
 
+/// Checks the flags no other check covers: `--sample-len` against [`crate::sample::MAX_LEN`].
+fn check_flags(args: &Args) -> Result<()> {
+    if sample_len(args) > crate::sample::MAX_LEN {
+        bail!(
+            "--sample-len {} is more than the {} characters a sample may have",
+            sample_len(args),
+            crate::sample::MAX_LEN
+        );
+    }
+    Ok(())
+}
+
 /// The metrics file's name in `--out`.
 pub const METRICS_FILE: &str = "metrics.csv";
 /// The loss curve's file name in `--out`.
@@ -197,6 +209,7 @@ struct Run {
 /// Entry point of `rnn train`.
 pub fn main(mut args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
+    check_flags(&args)?;
     let mut run = if args.resume {
         resume(&mut args)?
     } else {

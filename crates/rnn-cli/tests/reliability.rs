@@ -256,6 +256,22 @@ fn caps_on_threads_steps_and_durations() {
         ]),
         &["--steps 10000000000 is more than the 1000000000"],
     );
+    fails_with(
+        rnn(&["sample", "--model", &out, "--len", "1000000000000"]),
+        &["--len 1000000000000 is more than the 100000000 characters"],
+    );
+    fails_with(
+        rnn(&[
+            "train",
+            "--data",
+            &d,
+            "--out",
+            &out,
+            "--sample-len",
+            "1000000000000",
+        ]),
+        &["--sample-len 1000000000000 is more than"],
+    );
     for t in ["inf", "NaN", "-1", "3601"] {
         fails_with(
             rnn(&["bench", "--preset", "seed", "--min-time", t]),

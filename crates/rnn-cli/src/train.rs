@@ -92,6 +92,18 @@ fn sample_len(args: &Args) -> usize {
     args.sample_len.unwrap_or(300)
 }
 
+/// Checks the flags no other check covers: `--sample-len` against [`crate::sample::MAX_LEN`].
+fn check_flags(args: &Args) -> Result<()> {
+    if sample_len(args) > crate::sample::MAX_LEN {
+        bail!(
+            "--sample-len {} is more than the {} characters a sample may have",
+            sample_len(args),
+            crate::sample::MAX_LEN
+        );
+    }
+    Ok(())
+}
+
 /// The metrics file's name in `--out`.
 pub const METRICS_FILE: &str = "metrics.csv";
 /// The loss curve's file name in `--out`.
@@ -222,6 +234,7 @@ struct Run {
 /// Entry point of `rnn train`.
 pub fn main(mut args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
+    check_flags(&args)?;
     let mut run = if args.resume {
         resume(&mut args)?
     } else {
@@ -819,10 +832,11 @@ fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Ve
     let n_val = (n as f64 * fraction).floor() as usize;
     if fraction > 0.0 && n_val < 2 {
         bail!(
-            "{}: {} leave {n_val} for validation (--val-fraction {fraction}); use \
+            "{}: {} leave{} {n_val} for validation (--val-fraction {fraction}); use \
              more text, a larger --val-fraction, or --val-fraction 0",
             data_label(data),
-            plural(n, "character")
+            plural(n, "character"),
+            if n == 1 { "s" } else { "" }
         );
     }
     Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
@@ -844,7 +858,7 @@ fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
             let steps = (e * chunks as f64).ceil();
             if steps > MAX_STEPS as f64 {
                 bail!(
-                    "--epochs {e} plans {steps:.3e} steps ({chunks} per epoch), more than the \
+                    "--epochs {e:?} plans {steps:.3e} steps ({chunks} per epoch), more than the \
                      {MAX_STEPS} a run may plan; ask for fewer epochs"
                 );
             }

@@ -5,7 +5,8 @@
 //!
 //! The text is split into a training part and, at its end, a validation part. Training is
 //! truncated backprop through time over `--batch` contiguous streams read in chunks of
-//! `--seq-len` characters (see `rnn::charlm::data`), with Adam and gradient-norm clipping.
+//! `--seq-len` characters (see `rnn::charlm::data`), with Adam (or `--optimizer`), an optional
+//! learning-rate `--schedule` (see `rnn::charlm::schedule`) and gradient-norm clipping.
 //! Progress goes to stderr, samples to stdout. A checkpoint is written every
 //! `--checkpoint-every` steps, at the end, and on Ctrl-C (then the exit status is 130);
 //! `--resume` continues a run so that it ends with the weights an uninterrupted run would have.

@@ -129,6 +129,13 @@ pub struct RecurrentConfig {
     /// LSTM only: project `h` to this size with `weight_hr`; 0 (default) means no projection.
     #[serde(default)]
     pub proj_size: usize,
+    /// GRU only: whether the reset gate scales the recurrent product (`true`, the default:
+    /// PyTorch's and cuDNN's GRU, ONNX `linear_before_reset = 1`, `n = tanh(W_in x + b_in +
+    /// r (W_hn h + b_hn))`) or the state before it (`false`: the original GRU of Cho et al.,
+    /// ONNX `linear_before_reset = 0`, Keras `reset_after=False`: `n = tanh(W_in x + b_in +
+    /// W_hn (r h) + b_hn)`). Same parameters either way; absent from JSON when `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub linear_before_reset: bool,
 }
 
 fn one() -> usize {
@@ -136,6 +143,9 @@ fn one() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl RecurrentConfig {
@@ -153,6 +163,7 @@ impl RecurrentConfig {
             dropout: 0.0,
             bidirectional: false,
             proj_size: 0,
+            linear_before_reset: true,
         }
     }
 
@@ -189,6 +200,13 @@ impl RecurrentConfig {
     /// Sets `proj_size` (LSTM only).
     pub fn with_proj_size(mut self, proj_size: usize) -> Self {
         self.proj_size = proj_size;
+        self
+    }
+
+    /// Sets `linear_before_reset` (GRU only; `false` applies the reset gate before the
+    /// recurrent product).
+    pub fn with_linear_before_reset(mut self, linear_before_reset: bool) -> Self {
+        self.linear_before_reset = linear_before_reset;
         self
     }
 
@@ -268,6 +286,7 @@ impl RecurrentConfig {
                 "{name}: nonlinearity is an argument of RNN only"
             )));
         }
+        crate::engine::Cell::of_options(self).map_err(|e| Error::Config(format!("{name}: {e}")))?;
         Ok(())
     }
 

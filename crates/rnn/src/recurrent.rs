@@ -637,6 +637,9 @@ impl fmt::Display for Recurrent {
         if c.bidirectional {
             write!(f, ", bidirectional=True")?;
         }
+        if !c.linear_before_reset {
+            write!(f, ", linear_before_reset=False")?;
+        }
         write!(f, ")  # {} parameters", self.num_parameters())
     }
 }

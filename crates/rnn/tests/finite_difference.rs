@@ -280,6 +280,51 @@ fn wide_layers_match_finite_differences() {
     }
 }
 
+/// The cell variants (configuration options beyond PyTorch's layers): one and two layers, one
+/// and two directions, packed and padded, one block of units and several (wide), and a long
+/// sequence (the input projection in chunks, the weight gradients in slices of rows).
+#[test]
+fn variants_match_finite_differences() {
+    let variants = [RecurrentConfig::new(CellKind::Gru, 3, 4).with_linear_before_reset(false)];
+    let mut seed = 300;
+    for base in variants {
+        for (layers, bidirectional, hidden, bias) in [
+            (1, false, 4, true),
+            (2, true, 4, true),
+            (1, true, 4, false),
+            (2, true, 100, true),
+        ] {
+            for batch_sizes in [vec![3, 3, 3], vec![3, 2, 2, 1]] {
+                let mut config = base
+                    .clone()
+                    .with_num_layers(layers)
+                    .with_bidirectional(bidirectional)
+                    .with_bias(bias);
+                config.hidden_size = hidden;
+                seed += 1;
+                check(
+                    &Case {
+                        config,
+                        batch_sizes,
+                    },
+                    seed,
+                );
+            }
+        }
+        let mut config = base.clone().with_bidirectional(true);
+        (config.input_size, config.hidden_size) = (2, 3);
+        let batch_sizes: Vec<usize> = [vec![2; 1000], vec![1; 100]].concat();
+        seed += 1;
+        check(
+            &Case {
+                config,
+                batch_sizes,
+            },
+            seed,
+        );
+    }
+}
+
 /// Sequences long enough that the forward pass computes the input projection in several
 /// chunks of steps and the weight gradients are summed over several slices of rows (over 2048
 /// rows), in both directions.

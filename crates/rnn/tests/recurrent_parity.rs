@@ -327,4 +327,8 @@ parity_tests! {
     rnn_engine_matches_pytorch_f64: "recurrent_rnn.safetensors", run_f64_engine_case;
     lstm_engine_matches_pytorch_f64: "recurrent_lstm.safetensors", run_f64_engine_case;
     gru_engine_matches_pytorch_f64: "recurrent_gru.safetensors", run_f64_engine_case;
+    // Variants, against a loop module whose outputs ONNX Runtime's operators confirm
+    // (tools/fixtures/variants.py).
+    gru_reset_before_matches_onnx_f32: "variants_gru.safetensors", run_f32_case;
+    gru_reset_before_engine_matches_onnx_f64: "variants_gru.safetensors", run_f64_engine_case;
 }

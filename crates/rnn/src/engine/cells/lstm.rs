@@ -36,6 +36,8 @@ impl CellMath for Lstm {
         gates_in_step: true,
         last_gate_recurrent_apart: false,
         direct_state_path: false,
+        late_last_gate: false,
+        options: &[],
         params: &[
             Param::WeightIh,
             Param::WeightHh,

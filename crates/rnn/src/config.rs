@@ -136,6 +136,12 @@ pub struct RecurrentConfig {
     /// W_hn (r h) + b_hn)`). Same parameters either way; absent from JSON when `true`.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub linear_before_reset: bool,
+    /// LSTM only: peephole connections, ONNX's definition: `i` and `f` also see `c_{t-1}`,
+    /// `o` sees `c_t`, through per-unit weights `weight_ph_l{k}` of shape (3 * hidden_size),
+    /// `[p_i; p_f; p_o]` (ONNX's `P` is `[p_i; p_o; p_f]`), initialised to zero. Default false
+    /// (absent from JSON).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub peephole: bool,
 }
 
 fn one() -> usize {
@@ -146,6 +152,9 @@ fn yes() -> bool {
 }
 fn is_true(v: &bool) -> bool {
     *v
+}
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl RecurrentConfig {
@@ -164,6 +173,7 @@ impl RecurrentConfig {
             bidirectional: false,
             proj_size: 0,
             linear_before_reset: true,
+            peephole: false,
         }
     }
 
@@ -207,6 +217,12 @@ impl RecurrentConfig {
     /// recurrent product).
     pub fn with_linear_before_reset(mut self, linear_before_reset: bool) -> Self {
         self.linear_before_reset = linear_before_reset;
+        self
+    }
+
+    /// Sets `peephole` (LSTM only).
+    pub fn with_peephole(mut self, peephole: bool) -> Self {
+        self.peephole = peephole;
         self
     }
 

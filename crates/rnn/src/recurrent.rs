@@ -47,6 +47,7 @@ impl DirParams {
                     Init::Uniform => {
                         ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.uniform(-k, k))
                     }
+                    Init::Zeros => ArrayD::zeros(IxDyn(&shape)),
                 };
                 (param, Tensor::parameter(values))
             })
@@ -639,6 +640,9 @@ impl fmt::Display for Recurrent {
         }
         if !c.linear_before_reset {
             write!(f, ", linear_before_reset=False")?;
+        }
+        if c.peephole {
+            write!(f, ", peephole=True")?;
         }
         write!(f, ")  # {} parameters", self.num_parameters())
     }

@@ -14,11 +14,12 @@ use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use super::blocks::{gather_rows, scatter, scatter_rows, Blocks};
 use super::cells::{
-    backward_block, backward_block_late, late_state, unprojected_state, BackwardBlock,
+    backward_block, backward_block_late, late_state, unit_weight_grads, unprojected_state,
+    BackwardBlock,
 };
 use super::forward::{DirPass, DirSaved};
 use super::math::Activations;
-use super::packing::{padded_uninit, per_block};
+use super::packing::{blocked_unit_weights, padded_uninit, per_block};
 use super::schedule::{time, Sharing};
 use super::views::{Part, Rows, Shared};
 use super::DirGrads;
@@ -108,6 +109,9 @@ pub(super) fn direction_backward<F: Activations>(
         None => Vec::new(),
     };
 
+    let unit_weights = blocked_unit_weights(cell, w, blocks);
+    let uw = desc.unit_weights;
+
     // Written in full by the sweep before they are read, so not zero-filled.
     let mut dxw = padded_uninit::<F>(rows, gh);
     // A cell whose last gate's recurrent part stays apart (GRU): dHW differs from dXW only in
@@ -195,6 +199,7 @@ pub(super) fn direction_backward<F: Activations>(
                         Rows::empty()
                     },
                     dm: Rows::empty(),
+                    unit_weights: Rows::broadcast(&unit_weights[blocks.columns(b, uw)]),
                 },
             );
             if apart {
@@ -234,6 +239,7 @@ pub(super) fn direction_backward<F: Activations>(
                     aux: Rows::empty(),
                     h_prev: part.rows(sh_h_prev, units.clone()),
                     dm: sh_dm.rows(lo, units),
+                    unit_weights: Rows::empty(),
                 },
             );
         }
@@ -468,5 +474,17 @@ fn weight_gradients<F: Activations>(
         b_ih: g_bih,
         b_hh: g_bhh,
         w_hr: g_hr,
+        w_ph: (desc.unit_weights > 0 && w.w_ph.is_some()).then(|| {
+            // Per-unit weights: sums over all rows, per block, back to unit order.
+            let uw = desc.unit_weights;
+            let mut grad = ndarray::Array1::zeros(uw * hidden);
+            for b in 0..nb {
+                let dxw_b = dxw.slice(s![.., blocks.columns(b, g)]);
+                let aux_b = saved.aux.slice(s![.., blocks.columns(b, desc.aux_width)]);
+                grad.slice_mut(s![blocks.columns(b, uw)])
+                    .assign(&unit_weight_grads(cell, dxw_b, aux_b));
+            }
+            scatter(&grad, &blocks.order(uw))
+        }),
     }
 }

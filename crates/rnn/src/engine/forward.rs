@@ -105,6 +105,7 @@ pub(super) fn direction_forward<F: Activations>(
     let nb = blocks.count();
     let (w_ih, w_hh, w_hr) = (&packed.w_ih, &packed.w_hh, &packed.w_hr);
     let (bias, step_bias) = (&packed.bias, &packed.step_bias);
+    let (unit_weights, uw) = (&packed.unit_weights, desc.unit_weights);
 
     // Work buffers, allocated once.
     let saved_rows = if save { rows } else { n };
@@ -331,6 +332,7 @@ pub(super) fn direction_forward<F: Activations>(
                         } else {
                             Rows::empty()
                         },
+                        unit_weights: &unit_weights[blocks.columns(item, uw)],
                     },
                 );
             }
@@ -370,6 +372,7 @@ pub(super) fn direction_forward<F: Activations>(
                             Rows::empty()
                         },
                         m: Rows::empty(),
+                        unit_weights: &unit_weights[blocks.columns(item, uw)],
                     },
                 );
             }

@@ -79,6 +79,21 @@ pub(crate) struct PackedDir<F> {
     pub(super) bias: Vec<F>,
     /// (H) the step bias ([`super::cells::Description::step_bias`]), in unit order.
     pub(super) step_bias: Vec<F>,
+    /// (unit_weights H) the cell's per-unit weights in block order; empty for none.
+    pub(super) unit_weights: Vec<F>,
+}
+
+/// The cell's per-unit weights (`weight_ph`) in block order: for each block, `[p_0; p_1; ..]`
+/// of its units; empty for none.
+pub(super) fn blocked_unit_weights<F: Copy>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    blocks: &Blocks,
+) -> Vec<F> {
+    match (cell.description().unit_weights, &w.w_ph) {
+        (0, _) | (_, None) => Vec::new(),
+        (k, Some(p)) => gather(p, &blocks.order(k)),
+    }
 }
 
 impl<F: Activations> PackedDir<F> {
@@ -101,7 +116,9 @@ impl<F: Activations> PackedDir<F> {
             PackedWeights::transposed(&gather_rows(&w.w_hh, &order[early]).view())
         };
         let pack_late = |b: usize| {
-            PackedWeights::transposed(&gather_rows(&w.w_hh, &order[blocks.gate(b, g, g - 1)]).view())
+            PackedWeights::transposed(
+                &gather_rows(&w.w_hh, &order[blocks.gate(b, g, g - 1)]).view(),
+            )
         };
         let bias = match (&w.b_ih, &w.b_hh) {
             (Some(b_ih), Some(b_hh)) => {
@@ -123,6 +140,7 @@ impl<F: Activations> PackedDir<F> {
             None => (blocks.clone(), Vec::new()),
         };
         PackedDir {
+            unit_weights: blocked_unit_weights(cell, w, &blocks),
             w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
             w_hh: if desc.late_last_gate {
                 per_block(w, blocks.count(), &pack_early)

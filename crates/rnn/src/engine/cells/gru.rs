@@ -55,6 +55,7 @@ impl CellMath for Gru {
         last_gate_recurrent_apart: true,
         direct_state_path: true,
         late_last_gate: false,
+        unit_weights: 0,
         options: &["linear_before_reset"],
         params: &[
             Param::WeightIh,
@@ -242,7 +243,11 @@ impl CellMath for GruResetBefore {
         }
     }
 
-    fn late_state<F: Float>(self, gates: ArrayView2<'_, F>, h_prev: ArrayView2<'_, F>) -> Array2<F> {
+    fn late_state<F: Float>(
+        self,
+        gates: ArrayView2<'_, F>,
+        h_prev: ArrayView2<'_, F>,
+    ) -> Array2<F> {
         let w = h_prev.ncols();
         &gates.slice(s![.., ..w]) * &h_prev
     }

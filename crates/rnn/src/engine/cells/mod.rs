@@ -42,6 +42,7 @@ pub use params::Param;
 enum Math {
     Elman,
     Lstm,
+    LstmPeephole,
     Gru,
     GruResetBefore,
 }
@@ -57,6 +58,10 @@ macro_rules! dispatch {
             }
             Math::Lstm => {
                 type $ty = lstm::Lstm;
+                $body
+            }
+            Math::LstmPeephole => {
+                type $ty = lstm::LstmPeephole;
                 $body
             }
             Math::Gru => {
@@ -94,13 +99,20 @@ impl Math {
                 .collect();
             format!("{option} is an option of {} only", kinds.join(", "))
         };
-        if !config.linear_before_reset {
-            if !options.contains(&"linear_before_reset") {
-                return Err(accepting("linear_before_reset"));
+        let chosen = [
+            (!config.linear_before_reset, "linear_before_reset"),
+            (config.peephole, "peephole"),
+        ];
+        for (set, option) in chosen {
+            if set && !options.contains(&option) {
+                return Err(accepting(option));
             }
-            return Ok(Math::GruResetBefore);
         }
-        Ok(base)
+        Ok(match base {
+            Math::Gru if !config.linear_before_reset => Math::GruResetBefore,
+            Math::Lstm if config.peephole => Math::LstmPeephole,
+            other => other,
+        })
     }
 }
 
@@ -143,6 +155,10 @@ pub struct Description {
     /// likewise, with `dL/dm` from that gate's `dXW` columns; that gate's rows of `dW_hh` are
     /// `dXW^T M`, with `M` rebuilt from the saved gates and states.
     pub late_last_gate: bool,
+    /// Per-unit weights of the cell, in units of `hidden_size` (the peephole LSTM's `[p_i;
+    /// p_f; p_o]`: 3): the row math reads the block's, and their gradients are sums over all
+    /// rows ([`CellMath::unit_weight_grads`]).
+    pub unit_weights: usize,
     /// The configuration options (keys of the `config` JSON) that choose a variant of the cell.
     pub options: &'static [&'static str],
     /// The parameters of a layer and direction, in `state_dict` order (those a configuration
@@ -275,9 +291,24 @@ pub(crate) trait CellMath: Copy {
         unreachable!("only cells with a late last gate")
     }
 
+    /// Cells with per-unit weights: their gradients (unit_weights w) for one block, summed
+    /// over all rows, from the block's gradients of the pre-activations (rows, G w) and saved
+    /// auxiliary values (rows, aux_width w).
+    fn unit_weight_grads<F: Float>(
+        self,
+        _dxw: ArrayView2<'_, F>,
+        _aux: ArrayView2<'_, F>,
+    ) -> ndarray::Array1<F> {
+        unreachable!("only cells with per-unit weights")
+    }
+
     /// Cells with a late last gate: `m` (rows, w) of one block, rebuilt from the block's saved
     /// gates (rows, G w) and entering states (rows, w), for the last gate's rows of `dW_hh`.
-    fn late_state<F: Float>(self, _gates: ArrayView2<'_, F>, _h_prev: ArrayView2<'_, F>) -> Array2<F> {
+    fn late_state<F: Float>(
+        self,
+        _gates: ArrayView2<'_, F>,
+        _h_prev: ArrayView2<'_, F>,
+    ) -> Array2<F> {
         unreachable!("only cells with a late last gate")
     }
 }
@@ -289,6 +320,15 @@ pub(crate) fn unprojected_state<F: Float>(
     aux: ArrayView2<'_, F>,
 ) -> Array2<F> {
     dispatch!(cell.math, C => C::new(cell).unprojected_state(gates, aux))
+}
+
+/// See [`CellMath::unit_weight_grads`].
+pub(crate) fn unit_weight_grads<F: Float>(
+    cell: Cell,
+    dxw: ArrayView2<'_, F>,
+    aux: ArrayView2<'_, F>,
+) -> ndarray::Array1<F> {
+    dispatch!(cell.math, C => C::new(cell).unit_weight_grads(dxw, aux))
 }
 
 /// See [`CellMath::late_state`].
@@ -325,6 +365,8 @@ pub(crate) struct ForwardRow<'r, F> {
     /// (w) cells with a late last gate: the state that gate's product reads, out in the first
     /// phase.
     pub m: &'r mut [F],
+    /// (unit_weights w): the block's per-unit weights.
+    pub unit_weights: &'r [F],
 }
 
 /// The operands of one row backward, of one block of `w` units; those a cell does not use are
@@ -348,6 +390,8 @@ pub(crate) struct BackwardRow<'r, F> {
     pub h_prev: &'r [F],
     /// (w) cells with a late last gate, second phase: `dL/dm`.
     pub dm: &'r [F],
+    /// (unit_weights w): the block's per-unit weights.
+    pub unit_weights: &'r [F],
 }
 
 /// Splits `v` into `K` consecutive slices of `n` values.
@@ -397,6 +441,8 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub saved_h_prev: Rows<F>,
     /// (w) per row, cells with a late last gate: the state its product reads.
     pub m: Rows<F>,
+    /// (unit_weights w): the block's per-unit weights; empty for none.
+    pub unit_weights: &'a [F],
 }
 
 /// One step forward of one block of units, row by row, compiled for the cell's kind and for
@@ -467,6 +513,7 @@ unsafe fn forward_rows<F: Activations, C: CellMath, const LATE: bool>(
             bias: op.bias,
             step_bias: op.step_bias,
             m: op.m.row(i),
+            unit_weights: op.unit_weights,
         };
         if LATE {
             cell.forward_row_late(row);
@@ -505,6 +552,8 @@ pub(crate) struct BackwardBlock<F> {
     pub h_prev: Rows<F>,
     /// (w) per row, cells with a late last gate: `dL/dm` (second phase).
     pub dm: Rows<F>,
+    /// (unit_weights w), the same for every row: the block's per-unit weights.
+    pub unit_weights: Rows<F>,
 }
 
 /// One step backward of one block of units, row by row, compiled for the cell's kind and for
@@ -571,6 +620,7 @@ unsafe fn backward_rows<F: Activations, C: CellMath, const LATE: bool>(
             aux: op.aux.get(i),
             h_prev: op.h_prev.get(i),
             dm: op.dm.get(i),
+            unit_weights: op.unit_weights.get(i),
         };
         if LATE {
             cell.backward_row_late(row);

@@ -29,6 +29,7 @@ impl CellMath for Elman {
         last_gate_recurrent_apart: false,
         direct_state_path: false,
         late_last_gate: false,
+        unit_weights: 0,
         options: &[],
         params: &[
             Param::WeightIh,

@@ -157,7 +157,7 @@ pub struct Description {
     pub late_last_gate: bool,
     /// Per-unit weights of the cell, in units of `hidden_size` (the peephole LSTM's `[p_i;
     /// p_f; p_o]`: 3): the row math reads the block's, and their gradients are sums over all
-    /// rows ([`CellMath::unit_weight_grads`]).
+    /// rows (the row math's `unit_weight_grads`).
     pub unit_weights: usize,
     /// The configuration options (keys of the `config` JSON) that choose a variant of the cell.
     pub options: &'static [&'static str],

@@ -63,6 +63,17 @@ impl Param {
         }
     }
 
+    /// Whether a layer of `config` has the parameter (as [`Param::shape`] is `Some`, without
+    /// building the shape: the layers ask at every pass).
+    pub fn present(self, config: &RecurrentConfig) -> bool {
+        match self {
+            Param::WeightIh | Param::WeightHh => true,
+            Param::BiasIh | Param::BiasHh => config.bias,
+            Param::WeightHr => config.proj_size > 0,
+            Param::WeightPh => config.peephole,
+        }
+    }
+
     /// How the parameter starts.
     pub fn init(self) -> Init {
         match self {
@@ -70,6 +81,16 @@ impl Param {
             _ => Init::Uniform,
         }
     }
+}
+
+/// The parameters of a direction of any layer of `config`, in `state_dict` order.
+pub fn layer_roles(config: &RecurrentConfig) -> impl Iterator<Item = Param> + '_ {
+    super::Cell::of(config)
+        .description()
+        .params
+        .iter()
+        .copied()
+        .filter(|p| p.present(config))
 }
 
 /// The parameters of one direction of layer `layer` with their shapes, in `state_dict` order.

@@ -7,7 +7,7 @@ Usage (any Python 3, no packages needed):
     git worktree add /tmp/rnn-base <old commit> && (cd /tmp/rnn-base && cargo build --release -p rnn-cli)
     python3 tools/bench_ab.py --old /tmp/rnn-base/target/release/rnn --new /tmp/rnn-new \
         [--cells rnn,lstm,gru] [--presets seed,small,medium,large] [--modes infer,train] \
-        [--rounds 5] [--threads 2] [--min-time 1.0] [--extra "--peephole"]
+        [--rounds 5] [--threads 2] [--min-time 1.0] [--extra=--peephole]
 
 For every workload (cell x preset x mode, `rnn bench --json`, batch-first, one layer) the two
 binaries run alternately `--rounds` times, the order flipping each round (old/new, new/old, ...)
@@ -16,8 +16,10 @@ median wall time; per round the script takes the ratio old/new (> 1: the new bin
 and prints the median of those ratios with their range (min..max), and the median times.
 A ratio range that straddles 1.0 is "within noise".
 
-`--extra` passes more arguments to the new binary only (e.g. to time a variant against the
-base cell of the old binary); `--extra-old` likewise for the old one.
+`--extra=ARGS` (with "=", as ARGS start with a dash) passes more arguments to the new binary
+only, e.g. to time a variant against its base cell with one binary as both:
+`--old rnn --new rnn --cells gru --presets medium --extra=--reset-before`;
+`--extra-old=ARGS` likewise for the old one.
 """
 
 import argparse

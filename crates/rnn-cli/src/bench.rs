@@ -82,6 +82,13 @@ pub struct Args {
     /// Two directions.
     #[arg(long)]
     bidirectional: bool,
+    /// LSTM with peephole connections (the model file's `"peephole": true`).
+    #[arg(long)]
+    peephole: bool,
+    /// GRU with the reset gate applied before the recurrent product
+    /// (`"linear_before_reset": false`).
+    #[arg(long)]
+    reset_before: bool,
     /// infer or train.
     #[arg(long, value_enum, default_value = "infer")]
     mode: Mode,
@@ -132,6 +139,8 @@ pub fn main(args: Args) -> Result<()> {
     let config = RecurrentConfig::new(cell, input, hidden)
         .with_num_layers(args.layers)
         .with_bidirectional(args.bidirectional)
+        .with_peephole(args.peephole)
+        .with_linear_before_reset(!args.reset_before)
         .with_batch_first(true);
     config
         .validate()

@@ -129,6 +129,19 @@ pub struct RecurrentConfig {
     /// LSTM only: project `h` to this size with `weight_hr`; 0 (default) means no projection.
     #[serde(default)]
     pub proj_size: usize,
+    /// GRU only: whether the reset gate scales the recurrent product (`true`, the default:
+    /// PyTorch's and cuDNN's GRU, ONNX `linear_before_reset = 1`, `n = tanh(W_in x + b_in +
+    /// r (W_hn h + b_hn))`) or the state before it (`false`: the original GRU of Cho et al.,
+    /// ONNX `linear_before_reset = 0`, Keras `reset_after=False`: `n = tanh(W_in x + b_in +
+    /// W_hn (r h) + b_hn)`). Same parameters either way; absent from JSON when `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub linear_before_reset: bool,
+    /// LSTM only: peephole connections, ONNX's definition: `i` and `f` also see `c_{t-1}`,
+    /// `o` sees `c_t`, through per-unit weights `weight_ph_l{k}` of shape (3 * hidden_size),
+    /// `[p_i; p_f; p_o]` (ONNX's `P` is `[p_i; p_o; p_f]`), initialised to zero. Default false
+    /// (absent from JSON).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub peephole: bool,
 }
 
 fn one() -> usize {
@@ -136,6 +149,12 @@ fn one() -> usize {
 }
 fn yes() -> bool {
     true
+}
+fn is_true(v: &bool) -> bool {
+    *v
+}
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl RecurrentConfig {
@@ -153,6 +172,8 @@ impl RecurrentConfig {
             dropout: 0.0,
             bidirectional: false,
             proj_size: 0,
+            linear_before_reset: true,
+            peephole: false,
         }
     }
 
@@ -189,6 +210,19 @@ impl RecurrentConfig {
     /// Sets `proj_size` (LSTM only).
     pub fn with_proj_size(mut self, proj_size: usize) -> Self {
         self.proj_size = proj_size;
+        self
+    }
+
+    /// Sets `linear_before_reset` (GRU only; `false` applies the reset gate before the
+    /// recurrent product).
+    pub fn with_linear_before_reset(mut self, linear_before_reset: bool) -> Self {
+        self.linear_before_reset = linear_before_reset;
+        self
+    }
+
+    /// Sets `peephole` (LSTM only).
+    pub fn with_peephole(mut self, peephole: bool) -> Self {
+        self.peephole = peephole;
         self
     }
 
@@ -268,6 +302,7 @@ impl RecurrentConfig {
                 "{name}: nonlinearity is an argument of RNN only"
             )));
         }
+        crate::engine::Cell::of_options(self).map_err(|e| Error::Config(format!("{name}: {e}")))?;
         self.check_memory()
     }
 
@@ -305,28 +340,21 @@ impl RecurrentConfig {
     }
 
     /// Every parameter's PyTorch key and shape, in `state_dict` order (layer by layer, the
-    /// forward direction then `_reverse`): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
+    /// forward direction then `_reverse`), as the cell's description lists them
+    /// ([`crate::engine::cells::layer_params`]): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
     /// `weight_hh_l{k}` `(G*H, H_out)`, `bias_ih_l{k}` and `bias_hh_l{k}` `(G*H,)` when `bias`,
-    /// `weight_hr_l{k}` `(proj_size, H)` when `proj_size > 0`. Computed from the configuration
-    /// alone, so that a file's tensors can be checked before a layer is built; call it on a
-    /// validated configuration (the list has `num_layers * D` entries per key).
+    /// `weight_hr_l{k}` `(proj_size, H)` when `proj_size > 0`, and a variant's own (LSTM
+    /// `peephole`: `weight_ph_l{k}` `(3*H,)`). Computed from the configuration alone, so that a
+    /// file's tensors can be checked before a layer is built; call it on a validated
+    /// configuration (the list has `num_layers * D` entries per key).
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let gh = self.cell.gates() * self.hidden_size;
         let mut v = Vec::new();
         for layer in 0..self.num_layers {
+            let params = crate::engine::cells::layer_params(self, layer);
             for d in 0..self.num_directions() {
                 let suffix = if d == 1 { "_reverse" } else { "" };
-                let mut push = |name: &str, shape: Vec<usize>| {
-                    v.push((format!("{name}_l{layer}{suffix}"), shape));
-                };
-                push("weight_ih", vec![gh, self.layer_input_size(layer)]);
-                push("weight_hh", vec![gh, self.state_size()]);
-                if self.bias {
-                    push("bias_ih", vec![gh]);
-                    push("bias_hh", vec![gh]);
-                }
-                if self.proj_size > 0 {
-                    push("weight_hr", vec![self.proj_size, self.hidden_size]);
+                for (p, shape) in &params {
+                    v.push((format!("{}_l{layer}{suffix}", p.name()), shape.clone()));
                 }
             }
         }
@@ -347,6 +375,9 @@ impl RecurrentConfig {
             }
             if self.proj_size > 0 {
                 n = n.checked_add(u(self.proj_size)?.checked_mul(u(self.hidden_size)?)?)?;
+            }
+            if self.peephole {
+                n = n.checked_add(u(self.hidden_size)?.checked_mul(3)?)?;
             }
             Some(n)
         };

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use ndarray::{Array2, Array3, ArrayD, Axis, CowArray, Ix2, IxDyn};
 
 use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
-use crate::engine::cells::params::{layer_params, Init};
+use crate::engine::cells::params::{layer_params, layer_roles, Init};
 use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
@@ -47,6 +47,7 @@ impl DirParams {
                     Init::Uniform => {
                         ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.uniform(-k, k))
                     }
+                    Init::Zeros => ArrayD::zeros(IxDyn(&shape)),
                 };
                 (param, Tensor::parameter(values))
             })
@@ -481,9 +482,8 @@ fn dir_weights<'a>(
 ) -> Vec<DirWeights<'a, f32>> {
     let mut it = guards.iter();
     (0..c.num_layers * c.num_directions())
-        .map(|idx| {
-            let layer = idx / c.num_directions();
-            let views = layer_params(c, layer).into_iter().map(|(param, _)| {
+        .map(|_| {
+            let views = layer_roles(c).map(|param| {
                 let guard = it.next().expect("one guard per parameter");
                 (param, guard.view())
             });
@@ -567,9 +567,8 @@ impl Backward for RecurrentBackward {
         if self.has_c0 {
             out.push(b.c0.map(state_grad));
         }
-        for (idx, mut g) in b.weights.into_iter().enumerate() {
-            let layer = idx / c.num_directions();
-            for (param, _) in layer_params(c, layer) {
+        for mut g in b.weights {
+            for param in layer_roles(c) {
                 out.push(Some(g.take(param).expect("a gradient per parameter")));
             }
         }
@@ -636,6 +635,12 @@ impl fmt::Display for Recurrent {
         }
         if c.bidirectional {
             write!(f, ", bidirectional=True")?;
+        }
+        if !c.linear_before_reset {
+            write!(f, ", linear_before_reset=False")?;
+        }
+        if c.peephole {
+            write!(f, ", peephole=True")?;
         }
         write!(f, ")  # {} parameters", self.num_parameters())
     }

@@ -2,7 +2,8 @@
 //! independently of the PyTorch fixtures: random small cases over cell x layers x direction x
 //! bias x projection x variable lengths.
 
-use ndarray::{Array2, Array3, ArrayD, Ix1, Ix2, IxDyn};
+use ndarray::{Array2, Array3, ArrayD, IxDyn};
+use rnn::engine::cells::params::layer_params;
 use rnn::engine::{self, Batches, DirWeights};
 use rnn::{CellKind, Nonlinearity, RecurrentConfig, Rng};
 
@@ -12,25 +13,18 @@ struct Case {
 }
 
 /// Parameters of every layer and direction as owned f64 arrays.
+/// In the order of the cell's parameter list (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`,
+/// `weight_hr`, then a variant's own).
 fn random_params(c: &RecurrentConfig, rng: &mut Rng) -> Vec<Vec<ArrayD<f64>>> {
-    let gh = c.cell.gates() * c.hidden_size;
     let mut all = Vec::new();
     for layer in 0..c.num_layers {
         for _ in 0..c.num_directions() {
-            let mut r = |shape: &[usize]| {
-                ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.uniform(-0.6, 0.6) as f64)
-            };
-            let mut v = vec![
-                r(&[gh, c.layer_input_size(layer)]),
-                r(&[gh, c.state_size()]),
-            ];
-            if c.bias {
-                v.push(r(&[gh]));
-                v.push(r(&[gh]));
-            }
-            if c.proj_size > 0 {
-                v.push(r(&[c.proj_size, c.hidden_size]));
-            }
+            let v = layer_params(c, layer)
+                .into_iter()
+                .map(|(_, shape)| {
+                    ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.uniform(-0.6, 0.6) as f64)
+                })
+                .collect();
             all.push(v);
         }
     }
@@ -39,16 +33,10 @@ fn random_params(c: &RecurrentConfig, rng: &mut Rng) -> Vec<Vec<ArrayD<f64>>> {
 
 fn weights<'a>(c: &RecurrentConfig, p: &'a [Vec<ArrayD<f64>>]) -> Vec<DirWeights<'a, f64>> {
     p.iter()
-        .map(|v| {
-            let w2 = |a: &'a ArrayD<f64>| a.view().into_dimensionality::<Ix2>().unwrap();
-            let w1 = |a: &'a ArrayD<f64>| a.view().into_dimensionality::<Ix1>().unwrap();
-            DirWeights {
-                w_ih: w2(&v[0]),
-                w_hh: w2(&v[1]),
-                b_ih: c.bias.then(|| w1(&v[2])),
-                b_hh: c.bias.then(|| w1(&v[3])),
-                w_hr: (c.proj_size > 0).then(|| w2(v.last().unwrap())),
-            }
+        .enumerate()
+        .map(|(idx, v)| {
+            let roles = layer_params(c, idx / c.num_directions());
+            DirWeights::from_params(roles.into_iter().zip(v).map(|((r, _), a)| (r, a.view())))
         })
         .collect()
 }
@@ -188,6 +176,9 @@ fn check(case: &Case, seed: u64) {
             if let Some(w) = &gd.w_hr {
                 v.push(w.clone().into_dyn());
             }
+            if let Some(w) = &gd.w_ph {
+                v.push(w.clone().into_dyn());
+            }
             v
         };
         for t in 0..params[d].len() {
@@ -277,6 +268,57 @@ fn wide_layers_match_finite_differences() {
                 100 + seed as u64,
             );
         }
+    }
+}
+
+/// The cell variants (configuration options beyond PyTorch's layers): one and two layers, one
+/// and two directions, packed and padded, one block of units and several (wide), and a long
+/// sequence (the input projection in chunks, the weight gradients in slices of rows).
+#[test]
+fn variants_match_finite_differences() {
+    let variants = [
+        RecurrentConfig::new(CellKind::Gru, 3, 4).with_linear_before_reset(false),
+        RecurrentConfig::new(CellKind::Lstm, 3, 4).with_peephole(true),
+        RecurrentConfig::new(CellKind::Lstm, 3, 4)
+            .with_peephole(true)
+            .with_proj_size(2),
+    ];
+    let mut seed = 300;
+    for base in variants {
+        for (layers, bidirectional, hidden, bias) in [
+            (1, false, 4, true),
+            (2, true, 4, true),
+            (1, true, 4, false),
+            (2, true, 100, true),
+        ] {
+            for batch_sizes in [vec![3, 3, 3], vec![3, 2, 2, 1]] {
+                let mut config = base
+                    .clone()
+                    .with_num_layers(layers)
+                    .with_bidirectional(bidirectional)
+                    .with_bias(bias);
+                config.hidden_size = hidden;
+                seed += 1;
+                check(
+                    &Case {
+                        config,
+                        batch_sizes,
+                    },
+                    seed,
+                );
+            }
+        }
+        let mut config = base.clone().with_bidirectional(true);
+        (config.input_size, config.hidden_size) = (2, 3);
+        let batch_sizes: Vec<usize> = [vec![2; 1000], vec![1; 100]].concat();
+        seed += 1;
+        check(
+            &Case {
+                config,
+                batch_sizes,
+            },
+            seed,
+        );
     }
 }
 

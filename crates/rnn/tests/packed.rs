@@ -297,6 +297,19 @@ fn packed_gru_matches_pytorch() {
     run_layer_fixture("packed_gru.safetensors", 64);
 }
 
+/// GRU with `linear_before_reset = false`, against a loop module whose outputs ONNX Runtime's
+/// GRU operator confirms (tools/fixtures/variants.py).
+#[test]
+fn packed_gru_reset_before_matches_onnx() {
+    run_layer_fixture("variants_gru_packed.safetensors", 8);
+}
+
+/// LSTM with peepholes, likewise against ONNX Runtime's LSTM operator (its input `P`).
+#[test]
+fn packed_lstm_peephole_matches_onnx() {
+    run_layer_fixture("variants_lstm_peephole_packed.safetensors", 8);
+}
+
 /// Checks a PackedSequence's fields and its unpacked forms against a `packed_sequence` case.
 fn check_packed_fields(fx: &Fixture, name: &str, packed: &PackedSequence, batch_first: bool) {
     let key = |k: &str| format!("{name}.{k}");

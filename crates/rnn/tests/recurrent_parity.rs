@@ -224,6 +224,7 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
                 b_ih: c.bias.then(|| w1("bias_ih")),
                 b_hh: c.bias.then(|| w1("bias_hh")),
                 w_hr: (c.proj_size > 0).then(|| w2("weight_hr")),
+                w_ph: c.peephole.then(|| w1("weight_ph")),
             }
         })
         .collect();
@@ -305,6 +306,9 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         if let Some(w) = g.w_hr {
             close("grad.weight_hr", w.into_dyn(), e("weight_hr"));
         }
+        if let Some(w) = g.w_ph {
+            close("grad.weight_ph", w.into_dyn(), e("weight_ph"));
+        }
     }
 }
 
@@ -327,4 +331,10 @@ parity_tests! {
     rnn_engine_matches_pytorch_f64: "recurrent_rnn.safetensors", run_f64_engine_case;
     lstm_engine_matches_pytorch_f64: "recurrent_lstm.safetensors", run_f64_engine_case;
     gru_engine_matches_pytorch_f64: "recurrent_gru.safetensors", run_f64_engine_case;
+    // Variants, against a loop module whose outputs ONNX Runtime's operators confirm
+    // (tools/fixtures/variants.py).
+    gru_reset_before_matches_onnx_f32: "variants_gru.safetensors", run_f32_case;
+    gru_reset_before_engine_matches_onnx_f64: "variants_gru.safetensors", run_f64_engine_case;
+    lstm_peephole_matches_onnx_f32: "variants_lstm_peephole.safetensors", run_f32_case;
+    lstm_peephole_engine_matches_onnx_f64: "variants_lstm_peephole.safetensors", run_f64_engine_case;
 }

@@ -13,10 +13,13 @@ use std::ops::Range;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use super::blocks::{gather_rows, scatter, scatter_rows, Blocks};
-use super::cells::{backward_block, unprojected_state, BackwardBlock};
+use super::cells::{
+    backward_block, backward_block_late, late_state, unit_weight_grads, unprojected_state,
+    BackwardBlock,
+};
 use super::forward::{DirPass, DirSaved};
 use super::math::Activations;
-use super::packing::{padded_uninit, per_block};
+use super::packing::{blocked_unit_weights, padded_uninit, per_block};
 use super::schedule::{time, Sharing};
 use super::views::{Part, Rows, Shared};
 use super::DirGrads;
@@ -66,6 +69,7 @@ pub(super) fn direction_backward<F: Activations>(
     let (rows, n, steps) = (batches.rows(), batches.batch(), batches.steps());
     let aw = desc.aux_width;
     let apart = desc.last_gate_recurrent_apart;
+    let late = desc.late_last_gate;
     let proj = w.w_hr.is_some();
     let blocks = &saved.blocks;
     let order = blocks.order(g);
@@ -77,17 +81,36 @@ pub(super) fn direction_backward<F: Activations>(
     };
 
     // dL/dh_prev = dHW W_hh by blocks of columns of h, with W_hh's rows in block order;
-    // dL/dm = dL/dh W_hr by unit blocks.
-    let w_hh_blocked = gather_rows(&w.w_hh, &order);
+    // dL/dm = dL/dh W_hr by unit blocks. A late last gate's product reads m, not h: its rows
+    // are zero here, and dL/dm = dXW_last W_hh_last by unit blocks.
+    let mut w_hh_blocked = gather_rows(&w.w_hh, &order);
+    if late {
+        for b in 0..nb {
+            w_hh_blocked
+                .slice_mut(s![blocks.gate(b, g, g - 1), ..])
+                .fill(F::zero());
+        }
+    }
     let w_hh = per_block(w, out_blocks.count(), &|b| {
         PackedWeights::new(&w_hh_blocked.slice(s![.., out_blocks.units(b)]))
     });
+    let w_late = if late {
+        let w_last = w.w_hh.slice(s![(g - 1) * hidden.., ..]);
+        per_block(w, nb, &|b| {
+            PackedWeights::new(&w_last.slice(s![.., blocks.units(b)]))
+        })
+    } else {
+        Vec::new()
+    };
     let w_hr = match &w.w_hr {
         Some(w_hr) => per_block(w, nb, &|b| {
             PackedWeights::new(&w_hr.slice(s![.., blocks.units(b)]))
         }),
         None => Vec::new(),
     };
+
+    let unit_weights = blocked_unit_weights(cell, w, blocks);
+    let uw = desc.unit_weights;
 
     // Written in full by the sweep before they are read, so not zero-filled.
     let mut dxw = padded_uninit::<F>(rows, gh);
@@ -103,7 +126,10 @@ pub(super) fn direction_backward<F: Activations>(
     let mut dhn = Array2::<F>::uninit((apart_rows(rows), hidden));
     // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
     let mut dh_all = Array2::<F>::uninit((if proj { rows } else { 0 }, h_out));
-    let mut dm = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
+    // dL/dm of the current step, with a projection or a late last gate; and dXW of a late
+    // last gate in unit order, for dL/dm.
+    let mut dm = Array2::<F>::uninit((if proj || late { n } else { 0 }, hidden));
+    let mut d_late = Array2::<F>::uninit((if late { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut dc = dc.unwrap_or_else(|| no_c.view_mut());
 
@@ -112,6 +138,7 @@ pub(super) fn direction_backward<F: Activations>(
     let sh_dhw_steps = [Shared::uninit(a), Shared::uninit(b)];
     let sh_dhn = Shared::uninit(&mut dhn);
     let (sh_dh_all, sh_dm) = (Shared::uninit(&mut dh_all), Shared::uninit(&mut dm));
+    let sh_d_late = Shared::uninit(&mut d_late);
     let (sh_dh, sh_dc) = (Shared::new(&mut dh), Shared::new(&mut dc));
     let sh_gates = Shared::read_only(&saved.gates.view());
     let sh_aux = Shared::read_only(&saved.aux.view());
@@ -171,13 +198,50 @@ pub(super) fn direction_backward<F: Activations>(
                     } else {
                         Rows::empty()
                     },
+                    dm: Rows::empty(),
+                    unit_weights: Rows::broadcast(&unit_weights[blocks.columns(b, uw)]),
                 },
             );
             if apart {
                 let n_gate = blocks.gate(b, g, g - 1);
                 part.view_mut(sh_dhn, units)
                     .assign(&sh_dhw_steps[s % 2].view(lo, bs, n_gate));
+            } else if late {
+                sh_d_late
+                    .view_mut(lo, bs, units)
+                    .assign(&part.view(sh_dxw, blocks.gate(b, g, g - 1)));
             }
+        }
+    };
+    // A late last gate, second phase of loop step `s` for unit block `b`: dL/dm, then the
+    // rest of the gate math.
+    let gates_back_late = |b: usize, part: &Part| {
+        let (lo, bs) = (part.lo, part.len);
+        let (cols, units) = (blocks.columns(b, g), blocks.units(b));
+        // SAFETY: the last gate's dXW of the step is complete (previous phase) and only read;
+        // this item alone writes the block's columns of dm, dxw (rows of the step) and dh.
+        unsafe {
+            matmul_packed_serial(
+                &mut sh_dm.view_mut(lo, bs, units.clone()),
+                &sh_d_late.view(lo, bs, 0..hidden),
+                &w_late[b],
+                false,
+            );
+            backward_block_late(
+                cell,
+                &BackwardBlock {
+                    rows: bs,
+                    dxw: part.rows(sh_dxw, cols.clone()),
+                    dhw: Rows::empty(),
+                    dh: sh_dh.rows(lo, units.clone()),
+                    dc: Rows::empty(),
+                    gates: part.rows(sh_gates, cols),
+                    aux: Rows::empty(),
+                    h_prev: part.rows(sh_h_prev, units.clone()),
+                    dm: sh_dm.rows(lo, units),
+                    unit_weights: Rows::empty(),
+                },
+            );
         }
     };
     // dL/dh += dL/d output for columns `cols` of loop step `s`.
@@ -242,10 +306,23 @@ pub(super) fn direction_backward<F: Activations>(
             gates_back(s, b, &part, sh_dm);
         }
     };
+    let work_late = |phase: usize, b: usize, rows: Range<usize>| {
+        if b >= nb {
+            return;
+        }
+        let s = phase / 2;
+        if phase.is_multiple_of(2) {
+            work_plain(s, b, rows);
+        } else if let Some(part) = step(s, &rows) {
+            gates_back_late(b, &part);
+        }
+    };
     let items = nb.max(out_blocks.count());
     let sharing = Sharing::new(w, batches);
     if proj {
         sharing.run(2 * steps + 1, items, &work_proj);
+    } else if late {
+        sharing.run(2 * steps + 1, items, &work_late);
     } else {
         sharing.run(steps + 1, items, &work_plain);
     }
@@ -292,6 +369,7 @@ fn weight_gradients<F: Activations>(
     let (gh, h_out, rows) = (w.w_ih.nrows(), w.w_hh.ncols(), x.nrows());
     let hidden = gh / g;
     let apart = desc.last_gate_recurrent_apart;
+    let late = desc.late_last_gate;
     let blocks = &saved.blocks;
     let order = blocks.order(g);
     let nb = blocks.count();
@@ -300,6 +378,7 @@ fn weight_gradients<F: Activations>(
     let inputs = x.ncols();
     let mut g_ih_hh = Array2::<F>::zeros((gh, inputs + h_out));
     let (mut packed_x, mut packed_h) = (PackedWeights::default(), PackedWeights::default());
+    let mut packed_m = PackedWeights::default();
     for r0 in (0..rows).step_by(GRADIENT_ROWS) {
         let r = r0..(r0 + GRADIENT_ROWS).min(rows);
         let acc = r0 > 0;
@@ -307,13 +386,23 @@ fn weight_gradients<F: Activations>(
             x.slice(s![r.clone(), ..]),
             saved.h_prev.slice(s![r.clone(), ..]),
         );
-        if apart {
+        if apart || late {
             let (mut g_ih, mut g_hh) = g_ih_hh.view_mut().split_at(Axis(1), inputs);
             packed_x.repack(&x_r);
             matmul_packed(&mut g_ih, &dxw.slice(s![r.clone(), ..]).t(), &packed_x, acc);
-            // Per block: the rows of the other gates come from dXW, the last gate's from dHW's
-            // kept part.
+            // Per block: the rows of the other gates come from dXW and H_prev; the last
+            // gate's from dHW's kept part and H_prev, or (late) from dXW and M.
             packed_h.repack(&h_r);
+            if late {
+                let mut m_r = Array2::zeros((r.len(), hidden));
+                for b in 0..nb {
+                    let gates = saved.gates.slice(s![r.clone(), blocks.columns(b, g)]);
+                    let h_b = saved.h_prev.slice(s![r.clone(), blocks.units(b)]);
+                    m_r.slice_mut(s![.., blocks.units(b)])
+                        .assign(&late_state(cell, gates, h_b));
+                }
+                packed_m.repack(&m_r.view());
+            }
             for b in 0..nb {
                 let (rest, last) = (
                     blocks.gate(b, g, 0).start..blocks.gate(b, g, g - 2).end,
@@ -322,9 +411,14 @@ fn weight_gradients<F: Activations>(
                 let mut g_rest = g_hh.slice_mut(s![rest.clone(), ..]);
                 let dxw_rest = dxw.slice(s![r.clone(), rest]);
                 matmul_packed(&mut g_rest, &dxw_rest.t(), &packed_h, acc);
-                let mut g_last = g_hh.slice_mut(s![last, ..]);
-                let dhn_b = dhn.slice(s![r.clone(), blocks.units(b)]);
-                matmul_packed(&mut g_last, &dhn_b.t(), &packed_h, acc);
+                let mut g_last = g_hh.slice_mut(s![last.clone(), ..]);
+                if late {
+                    let dxw_last = dxw.slice(s![r.clone(), last]);
+                    matmul_packed(&mut g_last, &dxw_last.t(), &packed_m, acc);
+                } else {
+                    let dhn_b = dhn.slice(s![r.clone(), blocks.units(b)]);
+                    matmul_packed(&mut g_last, &dhn_b.t(), &packed_h, acc);
+                }
             }
         } else {
             // One product, so one pass over (and one packing of) dXW^T.
@@ -333,7 +427,7 @@ fn weight_gradients<F: Activations>(
             matmul_packed(&mut g_ih_hh.view_mut(), &dxw_r.t(), &packed_x, acc);
         }
     }
-    drop((packed_x, packed_h));
+    drop((packed_x, packed_h, packed_m));
     let (g_ih, g_hh) = g_ih_hh.view().split_at(Axis(1), inputs);
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
         let d_bias = dxw.sum_axis(Axis(0));
@@ -380,5 +474,17 @@ fn weight_gradients<F: Activations>(
         b_ih: g_bih,
         b_hh: g_bhh,
         w_hr: g_hr,
+        w_ph: (desc.unit_weights > 0 && w.w_ph.is_some()).then(|| {
+            // Per-unit weights: sums over all rows, per block, back to unit order.
+            let uw = desc.unit_weights;
+            let mut grad = ndarray::Array1::zeros(uw * hidden);
+            for b in 0..nb {
+                let dxw_b = dxw.slice(s![.., blocks.columns(b, g)]);
+                let aux_b = saved.aux.slice(s![.., blocks.columns(b, desc.aux_width)]);
+                grad.slice_mut(s![blocks.columns(b, uw)])
+                    .assign(&unit_weight_grads(cell, dxw_b, aux_b));
+            }
+            scatter(&grad, &blocks.order(uw))
+        }),
     }
 }

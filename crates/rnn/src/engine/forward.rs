@@ -12,7 +12,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use super::blocks::Blocks;
-use super::cells::{forward_block, Cell, ForwardBlock};
+use super::cells::{forward_block, forward_block_late, Cell, ForwardBlock};
 use super::math::Activations;
 use super::packing::{padded_width, PackedDir};
 use super::schedule::{step_rows, time, Sharing};
@@ -89,6 +89,8 @@ pub(super) fn direction_forward<F: Activations>(
     let aw = desc.aux_width;
     let proj = w.w_hr.is_some();
     let apart = desc.last_gate_recurrent_apart;
+    let late = desc.late_last_gate;
+    debug_assert!(!(late && proj), "a late last gate and a projection");
 
     // The weights of each block, packed for every step of the call (or by an earlier call).
     let packed_here;
@@ -103,6 +105,7 @@ pub(super) fn direction_forward<F: Activations>(
     let nb = blocks.count();
     let (w_ih, w_hh, w_hr) = (&packed.w_ih, &packed.w_hh, &packed.w_hr);
     let (bias, step_bias) = (&packed.bias, &packed.step_bias);
+    let (unit_weights, uw) = (&packed.unit_weights, desc.unit_weights);
 
     // Work buffers, allocated once.
     let saved_rows = if save { rows } else { n };
@@ -128,7 +131,8 @@ pub(super) fn direction_forward<F: Activations>(
     let mut h_a = Array2::<F>::zeros((n, padded_width::<F>(h_out)));
     h_a.slice_mut(s![.., ..h_out]).assign(&h);
     let mut h_b = h_a.clone();
-    let mut m = Array2::<F>::uninit((if proj { n } else { 0 }, hidden));
+    // The state before the projection, or the state a late last gate's product reads.
+    let mut m = Array2::<F>::uninit((if proj || late { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut c = c.unwrap_or_else(|| no_c.view_mut());
 
@@ -159,7 +163,21 @@ pub(super) fn direction_forward<F: Activations>(
             }
         }
     };
-    let phases_per_step = if proj { 2 } else { 1 };
+    // The rows of x W_ih^T of loop step `s` within xw (see the first phase below).
+    let xw_row_of = |s: usize, part: &Part| {
+        if chunk == 1 {
+            part.lo
+        } else {
+            let first = s - s % chunk;
+            if batches.is_batch_major() {
+                (s - first) * n + part.lo
+            } else {
+                let chunk_steps = first..(first + chunk).min(steps);
+                part.r0 - step_rows(batches, reverse, chunk_steps).start
+            }
+        }
+    };
+    let phases_per_step = if proj || late { 2 } else { 1 };
     let work = |phase: usize, item: usize, rows: std::ops::Range<usize>| {
         let s = phase / phases_per_step;
         let Some(part) = Part::of_step(batches, time(batches, reverse, s), rows) else {
@@ -241,10 +259,16 @@ pub(super) fn direction_forward<F: Activations>(
             unsafe {
                 // h W_hh^T: added into x W_ih^T (the gate math then reads one pre-activation),
                 // or apart for a cell that scales part of it (GRU's n gate, by r).
-                let (mut hw_to, accumulate) = if apart {
-                    (sh_hw.view_mut(lo, bs, cols.clone()), false)
+                // With a late last gate, the other gates' columns only.
+                let hh_cols = if late {
+                    cols.start..blocks.gate(item, g, g - 1).start
                 } else {
-                    (sh_xw.view_mut(xw_row, bs, cols.clone()), true)
+                    cols.clone()
+                };
+                let (mut hw_to, accumulate) = if apart {
+                    (sh_hw.view_mut(lo, bs, hh_cols), false)
+                } else {
+                    (sh_xw.view_mut(xw_row, bs, hh_cols), true)
                 };
                 matmul_packed_serial(
                     &mut hw_to,
@@ -263,6 +287,8 @@ pub(super) fn direction_forward<F: Activations>(
                         },
                         h_new: if proj {
                             sh_m.rows(lo, units.clone())
+                        } else if late {
+                            Rows::empty()
                         } else {
                             next.rows(lo, units.clone())
                         },
@@ -291,16 +317,62 @@ pub(super) fn direction_forward<F: Activations>(
                         } else {
                             &[]
                         },
-                        out: if proj {
+                        out: if proj || late {
                             Rows::empty()
                         } else {
                             part.rows(sh_out, units.clone())
                         },
-                        saved_h_prev: if save && !proj {
+                        saved_h_prev: if save && !proj && !late {
                             part.rows(sh_h_prev, units.clone())
                         } else {
                             Rows::empty()
                         },
+                        m: if late {
+                            sh_m.rows(lo, units.clone())
+                        } else {
+                            Rows::empty()
+                        },
+                        unit_weights: &unit_weights[blocks.columns(item, uw)],
+                    },
+                );
+            }
+        } else if late {
+            if item >= nb {
+                return;
+            }
+            let (cols, units) = (blocks.columns(item, g), blocks.units(item));
+            let xw_row = xw_row_of(s, &part);
+            // SAFETY: m is complete (previous phase) and only read; this item alone writes the
+            // block's last-gate columns of xw's rows of the step, the block's columns of the
+            // new state, of gates, and of the part's output and saved rows.
+            unsafe {
+                matmul_packed_serial(
+                    &mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)),
+                    &sh_m.view(lo, bs, 0..hidden),
+                    &packed.w_hh_late[item],
+                    true,
+                );
+                forward_block_late(
+                    cell,
+                    &ForwardBlock {
+                        rows: bs,
+                        h_prev: cur.rows(lo, units.clone()),
+                        h_new: next.rows(lo, units.clone()),
+                        c: Rows::empty(),
+                        gates: saved_rows(sh_gates, cols.clone()),
+                        aux: Rows::empty(),
+                        xw: sh_xw.rows(xw_row, cols.clone()),
+                        hw: Rows::empty(),
+                        bias: &bias[cols],
+                        step_bias: &[],
+                        out: part.rows(sh_out, units.clone()),
+                        saved_h_prev: if save {
+                            part.rows(sh_h_prev, units.clone())
+                        } else {
+                            Rows::empty()
+                        },
+                        m: Rows::empty(),
+                        unit_weights: &unit_weights[blocks.columns(item, uw)],
                     },
                 );
             }

@@ -173,6 +173,8 @@ pub struct DirWeights<'a, F> {
     pub b_hh: Option<ArrayView1<'a, F>>,
     /// `weight_hr` (H_out, H), LSTM with `proj_size` only.
     pub w_hr: Option<ArrayView2<'a, F>>,
+    /// `weight_ph` (3 H), LSTM with `peephole` only: `[p_i; p_f; p_o]`.
+    pub w_ph: Option<ArrayView1<'a, F>>,
 }
 
 /// Gradients of one layer and direction, same shapes as [`DirWeights`].
@@ -188,6 +190,8 @@ pub struct DirGrads<F> {
     pub b_hh: Option<Array1<F>>,
     /// d `weight_hr`.
     pub w_hr: Option<Array2<F>>,
+    /// d `weight_ph`.
+    pub w_ph: Option<Array1<F>>,
 }
 
 impl<'a, F> DirWeights<'a, F> {
@@ -198,7 +202,8 @@ impl<'a, F> DirWeights<'a, F> {
     /// If a parameter's rank is not its role's, or a weight (`weight_ih`, `weight_hh`) is
     /// missing: the layers build these lists from the description.
     pub fn from_params(params: impl IntoIterator<Item = (Param, ArrayViewD<'a, F>)>) -> Self {
-        let (mut w_ih, mut w_hh, mut b_ih, mut b_hh, mut w_hr) = (None, None, None, None, None);
+        let (mut w_ih, mut w_hh, mut b_ih, mut b_hh) = (None, None, None, None);
+        let (mut w_hr, mut w_ph) = (None, None);
         let two = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix2>().expect("a 2-D weight");
         let one = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix1>().expect("a 1-D bias");
         for (param, view) in params {
@@ -208,6 +213,7 @@ impl<'a, F> DirWeights<'a, F> {
                 Param::BiasIh => b_ih = Some(one(view)),
                 Param::BiasHh => b_hh = Some(one(view)),
                 Param::WeightHr => w_hr = Some(two(view)),
+                Param::WeightPh => w_ph = Some(one(view)),
             }
         }
         DirWeights {
@@ -216,13 +222,15 @@ impl<'a, F> DirWeights<'a, F> {
             b_ih,
             b_hh,
             w_hr,
+            w_ph,
         }
     }
 }
 
 impl<F: Float> DirGrads<F> {
-    /// The gradient of the parameter `param` (taken out; `None` if the layer has no such
-    /// parameter or it was taken).
+    /// The gradient of the parameter `param`, taken out: `None` if the layer has no such
+    /// parameter or it was taken (the weights `weight_ih` and `weight_hh`, which every layer
+    /// has, leave an empty array instead).
     pub fn take(&mut self, param: Param) -> Option<ArrayD<F>> {
         match param {
             Param::WeightIh => {
@@ -234,6 +242,7 @@ impl<F: Float> DirGrads<F> {
             Param::BiasIh => self.b_ih.take().map(|a| a.into_dyn()),
             Param::BiasHh => self.b_hh.take().map(|a| a.into_dyn()),
             Param::WeightHr => self.w_hr.take().map(|a| a.into_dyn()),
+            Param::WeightPh => self.w_ph.take().map(|a| a.into_dyn()),
         }
     }
 }

@@ -67,14 +67,33 @@ pub(crate) struct PackedDir<F> {
     pub(super) out_blocks: Blocks,
     /// `W_ih`'s rows of each block's gate columns, packed.
     pub(super) w_ih: Vec<PackedWeights<F>>,
-    /// `W_hh`'s rows of each block's gate columns, packed.
+    /// `W_hh`'s rows of each block's gate columns, packed (with a late last gate, of the
+    /// other gates only).
     pub(super) w_hh: Vec<PackedWeights<F>>,
+    /// With a late last gate ([`super::cells::Description::late_last_gate`]): `W_hh`'s rows
+    /// of each block's last-gate columns, packed; else empty.
+    pub(super) w_hh_late: Vec<PackedWeights<F>>,
     /// `W_hr`'s rows of each output block, packed; empty without a projection.
     pub(super) w_hr: Vec<PackedWeights<F>>,
     /// (G H) the folded biases in block order.
     pub(super) bias: Vec<F>,
     /// (H) the step bias ([`super::cells::Description::step_bias`]), in unit order.
     pub(super) step_bias: Vec<F>,
+    /// (unit_weights H) the cell's per-unit weights in block order; empty for none.
+    pub(super) unit_weights: Vec<F>,
+}
+
+/// The cell's per-unit weights (`weight_ph`) in block order: for each block, `[p_0; p_1; ..]`
+/// of its units; empty for none.
+pub(super) fn blocked_unit_weights<F: Copy>(
+    cell: Cell,
+    w: &DirWeights<'_, F>,
+    blocks: &Blocks,
+) -> Vec<F> {
+    match (cell.description().unit_weights, &w.w_ph) {
+        (0, _) | (_, None) => Vec::new(),
+        (k, Some(p)) => gather(p, &blocks.order(k)),
+    }
 }
 
 impl<F: Activations> PackedDir<F> {
@@ -88,6 +107,18 @@ impl<F: Activations> PackedDir<F> {
         let order = blocks.order(g);
         let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
             PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
+        };
+        // With a late last gate, the block's W_hh rows of the other gates (phase one), and of
+        // the last gate (phase two).
+        let pack_early = |b: usize| {
+            let cols = blocks.columns(b, g);
+            let early = cols.start..blocks.gate(b, g, g - 1).start;
+            PackedWeights::transposed(&gather_rows(&w.w_hh, &order[early]).view())
+        };
+        let pack_late = |b: usize| {
+            PackedWeights::transposed(
+                &gather_rows(&w.w_hh, &order[blocks.gate(b, g, g - 1)]).view(),
+            )
         };
         let bias = match (&w.b_ih, &w.b_hh) {
             (Some(b_ih), Some(b_hh)) => {
@@ -109,8 +140,18 @@ impl<F: Activations> PackedDir<F> {
             None => (blocks.clone(), Vec::new()),
         };
         PackedDir {
+            unit_weights: blocked_unit_weights(cell, w, &blocks),
             w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
-            w_hh: per_block(w, blocks.count(), &|b| pack_block(&w.w_hh, b)),
+            w_hh: if desc.late_last_gate {
+                per_block(w, blocks.count(), &pack_early)
+            } else {
+                per_block(w, blocks.count(), &|b| pack_block(&w.w_hh, b))
+            },
+            w_hh_late: if desc.late_last_gate {
+                per_block(w, blocks.count(), &pack_late)
+            } else {
+                Vec::new()
+            },
             w_hr,
             bias,
             step_bias,

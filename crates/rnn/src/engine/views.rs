@@ -44,6 +44,20 @@ impl<F> Rows<F> {
         }
     }
 
+    /// The same values `v` for every row (to read).
+    pub(crate) fn broadcast(v: &[F]) -> Self {
+        if v.is_empty() {
+            return Rows::empty();
+        }
+        Rows {
+            ptr: v.as_ptr().cast_mut(),
+            stride: 0,
+            len: v.len(),
+            #[cfg(debug_assertions)]
+            rows: usize::MAX,
+        }
+    }
+
     /// Whether the rows hold no values.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0

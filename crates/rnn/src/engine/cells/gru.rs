@@ -12,9 +12,30 @@
 //! `d z = dL/dh' (h - n) z (1 - z)`; the gradient of `hw` equals that of `xw` but for the n
 //! gate, `d n r`, which gives the n rows of `dW_hh` and `d b_hh`; `dL/dh' z` reaches `h`
 //! directly.
+//!
+//! **Reset before the product** ([`GruResetBefore`], `linear_before_reset = false`: ONNX's
+//! `linear_before_reset = 0`, the GRU of Cho et al. 2014, Keras's `reset_after=False`), same
+//! parameters:
+//!
+//! ```text
+//! r = σ(xw_r + hw_r + b_r),  z = σ(xw_z + hw_z + b_z)
+//! m = r h
+//! n = tanh(xw_n + b_in + m W_hn^T + b_hn)
+//! h' = n + z (h - n)
+//! ```
+//!
+//! `n`'s recurrent product reads `m`, which needs `r` of every unit, so a step runs in two
+//! phases ([`Description::late_last_gate`]): `r`, `z` and `m`, then `n` and `h'`. Every
+//! product accumulates into `xw` and both biases fold. Backward: `d n = dL/dh' (1 - z)
+//! (1 - n^2)`, `d z = dL/dh' (h - n) z (1 - z)`; then `dL/dm = d n W_hn`, `d r = dL/dm h
+//! r (1 - r)`, and `dL/dh' z + dL/dm r` reaches `h` directly. The n rows of `dW_hh` are
+//! `d n^T M` with `M = r h` rebuilt from the saved `r` and `h`.
+
+use ndarray::{s, Array2, ArrayView2};
 
 use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param};
 use crate::engine::math::Activations;
+use crate::linalg::Float;
 
 /// The GRU cell's math.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +54,9 @@ impl CellMath for Gru {
         gates_in_step: true,
         last_gate_recurrent_apart: true,
         direct_state_path: true,
+        late_last_gate: false,
+        unit_weights: 0,
+        options: &["linear_before_reset"],
         params: &[
             Param::WeightIh,
             Param::WeightHh,
@@ -113,5 +137,118 @@ impl CellMath for Gru {
             dhn[j] = dn_pre * r;
             dh[j] = d * z;
         }
+    }
+}
+
+/// The reset-before GRU's math (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GruResetBefore;
+
+impl CellMath for GruResetBefore {
+    const DESCRIPTION: Description = Description {
+        aux_width: 0,
+        last_gate_recurrent_apart: false,
+        late_last_gate: true,
+        ..Gru::DESCRIPTION
+    };
+
+    fn new(_cell: super::Cell) -> Self {
+        GruResetBefore
+    }
+
+    /// `r`, `z` and `m = r h`.
+    #[inline(always)]
+    fn forward_row<F: Activations>(self, row: ForwardRow<'_, F>) {
+        let ForwardRow {
+            h_prev,
+            gates,
+            xw,
+            bias,
+            m,
+            ..
+        } = row;
+        let n = m.len();
+        let rz = &mut gates[..2 * n];
+        F::sigmoid_of_sum(rz, [&xw[..2 * n], &bias[..2 * n]]);
+        let (gr, h_prev) = (&rz[..n], &h_prev[..n]);
+        for j in 0..n {
+            m[j] = gr[j] * h_prev[j];
+        }
+    }
+
+    /// `n` and `h'`, with `xw_n` holding `x W_in^T + m W_hn^T`.
+    #[inline(always)]
+    fn forward_row_late<F: Activations>(self, row: ForwardRow<'_, F>) {
+        let ForwardRow {
+            h_prev,
+            h_new,
+            gates,
+            xw,
+            bias,
+            ..
+        } = row;
+        let n = h_new.len();
+        let (rz, gn) = gates[..3 * n].split_at_mut(2 * n);
+        let gz = &rz[n..];
+        F::tanh_of_sum(gn, [&xw[2 * n..3 * n], &bias[2 * n..3 * n]]);
+        let h_prev = &h_prev[..n];
+        for j in 0..n {
+            h_new[j] = gn[j] + gz[j] * (h_prev[j] - gn[j]);
+        }
+    }
+
+    /// `d n` and `d z`; `dh` keeps `dL/dh'` for the second phase.
+    #[inline(always)]
+    fn backward_row<F: Activations>(self, row: BackwardRow<'_, F>) {
+        let BackwardRow {
+            dxw,
+            dh,
+            gates,
+            h_prev,
+            ..
+        } = row;
+        let n = dh.len();
+        let one = F::one();
+        let [_, gz, gn] = parts(gates, n);
+        let [_, dxz, dxn] = parts_mut(dxw, n);
+        let h_prev = &h_prev[..n];
+        for j in 0..n {
+            let (z, nn) = (gz[j], gn[j]);
+            let d = dh[j];
+            dxn[j] = d * (one - z) * (one - nn * nn);
+            dxz[j] = d * (h_prev[j] - nn) * z * (one - z);
+        }
+    }
+
+    /// `d r` from `dL/dm`, and the direct part of `dL/dh`.
+    #[inline(always)]
+    fn backward_row_late<F: Activations>(self, row: BackwardRow<'_, F>) {
+        let BackwardRow {
+            dxw,
+            dh,
+            gates,
+            h_prev,
+            dm,
+            ..
+        } = row;
+        let n = dh.len();
+        let one = F::one();
+        let [gr, gz, _] = parts(gates, n);
+        let dxr = &mut dxw[..n];
+        let (h_prev, dm) = (&h_prev[..n], &dm[..n]);
+        for j in 0..n {
+            let r = gr[j];
+            dxr[j] = dm[j] * h_prev[j] * r * (one - r);
+            dh[j] = dh[j] * gz[j] + dm[j] * r;
+        }
+    }
+
+    fn late_state<F: Float>(
+        self,
+        gates: ArrayView2<'_, F>,
+        h_prev: ArrayView2<'_, F>,
+    ) -> Array2<F> {
+        let w = h_prev.ncols();
+        &gates.slice(s![.., ..w]) * &h_prev
     }
 }

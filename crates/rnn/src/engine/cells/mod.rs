@@ -37,25 +37,83 @@ use crate::linalg::Float;
 use crate::linalg::Isa;
 pub use params::Param;
 
-/// Runs `$body` with `$math` bound to the row math of `$cell` (a [`Cell`]), a value of the
-/// kind's own type, so that the body is compiled once per kind. The one list of the kinds.
+/// The row-math types, one per cell kind and variant: the one list the engine dispatches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Math {
+    Elman,
+    Lstm,
+    LstmPeephole,
+    Gru,
+    GruResetBefore,
+}
+
+/// Runs `$body` with the type alias `$ty` naming the row math of `$math` (a [`Math`]), so that
+/// the body is compiled once per cell kind and variant.
 macro_rules! dispatch {
-    ($kind:expr, $ty:ident => $body:expr) => {
-        match $kind {
-            CellKind::Rnn => {
+    ($math:expr, $ty:ident => $body:expr) => {
+        match $math {
+            Math::Elman => {
                 type $ty = rnn::Elman;
                 $body
             }
-            CellKind::Lstm => {
+            Math::Lstm => {
                 type $ty = lstm::Lstm;
                 $body
             }
-            CellKind::Gru => {
+            Math::LstmPeephole => {
+                type $ty = lstm::LstmPeephole;
+                $body
+            }
+            Math::Gru => {
                 type $ty = gru::Gru;
+                $body
+            }
+            Math::GruResetBefore => {
+                type $ty = gru::GruResetBefore;
                 $body
             }
         }
     };
+}
+
+impl Math {
+    /// The kind's plain cell (PyTorch's).
+    fn base(kind: CellKind) -> Math {
+        match kind {
+            CellKind::Rnn => Math::Elman,
+            CellKind::Lstm => Math::Lstm,
+            CellKind::Gru => Math::Gru,
+        }
+    }
+
+    /// The cell of `config`: its kind with the variant its options choose, or why the options
+    /// do not apply to the kind.
+    fn of(config: &RecurrentConfig) -> Result<Math, String> {
+        let base = Math::base(config.cell);
+        let options = dispatch!(base, C => C::DESCRIPTION.options);
+        let accepting = |option: &str| -> String {
+            let kinds: Vec<&str> = CellKind::ALL
+                .iter()
+                .filter(|k| k.description().options.contains(&option))
+                .map(|k| k.torch_name())
+                .collect();
+            format!("{option} is an option of {} only", kinds.join(", "))
+        };
+        let chosen = [
+            (!config.linear_before_reset, "linear_before_reset"),
+            (config.peephole, "peephole"),
+        ];
+        for (set, option) in chosen {
+            if set && !options.contains(&option) {
+                return Err(accepting(option));
+            }
+        }
+        Ok(match base {
+            Math::Gru if !config.linear_before_reset => Math::GruResetBefore,
+            Math::Lstm if config.peephole => Math::LstmPeephole,
+            other => other,
+        })
+    }
 }
 
 /// Everything the engine and the layers know about a cell kind, apart from its row math.
@@ -89,6 +147,20 @@ pub struct Description {
     /// Whether `h'` depends on `h` directly, not only through `W_hh` (GRU's `z h`): backward
     /// then leaves that part of `dL/dh` in `dh`, and the product through `W_hh` adds to it.
     pub direct_state_path: bool,
+    /// Whether the last gate's recurrent product reads a state `m` that the other gates make
+    /// rather than `h` (the reset-before GRU: `W_hn (r h)`). Each step then runs in two
+    /// phases: the other gates (their products accumulated into `xw`) and their part of `m`;
+    /// then, once all of `m` is made, the last gate's product `m W_hh^T` (accumulated into
+    /// `xw`) and the rest of the row math (the `_late` methods of the row math). Backward
+    /// likewise, with `dL/dm` from that gate's `dXW` columns; that gate's rows of `dW_hh` are
+    /// `dXW^T M`, with `M` rebuilt from the saved gates and states.
+    pub late_last_gate: bool,
+    /// Per-unit weights of the cell, in units of `hidden_size` (the peephole LSTM's `[p_i;
+    /// p_f; p_o]`: 3): the row math reads the block's, and their gradients are sums over all
+    /// rows (the row math's `unit_weight_grads`).
+    pub unit_weights: usize,
+    /// The configuration options (keys of the `config` JSON) that choose a variant of the cell.
+    pub options: &'static [&'static str],
     /// The parameters of a layer and direction, in `state_dict` order (those a configuration
     /// lacks, as biases without `bias`, are skipped).
     pub params: &'static [Param],
@@ -129,33 +201,43 @@ impl Description {
 }
 
 impl CellKind {
-    /// The description of the kind's cell.
+    /// The description of the kind's plain cell (PyTorch's; see [`Cell::description`] for a
+    /// configuration's variant).
     pub fn description(self) -> &'static Description {
-        dispatch!(self, C => &<C as CellMath>::DESCRIPTION)
+        dispatch!(Math::base(self), C => &<C as CellMath>::DESCRIPTION)
     }
 }
 
-/// What the engine needs to know about a layer's cell: its kind and its options.
+/// What the engine needs to know about a layer's cell: its kind, variant and options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cell {
     /// RNN, LSTM or GRU.
     pub kind: CellKind,
     /// The activation of an Elman RNN (ignored by LSTM and GRU).
     pub nonlinearity: Nonlinearity,
+    /// The row math of the kind and variant.
+    math: Math,
 }
 
 impl Cell {
-    /// The cell of a layer's configuration.
+    /// The cell of a layer's configuration (which must be valid, see
+    /// [`RecurrentConfig::validate`]).
     pub fn of(config: &RecurrentConfig) -> Cell {
-        Cell {
-            kind: config.cell,
-            nonlinearity: config.nonlinearity,
-        }
+        Cell::of_options(config).expect("a validated configuration")
     }
 
-    /// The kind's description.
+    /// The cell of a configuration, or why its options do not apply to its kind.
+    pub fn of_options(config: &RecurrentConfig) -> Result<Cell, String> {
+        Ok(Cell {
+            kind: config.cell,
+            nonlinearity: config.nonlinearity,
+            math: Math::of(config)?,
+        })
+    }
+
+    /// The description of the cell (with its variant).
     pub fn description(self) -> &'static Description {
-        self.kind.description()
+        dispatch!(self.math, C => &<C as CellMath>::DESCRIPTION)
     }
 
     /// Number of gate blocks `G`.
@@ -194,6 +276,41 @@ pub(crate) trait CellMath: Copy {
     ) -> Array2<F> {
         unreachable!("only cells with a projection keep m")
     }
+
+    /// Cells with a late last gate ([`Description::late_last_gate`]): the second phase of a
+    /// row forward, once `xw`'s last gate holds `m W_hh^T` too.
+    #[inline(always)]
+    fn forward_row_late<F: Activations>(self, _row: ForwardRow<'_, F>) {
+        unreachable!("only cells with a late last gate")
+    }
+
+    /// Cells with a late last gate: the second phase of a row backward, with `dL/dm` in
+    /// `row.dm`.
+    #[inline(always)]
+    fn backward_row_late<F: Activations>(self, _row: BackwardRow<'_, F>) {
+        unreachable!("only cells with a late last gate")
+    }
+
+    /// Cells with per-unit weights: their gradients (unit_weights w) for one block, summed
+    /// over all rows, from the block's gradients of the pre-activations (rows, G w) and saved
+    /// auxiliary values (rows, aux_width w).
+    fn unit_weight_grads<F: Float>(
+        self,
+        _dxw: ArrayView2<'_, F>,
+        _aux: ArrayView2<'_, F>,
+    ) -> ndarray::Array1<F> {
+        unreachable!("only cells with per-unit weights")
+    }
+
+    /// Cells with a late last gate: `m` (rows, w) of one block, rebuilt from the block's saved
+    /// gates (rows, G w) and entering states (rows, w), for the last gate's rows of `dW_hh`.
+    fn late_state<F: Float>(
+        self,
+        _gates: ArrayView2<'_, F>,
+        _h_prev: ArrayView2<'_, F>,
+    ) -> Array2<F> {
+        unreachable!("only cells with a late last gate")
+    }
 }
 
 /// See [`CellMath::unprojected_state`].
@@ -202,7 +319,25 @@ pub(crate) fn unprojected_state<F: Float>(
     gates: ArrayView2<'_, F>,
     aux: ArrayView2<'_, F>,
 ) -> Array2<F> {
-    dispatch!(cell.kind, C => C::new(cell).unprojected_state(gates, aux))
+    dispatch!(cell.math, C => C::new(cell).unprojected_state(gates, aux))
+}
+
+/// See [`CellMath::unit_weight_grads`].
+pub(crate) fn unit_weight_grads<F: Float>(
+    cell: Cell,
+    dxw: ArrayView2<'_, F>,
+    aux: ArrayView2<'_, F>,
+) -> ndarray::Array1<F> {
+    dispatch!(cell.math, C => C::new(cell).unit_weight_grads(dxw, aux))
+}
+
+/// See [`CellMath::late_state`].
+pub(crate) fn late_state<F: Float>(
+    cell: Cell,
+    gates: ArrayView2<'_, F>,
+    h_prev: ArrayView2<'_, F>,
+) -> Array2<F> {
+    dispatch!(cell.math, C => C::new(cell).late_state(gates, h_prev))
 }
 
 /// The operands of one row forward. Slices are of one block of `w` units; those a cell does
@@ -227,6 +362,11 @@ pub(crate) struct ForwardRow<'r, F> {
     pub bias: &'r [F],
     /// (w): the step bias ([`Description::step_bias`]).
     pub step_bias: &'r [F],
+    /// (w) cells with a late last gate: the state that gate's product reads, out in the first
+    /// phase.
+    pub m: &'r mut [F],
+    /// (unit_weights w): the block's per-unit weights.
+    pub unit_weights: &'r [F],
 }
 
 /// The operands of one row backward, of one block of `w` units; those a cell does not use are
@@ -248,6 +388,10 @@ pub(crate) struct BackwardRow<'r, F> {
     pub aux: &'r [F],
     /// (w): the state that entered the step.
     pub h_prev: &'r [F],
+    /// (w) cells with a late last gate, second phase: `dL/dm`.
+    pub dm: &'r [F],
+    /// (unit_weights w): the block's per-unit weights.
+    pub unit_weights: &'r [F],
 }
 
 /// Splits `v` into `K` consecutive slices of `n` values.
@@ -295,6 +439,10 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub out: Rows<F>,
     /// (w) per row: where the entering state `h_prev` is saved for backward; empty for none.
     pub saved_h_prev: Rows<F>,
+    /// (w) per row, cells with a late last gate: the state its product reads.
+    pub m: Rows<F>,
+    /// (unit_weights w): the block's per-unit weights; empty for none.
+    pub unit_weights: &'a [F],
 }
 
 /// One step forward of one block of units, row by row, compiled for the cell's kind and for
@@ -304,36 +452,57 @@ pub(crate) struct ForwardBlock<'a, F> {
 /// Every row of every operand lies inside its allocation and no other thread touches it
 /// while this runs.
 pub(crate) unsafe fn forward_block<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
-    dispatch!(cell.kind, C => forward_block_of(C::new(cell), op))
+    dispatch!(cell.math, C => forward_block_of::<F, C, false>(C::new(cell), op))
+}
+
+/// The second phase of [`forward_block`] for a cell with a late last gate
+/// ([`Description::late_last_gate`]).
+///
+/// # Safety
+/// As [`forward_block`].
+pub(crate) unsafe fn forward_block_late<F: Activations>(cell: Cell, op: &ForwardBlock<'_, F>) {
+    dispatch!(cell.math, C => forward_block_of::<F, C, true>(C::new(cell), op))
 }
 
 #[inline(always)]
-unsafe fn forward_block_of<F: Activations, C: CellMath>(cell: C, op: &ForwardBlock<'_, F>) {
+unsafe fn forward_block_of<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &ForwardBlock<'_, F>,
+) {
     #[cfg(target_arch = "x86_64")]
     match crate::linalg::isa() {
-        Isa::Avx512 => return forward_block_avx512(cell, op),
-        Isa::Avx2 => return forward_block_avx2(cell, op),
+        Isa::Avx512 => return forward_block_avx512::<F, C, LATE>(cell, op),
+        Isa::Avx2 => return forward_block_avx2::<F, C, LATE>(cell, op),
         Isa::Scalar => {}
     }
-    forward_rows(cell, op)
+    forward_rows::<F, C, LATE>(cell, op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_block_avx2<F: Activations, C: CellMath>(cell: C, op: &ForwardBlock<'_, F>) {
-    forward_rows(cell, op)
+unsafe fn forward_block_avx2<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &ForwardBlock<'_, F>,
+) {
+    forward_rows::<F, C, LATE>(cell, op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn forward_block_avx512<F: Activations, C: CellMath>(cell: C, op: &ForwardBlock<'_, F>) {
-    forward_rows(cell, op)
+unsafe fn forward_block_avx512<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &ForwardBlock<'_, F>,
+) {
+    forward_rows::<F, C, LATE>(cell, op)
 }
 
 #[inline(always)]
-unsafe fn forward_rows<F: Activations, C: CellMath>(cell: C, op: &ForwardBlock<'_, F>) {
+unsafe fn forward_rows<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &ForwardBlock<'_, F>,
+) {
     for i in 0..op.rows {
-        cell.forward_row(ForwardRow {
+        let row = ForwardRow {
             h_prev: op.h_prev.get(i),
             h_new: op.h_new.row(i),
             c: op.c.row(i),
@@ -343,7 +512,14 @@ unsafe fn forward_rows<F: Activations, C: CellMath>(cell: C, op: &ForwardBlock<'
             hw: op.hw.get(i),
             bias: op.bias,
             step_bias: op.step_bias,
-        });
+            m: op.m.row(i),
+            unit_weights: op.unit_weights,
+        };
+        if LATE {
+            cell.forward_row_late(row);
+        } else {
+            cell.forward_row(row);
+        }
         // While the row is in L1: the copies for the output and for backward.
         if !op.out.is_empty() {
             op.out.row(i).copy_from_slice(op.h_new.get(i));
@@ -374,6 +550,10 @@ pub(crate) struct BackwardBlock<F> {
     pub aux: Rows<F>,
     /// (w) per row; empty without a direct state path.
     pub h_prev: Rows<F>,
+    /// (w) per row, cells with a late last gate: `dL/dm` (second phase).
+    pub dm: Rows<F>,
+    /// (unit_weights w), the same for every row: the block's per-unit weights.
+    pub unit_weights: Rows<F>,
 }
 
 /// One step backward of one block of units, row by row, compiled for the cell's kind and for
@@ -382,36 +562,56 @@ pub(crate) struct BackwardBlock<F> {
 /// # Safety
 /// As [`forward_block`].
 pub(crate) unsafe fn backward_block<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
-    dispatch!(cell.kind, C => backward_block_of(C::new(cell), op))
+    dispatch!(cell.math, C => backward_block_of::<F, C, false>(C::new(cell), op))
+}
+
+/// The second phase of [`backward_block`] for a cell with a late last gate.
+///
+/// # Safety
+/// As [`forward_block`].
+pub(crate) unsafe fn backward_block_late<F: Activations>(cell: Cell, op: &BackwardBlock<F>) {
+    dispatch!(cell.math, C => backward_block_of::<F, C, true>(C::new(cell), op))
 }
 
 #[inline(always)]
-unsafe fn backward_block_of<F: Activations, C: CellMath>(cell: C, op: &BackwardBlock<F>) {
+unsafe fn backward_block_of<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &BackwardBlock<F>,
+) {
     #[cfg(target_arch = "x86_64")]
     match crate::linalg::isa() {
-        Isa::Avx512 => return backward_block_avx512(cell, op),
-        Isa::Avx2 => return backward_block_avx2(cell, op),
+        Isa::Avx512 => return backward_block_avx512::<F, C, LATE>(cell, op),
+        Isa::Avx2 => return backward_block_avx2::<F, C, LATE>(cell, op),
         Isa::Scalar => {}
     }
-    backward_rows(cell, op)
+    backward_rows::<F, C, LATE>(cell, op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn backward_block_avx2<F: Activations, C: CellMath>(cell: C, op: &BackwardBlock<F>) {
-    backward_rows(cell, op)
+unsafe fn backward_block_avx2<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &BackwardBlock<F>,
+) {
+    backward_rows::<F, C, LATE>(cell, op)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn backward_block_avx512<F: Activations, C: CellMath>(cell: C, op: &BackwardBlock<F>) {
-    backward_rows(cell, op)
+unsafe fn backward_block_avx512<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &BackwardBlock<F>,
+) {
+    backward_rows::<F, C, LATE>(cell, op)
 }
 
 #[inline(always)]
-unsafe fn backward_rows<F: Activations, C: CellMath>(cell: C, op: &BackwardBlock<F>) {
+unsafe fn backward_rows<F: Activations, C: CellMath, const LATE: bool>(
+    cell: C,
+    op: &BackwardBlock<F>,
+) {
     for i in 0..op.rows {
-        cell.backward_row(BackwardRow {
+        let row = BackwardRow {
             dxw: op.dxw.row(i),
             dhw: op.dhw.row(i),
             dh: op.dh.row(i),
@@ -419,6 +619,13 @@ unsafe fn backward_rows<F: Activations, C: CellMath>(cell: C, op: &BackwardBlock
             gates: op.gates.get(i),
             aux: op.aux.get(i),
             h_prev: op.h_prev.get(i),
-        });
+            dm: op.dm.get(i),
+            unit_weights: op.unit_weights.get(i),
+        };
+        if LATE {
+            cell.backward_row_late(row);
+        } else {
+            cell.backward_row(row);
+        }
     }
 }

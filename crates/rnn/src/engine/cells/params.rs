@@ -20,6 +20,9 @@ pub enum Param {
     BiasHh,
     /// `weight_hr`: (proj_size, hidden_size), with `proj_size > 0` (LSTM).
     WeightHr,
+    /// `weight_ph`: (3 * hidden_size), the peephole weights `[p_i; p_f; p_o]` (LSTM with
+    /// `peephole`).
+    WeightPh,
 }
 
 /// How a parameter starts.
@@ -28,6 +31,8 @@ pub enum Init {
     /// Uniform in (-1/sqrt(hidden_size), 1/sqrt(hidden_size)), PyTorch's `reset_parameters`
     /// (drawn in `state_dict` order from the layer's generator).
     Uniform,
+    /// Zeros (a variant's extra weights: the layer starts as the plain cell).
+    Zeros,
 }
 
 impl Param {
@@ -39,6 +44,7 @@ impl Param {
             Param::BiasIh => "bias_ih",
             Param::BiasHh => "bias_hh",
             Param::WeightHr => "weight_hr",
+            Param::WeightPh => "weight_ph",
         }
     }
 
@@ -53,19 +59,43 @@ impl Param {
             Param::WeightHr => {
                 (config.proj_size > 0).then(|| vec![config.proj_size, config.hidden_size])
             }
+            Param::WeightPh => config.peephole.then(|| vec![3 * config.hidden_size]),
+        }
+    }
+
+    /// Whether a layer of `config` has the parameter (as [`Param::shape`] is `Some`, without
+    /// building the shape: the layers ask at every pass).
+    pub fn present(self, config: &RecurrentConfig) -> bool {
+        match self {
+            Param::WeightIh | Param::WeightHh => true,
+            Param::BiasIh | Param::BiasHh => config.bias,
+            Param::WeightHr => config.proj_size > 0,
+            Param::WeightPh => config.peephole,
         }
     }
 
     /// How the parameter starts.
     pub fn init(self) -> Init {
-        Init::Uniform
+        match self {
+            Param::WeightPh => Init::Zeros,
+            _ => Init::Uniform,
+        }
     }
+}
+
+/// The parameters of a direction of any layer of `config`, in `state_dict` order.
+pub fn layer_roles(config: &RecurrentConfig) -> impl Iterator<Item = Param> + '_ {
+    super::Cell::of(config)
+        .description()
+        .params
+        .iter()
+        .copied()
+        .filter(|p| p.present(config))
 }
 
 /// The parameters of one direction of layer `layer` with their shapes, in `state_dict` order.
 pub fn layer_params(config: &RecurrentConfig, layer: usize) -> Vec<(Param, Vec<usize>)> {
-    config
-        .cell
+    super::Cell::of(config)
         .description()
         .params
         .iter()

@@ -28,6 +28,9 @@ impl CellMath for Elman {
         gates_in_step: false,
         last_gate_recurrent_apart: false,
         direct_state_path: false,
+        late_last_gate: false,
+        unit_weights: 0,
+        options: &[],
         params: &[
             Param::WeightIh,
             Param::WeightHh,

@@ -341,7 +341,7 @@ impl RecurrentConfig {
 
     /// Every parameter's PyTorch key and shape, in `state_dict` order (layer by layer, the
     /// forward direction then `_reverse`), as the cell's description lists them
-    /// ([`crate::engine::cells::layer_params`]): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
+    /// ([`crate::engine::cells::params::layer_params`]): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
     /// `weight_hh_l{k}` `(G*H, H_out)`, `bias_ih_l{k}` and `bias_hh_l{k}` `(G*H,)` when `bias`,
     /// `weight_hr_l{k}` `(proj_size, H)` when `proj_size > 0`, and a variant's own (LSTM
     /// `peephole`: `weight_ph_l{k}` `(3*H,)`). Computed from the configuration alone, so that a
@@ -350,7 +350,7 @@ impl RecurrentConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();
         for layer in 0..self.num_layers {
-            let params = crate::engine::cells::layer_params(self, layer);
+            let params = crate::engine::cells::params::layer_params(self, layer);
             for d in 0..self.num_directions() {
                 let suffix = if d == 1 { "_reverse" } else { "" };
                 for (p, shape) in &params {

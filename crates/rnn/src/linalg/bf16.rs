@@ -386,7 +386,7 @@ struct Tile {
 /// # Safety
 /// See [`Tile`].
 unsafe fn portable(t: &Tile, rows: usize, panels: usize) {
-    let mut tile = lowp::tile_f32();
+    let mut tile = [[0.0f32; lowp::TILE_ROW]; 6];
     for q in 0..panels {
         // SAFETY: panel `q` of the tile (Tile contract).
         let b = unsafe { std::slice::from_raw_parts(t.b.add(q * t.panel_len), t.panel_len) };
@@ -406,7 +406,10 @@ unsafe fn portable(t: &Tile, rows: usize, panels: usize) {
         }
     }
     // SAFETY: the Tile contract on `c`.
-    unsafe { lowp::store(&tile, rows, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
+    unsafe {
+        let tile = tile.as_ptr().cast();
+        lowp::store(tile, rows, t.c, t.rsc, t.csc, t.cols, t.accumulate)
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -475,45 +478,52 @@ mod x86 {
         }
     }
 
-    /// Stores `M x P` panels of two `zmm` (32 columns) each: masked stores when `C`'s rows
-    /// are contiguous, a tile on the stack otherwise.
-    ///
-    /// # Safety
-    /// [`Tile`]'s contract on `c`; AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store512<const M: usize, const P: usize>(t: &Tile, acc: &[[[__m512; 2]; P]; M]) {
-        if t.csc == 1 {
-            for (i, row) in acc.iter().enumerate() {
-                for (h, &v) in row.iter().flatten().enumerate() {
-                    let first = h * 16;
-                    if first >= t.cols {
-                        break;
-                    }
-                    let left = t.cols - first;
-                    let mask: __mmask16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
-                    // SAFETY: columns `first..first + 16` of row `i`, masked to `cols`.
-                    unsafe {
-                        let p = t.c.offset(i as isize * t.rsc + first as isize);
-                        let v = if t.accumulate {
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), v)
-                        } else {
-                            v
-                        };
-                        _mm512_mask_storeu_ps(p, mask, v);
+    /// Writes the `M x P x 2` sums into `tile` (row `i` at `i * TILE_ROW`): constant indices
+    /// only, so that the sums stay in registers during the loop.
+    macro_rules! spill512 {
+        ($acc:expr, $tile:expr) => {
+            for i in 0..M {
+                for q in 0..P {
+                    for h in 0..2 {
+                        _mm512_storeu_ps(
+                            $tile.add(i * lowp::TILE_ROW + 32 * q + 16 * h),
+                            $acc[i][q][h],
+                        );
                     }
                 }
             }
+        };
+    }
+
+    /// Stores `rows` rows of `panels` panels of a tile into `C`: masked 16-lane stores when
+    /// `C`'s rows are contiguous, value by value otherwise.
+    ///
+    /// # Safety
+    /// [`Tile`]'s contract on `c`; the tile's values written; AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store512(t: &Tile, tile: *const f32, rows: usize) {
+        if t.csc != 1 {
+            // SAFETY: forwarded.
+            unsafe { lowp::store(tile, rows, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
             return;
         }
-        let mut tile = lowp::tile_f32();
-        for (dst, row) in tile.iter_mut().zip(acc) {
-            for (h, &v) in row.iter().flatten().enumerate() {
-                // SAFETY: 16 floats inside a row of 128.
-                unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(16 * h), v) };
+        for i in 0..rows {
+            for first in (0..t.cols).step_by(16) {
+                let left = t.cols - first;
+                let mask: __mmask16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
+                // SAFETY: columns `first..first + 16` of row `i`, masked to `cols`.
+                unsafe {
+                    let v = _mm512_loadu_ps(tile.add(i * lowp::TILE_ROW + first));
+                    let p = t.c.offset(i as isize * t.rsc + first as isize);
+                    let v = if t.accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), v)
+                    } else {
+                        v
+                    };
+                    _mm512_mask_storeu_ps(p, mask, v);
+                }
             }
         }
-        // SAFETY: the Tile contract on `c`.
-        unsafe { lowp::store(&tile, M, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
     }
 
     /// AVX-512F emulation of `vdpbf16ps`: an `M x 32P` tile, two `zmm` per row and panel.
@@ -553,8 +563,12 @@ mod x86 {
                 }
             }
         }
-        // SAFETY: the Tile contract on `c`.
-        unsafe { store512::<M, P>(t, &acc) };
+        let mut tile = lowp::TileBuf::<f32>::new();
+        // SAFETY: the sums into the tile buffer, then the Tile contract on `c`.
+        unsafe {
+            spill512!(acc, tile.ptr());
+            store512(t, tile.ptr(), M);
+        }
     }
 
     /// `vdpbf16ps!(acc, b, a)`: `acc += pairs(b) . pairs(*a)`, one `vdpbf16ps` with the `A`
@@ -596,8 +610,12 @@ mod x86 {
                 }
             }
         }
-        // SAFETY: the Tile contract on `c`.
-        unsafe { store512::<M, P>(t, &acc) };
+        let mut tile = lowp::TileBuf::<f32>::new();
+        // SAFETY: the sums into the tile buffer, then the Tile contract on `c`.
+        unsafe {
+            spill512!(acc, tile.ptr());
+            store512(t, tile.ptr(), M);
+        }
     }
 
     /// AVX2 emulation: an `M x 16` tile at a time (two halves of the panel), two `ymm` per
@@ -609,7 +627,8 @@ mod x86 {
     unsafe fn emu256<const M: usize>(t: &Tile) {
         let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
         let rows: [*const f32; M] = std::array::from_fn(|i| t.a.wrapping_add(i * t.lda).cast());
-        let mut tile = lowp::tile_f32();
+        let mut tile = lowp::TileBuf::<f32>::new();
+        let out = tile.ptr();
         for half in 0..2 {
             if half * 16 >= t.cols {
                 break;
@@ -639,15 +658,16 @@ mod x86 {
                     }
                 }
             }
-            for (dst, acc) in tile.iter_mut().zip(&acc) {
-                // SAFETY: 16 floats inside a row of 128.
+            for (i, acc) in acc.iter().enumerate() {
+                // SAFETY: 16 floats inside row `i` of the tile buffer.
                 unsafe {
-                    _mm256_storeu_ps(dst.as_mut_ptr().add(16 * half), acc[0]);
-                    _mm256_storeu_ps(dst.as_mut_ptr().add(16 * half + 8), acc[1]);
+                    let dst = out.add(i * lowp::TILE_ROW + 16 * half);
+                    _mm256_storeu_ps(dst, acc[0]);
+                    _mm256_storeu_ps(dst.add(8), acc[1]);
                 }
             }
         }
-        // SAFETY: the Tile contract on `c`.
-        unsafe { lowp::store(&tile, M, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
+        // SAFETY: the columns `< cols` of the tile were written; the Tile contract on `c`.
+        unsafe { lowp::store(out, M, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
     }
 }

@@ -443,23 +443,27 @@ fn dequantize(acc: i32, row: RowQuant, col_sum: i32, scale: f32) -> f32 {
     (d as f32 * row.scale) * scale
 }
 
-/// Dequantizes the i32 sums of a tile (row `i`, column `j` at `acc[i][j]`) and stores them.
+/// Dequantizes the i32 sums of a tile (row `i`, column `j` at `acc + i * TILE_ROW + j`) and
+/// stores them into `C`.
 ///
 /// # Safety
-/// [`Tile`]'s contract.
-unsafe fn finish(t: &Tile, acc: &[[i32; 4 * NRL]], rows: usize) {
-    let mut tile = lowp::tile_f32();
-    for (i, (dst, acc)) in tile.iter_mut().zip(acc).enumerate().take(rows) {
-        // SAFETY: row `i`'s info; the columns' scales and sums (Tile contract).
+/// [`Tile`]'s contract; the sums of the columns `< cols` written.
+unsafe fn finish(t: &Tile, acc: *const i32, rows: usize) {
+    let mut tile = lowp::TileBuf::<f32>::new();
+    let out = tile.ptr();
+    for i in 0..rows {
+        // SAFETY: row `i`'s info, sums and tile row; the columns' scales and sums (Tile).
         unsafe {
             let row = *t.info.add(i);
-            for (j, (d, &s)) in dst.iter_mut().zip(acc).enumerate().take(t.cols) {
-                *d = dequantize(s, row, *t.col_sums.add(j), *t.scales.add(j));
+            for j in 0..t.cols {
+                let s = *acc.add(i * lowp::TILE_ROW + j);
+                let v = dequantize(s, row, *t.col_sums.add(j), *t.scales.add(j));
+                *out.add(i * lowp::TILE_ROW + j) = v;
             }
         }
     }
     // SAFETY: the Tile contract on `c`.
-    unsafe { lowp::store(&tile, rows, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
+    unsafe { lowp::store(out, rows, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
 }
 
 /// The portable kernel: i32 sums of u8 x s8, then [`dequantize`].
@@ -467,7 +471,7 @@ unsafe fn finish(t: &Tile, acc: &[[i32; 4 * NRL]], rows: usize) {
 /// # Safety
 /// See [`Tile`].
 unsafe fn portable(t: &Tile, rows: usize, panels: usize) {
-    let mut acc = [[0i32; 4 * NRL]; 6];
+    let mut acc = [[0i32; lowp::TILE_ROW]; 6];
     for q in 0..panels {
         // SAFETY: panel `q` of the tile (Tile contract).
         let b = unsafe { std::slice::from_raw_parts(t.b.add(q * t.panel_len), t.panel_len) };
@@ -488,7 +492,7 @@ unsafe fn portable(t: &Tile, rows: usize, panels: usize) {
         }
     }
     // SAFETY: forwarded.
-    unsafe { finish(t, &acc, rows) };
+    unsafe { finish(t, acc.as_ptr().cast(), rows) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -545,6 +549,7 @@ mod x86 {
     /// # Safety
     /// [`Tile`]'s contract with u8 `A`; AVX-512F, BW and VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)] // constant indices: the sums stay in registers
     unsafe fn vnni512<const M: usize, const P: usize>(t: &Tile) {
         let mut acc = [[[_mm512_setzero_si512(); 2]; P]; M];
         let rows: [*const u8; M] = std::array::from_fn(|i| t.a.wrapping_add(i * t.lda));
@@ -563,40 +568,57 @@ mod x86 {
                 }
             }
         }
-        // The tile's results, row by row, 16 columns at a time.
-        let mut tile = lowp::tile_f32();
-        for (i, acc) in acc.iter().enumerate() {
-            // SAFETY: row `i`'s info and the panels' column scales and sums (Tile).
-            unsafe {
-                let row = *t.info.add(i);
-                let (zp, r) = (_mm512_set1_epi32(row.zero_point), _mm512_set1_ps(row.scale));
-                for (h, &sums) in acc.iter().flatten().enumerate() {
-                    let col_sum = _mm512_loadu_si512(t.col_sums.add(16 * h).cast());
-                    let scale = _mm512_loadu_ps(t.scales.add(16 * h));
-                    let d = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zp, col_sum));
-                    let v = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), r), scale);
-                    if t.csc == 1 {
-                        let first = 16 * h;
-                        if first < t.cols {
-                            let left = t.cols - first;
-                            let mask: __mmask16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
-                            let p = t.c.offset(i as isize * t.rsc + first as isize);
-                            let v = if t.accumulate {
-                                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), v)
-                            } else {
-                                v
-                            };
-                            _mm512_mask_storeu_ps(p, mask, v);
-                        }
-                    } else {
-                        _mm512_storeu_ps(tile[i].as_mut_ptr().add(16 * h), v);
+        let mut sums = lowp::TileBuf::<i32>::new();
+        // SAFETY: the sums into the tile buffer (constant indices: the sums stay in registers
+        // during the loop), then Tile's contract.
+        unsafe {
+            for i in 0..M {
+                for q in 0..P {
+                    for h in 0..2 {
+                        let dst = sums.ptr().add(i * lowp::TILE_ROW + 32 * q + 16 * h);
+                        _mm512_storeu_si512(dst.cast(), acc[i][q][h]);
                     }
                 }
             }
+            finish512(t, sums.ptr(), M);
         }
+    }
+
+    /// [`finish`] on 16 lanes: dequantizes the tile's sums (row `i` at `acc + i *
+    /// TILE_ROW`) and stores them, with masked stores when `C`'s rows are contiguous.
+    ///
+    /// # Safety
+    /// [`Tile`]'s contract; the sums of the columns `< cols` written; AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish512(t: &Tile, acc: *const i32, rows: usize) {
         if t.csc != 1 {
-            // SAFETY: the Tile contract on `c`.
-            unsafe { lowp::store(&tile, M, t.c, t.rsc, t.csc, t.cols, t.accumulate) };
+            // SAFETY: forwarded.
+            unsafe { finish(t, acc, rows) };
+            return;
+        }
+        for i in 0..rows {
+            // SAFETY: row `i`'s info and sums, the columns' scales and sums (whole panels),
+            // and columns `first..first + 16` of row `i` of C masked to `cols` (Tile).
+            unsafe {
+                let row = *t.info.add(i);
+                let (zp, r) = (_mm512_set1_epi32(row.zero_point), _mm512_set1_ps(row.scale));
+                for first in (0..t.cols).step_by(16) {
+                    let sums = _mm512_loadu_si512(acc.add(i * lowp::TILE_ROW + first).cast());
+                    let col_sum = _mm512_loadu_si512(t.col_sums.add(first).cast());
+                    let scale = _mm512_loadu_ps(t.scales.add(first));
+                    let d = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zp, col_sum));
+                    let v = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), r), scale);
+                    let left = t.cols - first;
+                    let mask: __mmask16 = if left >= 16 { !0 } else { (1u16 << left) - 1 };
+                    let p = t.c.offset(i as isize * t.rsc + first as isize);
+                    let v = if t.accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), v)
+                    } else {
+                        v
+                    };
+                    _mm512_mask_storeu_ps(p, mask, v);
+                }
+            }
         }
     }
 
@@ -610,7 +632,8 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     unsafe fn widen256<const M: usize>(t: &Tile) {
         let rows: [*const u8; M] = std::array::from_fn(|i| t.a.wrapping_add(i * t.lda));
-        let mut sums = [[0i32; 4 * NRL]; 6];
+        let mut sums = lowp::TileBuf::<i32>::new();
+        let out = sums.ptr();
         for quarter in 0..4 {
             if quarter * 8 >= t.cols {
                 break;
@@ -630,7 +653,7 @@ mod x86 {
                     }
                 }
             }
-            for (dst, acc) in sums.iter_mut().zip(&acc) {
+            for (i, acc) in acc.iter().enumerate() {
                 let mut pairs = [0i32; 16];
                 // SAFETY: 16 i32 on the stack.
                 unsafe {
@@ -638,11 +661,15 @@ mod x86 {
                     _mm256_storeu_si256(pairs.as_mut_ptr().add(8).cast(), acc[1]);
                 }
                 for (j, pair) in pairs.chunks_exact(2).enumerate() {
-                    dst[quarter * 8 + j] = pair[0].wrapping_add(pair[1]);
+                    // SAFETY: inside row `i` of the tile buffer.
+                    unsafe {
+                        *out.add(i * lowp::TILE_ROW + quarter * 8 + j) =
+                            pair[0].wrapping_add(pair[1])
+                    };
                 }
             }
         }
-        // SAFETY: forwarded.
-        unsafe { finish(t, &sums, M) };
+        // SAFETY: the columns `< cols` were written (the quarters up to `cols`); forwarded.
+        unsafe { finish(t, out, M) };
     }
 }

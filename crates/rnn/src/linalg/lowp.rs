@@ -26,6 +26,8 @@
 //! The product is split over rayon's threads by panels of columns from
 //! [`super::parallel_min_work`] multiply-adds; each thread prepares the rows of `A` it reads.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Columns of one panel of a reduced-precision packed `B`.
@@ -274,16 +276,37 @@ fn serial<P: Product>(
     }
 }
 
-/// A `rows x (panels * NRL)` tile of f32 sums on the stack, stored into `C` by [`store`].
-pub(crate) type TileF32 = [[f32; 4 * NRL]; 6];
+/// Values per row of a [`TileBuf`]: four panels.
+pub(crate) const TILE_ROW: usize = 4 * NRL;
 
-/// Stores `tile` (rows x cols) into `C`: `C = v` or `C += v`.
+/// A kernel's finished tile on the stack (up to 6 rows of [`TILE_ROW`] values, 64-byte
+/// aligned), left uninitialised: a kernel writes what it reads back. Zeroing it cost ~10% of a
+/// tile of 512 steps; keeping the sums in an array whose address is taken made the compiler
+/// store them at every step.
+#[repr(C, align(64))]
+pub(crate) struct TileBuf<T>(MaybeUninit<[[T; TILE_ROW]; 6]>);
+
+impl<T> TileBuf<T> {
+    #[inline(always)]
+    pub fn new() -> Self {
+        TileBuf(MaybeUninit::uninit())
+    }
+
+    /// Value `(0, 0)`; value `(i, j)` is `i * TILE_ROW + j` further.
+    #[inline(always)]
+    pub fn ptr(&mut self) -> *mut T {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
+/// Stores `rows x cols` values of a tile (row `i` at `tile + i * TILE_ROW`) into `C`:
+/// `C = v` or `C += v`.
 ///
 /// # Safety
-/// `c + i*rsc + j*csc` writable for `i < rows`, `j < cols`.
+/// The tile's values are written; `c + i*rsc + j*csc` writable for `i < rows`, `j < cols`.
 #[inline(always)]
 pub(crate) unsafe fn store(
-    tile: &[[f32; 4 * NRL]],
+    tile: *const f32,
     rows: usize,
     c: *mut f32,
     rsc: isize,
@@ -291,19 +314,14 @@ pub(crate) unsafe fn store(
     cols: usize,
     accumulate: bool,
 ) {
-    for (i, row) in tile.iter().enumerate().take(rows) {
-        for (j, &v) in row.iter().enumerate().take(cols) {
-            // SAFETY: inside the tile the caller vouched for.
+    for i in 0..rows {
+        for j in 0..cols {
+            // SAFETY: inside the tile and the part of C the caller vouched for.
             unsafe {
+                let v = *tile.add(i * TILE_ROW + j);
                 let p = c.offset(i as isize * rsc + j as isize * csc);
                 *p = if accumulate { *p + v } else { v };
             }
         }
     }
-}
-
-/// A zeroed [`TileF32`].
-#[inline(always)]
-pub(crate) fn tile_f32() -> TileF32 {
-    [[0.0; 4 * NRL]; 6]
 }

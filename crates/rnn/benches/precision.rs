@@ -1,0 +1,266 @@
+//! Reduced-precision products against f32, in GFLOP/s (2 per multiply-add, int8 included),
+//! with the machine's peaks measured in the same run.
+//!
+//! `cargo bench -p rnn --bench precision [-- FILTER...]`: `peak` runs the peak probes only;
+//! other filters pick shapes by label (`step`, `b1`, `large`...).
+//!
+//! * Peaks: independent chains (12, enough to cover latency x pipes) of one instruction on
+//!   512-bit registers: `vfmadd231ps` (f32, 32 flops), `vdpbf16ps` (bf16, 64 flops),
+//!   `vpdpbusd` (int8, 128 ops), on 1 thread and on 2 (a rayon pool of 2). `vdpbf16ps` is
+//!   probed only when `cpuid` reports AVX512_BF16 or `RNN_ASSUME_AVX512BF16=1` (some virtual
+//!   machines hide the bit of a CPU that runs it).
+//! * Products `C (m, n) = A (m, k) B (k, n)` with `B` packed once, outside the timing (as the
+//!   engine packs its weights once): `matmul_packed` (f32), `matmul_bf16` and `matmul_int8`
+//!   (their kernel named in the header), each as a percentage of its own peak (bf16 emulated
+//!   with f32 FMAs: of the f32 peak) on as many threads. The candidates run interleaved, short
+//!   batches in rounds; each number is a candidate's best batch.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ndarray::Array2;
+use rnn::linalg::{
+    bf16_kernel_name, int8_kernel_name, matmul_bf16, matmul_int8, matmul_packed, PackedBf16,
+    PackedInt8, PackedWeights,
+};
+
+/// Runs the candidates interleaved for about `budget`; each one's best seconds per call.
+fn race(budget: Duration, candidates: &mut [&mut dyn FnMut(usize)]) -> Vec<f64> {
+    let per_batch: Vec<usize> = candidates
+        .iter_mut()
+        .map(|f| {
+            f(2);
+            let t = Instant::now();
+            f(1);
+            ((2e-3 / t.elapsed().as_secs_f64().max(1e-8)) as usize).max(1)
+        })
+        .collect();
+    let mut best = vec![f64::INFINITY; candidates.len()];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < 5 || start.elapsed() < budget {
+        for ((f, &reps), b) in candidates.iter_mut().zip(&per_batch).zip(&mut best) {
+            let t = Instant::now();
+            f(reps);
+            *b = b.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        rounds += 1;
+    }
+    best
+}
+
+/// Iterations of a peak probe per call.
+const PEAK_ITERS: usize = 20_000;
+
+#[cfg(target_arch = "x86_64")]
+mod probes {
+    //! 12 independent chains of one 512-bit instruction, `iters` times.
+
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub fn fma(iters: usize) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (x, y) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub fn dpbf16(iters: usize) -> f32 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (x, y) = (_mm512_set1_epi16(0x3f80), _mm512_set1_epi16(0x3400));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                // SAFETY: register operands only; the caller checked the CPU runs it.
+                unsafe {
+                    std::arch::asm!(
+                        "vdpbf16ps {a}, {x}, {y}",
+                        a = inout(zmm_reg) *a,
+                        x = in(zmm_reg) x,
+                        y = in(zmm_reg) y,
+                        options(pure, nomem, nostack, preserves_flags),
+                    )
+                };
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub fn dpbusd(iters: usize) -> i32 {
+        let mut acc = [_mm512_set1_epi32(0); 12];
+        let (x, y) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbusd_epi32(*a, x, y);
+            }
+        }
+        acc.iter()
+            .map(|&a| _mm512_reduce_add_epi32(a))
+            .fold(0, i32::wrapping_add)
+    }
+}
+
+/// (name, flops per call of the probe, the probe) for the peaks this CPU runs.
+#[allow(clippy::type_complexity)]
+fn peak_probes() -> Vec<(&'static str, f64, Box<dyn Fn() + Sync>)> {
+    let mut out: Vec<(&'static str, f64, Box<dyn Fn() + Sync>)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let chains = (PEAK_ITERS * 12) as f64;
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY (each probe): the features were detected (or assumed, for vdpbf16ps).
+            out.push((
+                "f32 FMA",
+                chains * 32.0,
+                Box::new(|| {
+                    black_box(unsafe { probes::fma(black_box(PEAK_ITERS)) });
+                }),
+            ));
+            let bf16 = is_x86_feature_detected!("avx512bf16")
+                || std::env::var("RNN_ASSUME_AVX512BF16").as_deref() == Ok("1");
+            if bf16 {
+                out.push((
+                    "bf16 vdpbf16ps",
+                    chains * 64.0,
+                    Box::new(|| {
+                        black_box(unsafe { probes::dpbf16(black_box(PEAK_ITERS)) });
+                    }),
+                ));
+            }
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw") {
+                out.push((
+                    "int8 vpdpbusd",
+                    chains * 128.0,
+                    Box::new(|| {
+                        black_box(unsafe { probes::dpbusd(black_box(PEAK_ITERS)) });
+                    }),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn random(m: usize, n: usize, seed: u64) -> Array2<f32> {
+    let mut rng = rnn::Rng::new(seed);
+    Array2::from_shape_fn((m, n), |_| rng.uniform(-1.0, 1.0))
+}
+
+/// (label, m, k, n): the recurrent products of the issue's workloads.
+const SHAPES: &[(&str, usize, usize, usize)] = &[
+    ("medium lstm step  H.W_hh^T", 64, 512, 2048),
+    ("medium lstm X.W_ih^T (10 steps)", 640, 256, 2048),
+    ("issue 64x256x2048", 64, 256, 2048),
+    ("large lstm step  H.W_hh^T", 64, 1024, 4096),
+    ("large lstm X.W_ih^T (10 steps)", 640, 1024, 4096),
+    ("b1 step lstm 512", 1, 512, 2048),
+    ("b1 step lstm 1024", 1, 1024, 4096),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let wanted =
+        |label: &str| filters.is_empty() || filters.iter().any(|f| label.contains(f.as_str()));
+    let pools: Vec<rayon::ThreadPool> = [1, 2]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut peaks = std::collections::HashMap::new();
+    for (name, flops, probe) in peak_probes() {
+        let (p1, p2) = (&pools[0], &pools[1]);
+        let mut one = |r: usize| p1.install(|| (0..r).for_each(|_| probe()));
+        let mut two = |r: usize| {
+            p2.install(|| {
+                (0..r).for_each(|_| {
+                    rayon::join(&probe, &probe);
+                })
+            })
+        };
+        let t = race(Duration::from_secs(2), &mut [&mut one, &mut two]);
+        let (g1, g2) = (flops / t[0] / 1e9, 2.0 * flops / t[1] / 1e9);
+        println!("peak {name:<15}: 1 thread {g1:7.1} G/s, 2 threads {g2:7.1} G/s");
+        peaks.insert(name, [g1, g2]);
+    }
+    if filters.iter().any(|f| *f == "peak") {
+        return;
+    }
+    let bf16_name = bf16_kernel_name();
+    let bf16_peak = if bf16_name == "avx512bf16" {
+        "bf16 vdpbf16ps"
+    } else {
+        "f32 FMA"
+    };
+    println!(
+        "\n{:<32} {:>16} {:>3} | {:>14} | {:>14} | {:>14}",
+        "shape",
+        "m x k x n",
+        "thr",
+        "f32 GF/s %pk",
+        format!("bf16 {bf16_name}"),
+        format!("int8 {}", int8_kernel_name()),
+    );
+    for &(label, m, k, n) in SHAPES {
+        if !wanted(label) {
+            continue;
+        }
+        let a = random(m, k, 1);
+        let w = random(n, k, 2);
+        let (pf, pb, pi) = (
+            PackedWeights::transposed(&w.view()),
+            PackedBf16::transposed(&w.view()),
+            PackedInt8::quantize_transposed(&w.view()),
+        );
+        let flops = 2.0 * (m * k * n) as f64;
+        for (t, pool) in pools.iter().enumerate() {
+            let mut c = [(); 3].map(|_| Array2::<f32>::zeros((m, n)));
+            let [c0, c1, c2] = &mut c;
+            let mut f32_run = |r: usize| {
+                pool.install(|| {
+                    (0..r).for_each(|_| matmul_packed(&mut c0.view_mut(), &a.view(), &pf, false))
+                })
+            };
+            let mut bf16_run = |r: usize| {
+                pool.install(|| {
+                    (0..r).for_each(|_| matmul_bf16(&mut c1.view_mut(), &a.view(), &pb, false))
+                })
+            };
+            let mut int8_run = |r: usize| {
+                pool.install(|| {
+                    (0..r).for_each(|_| matmul_int8(&mut c2.view_mut(), &a.view(), &pi, false))
+                })
+            };
+            let secs = race(
+                Duration::from_millis(1500),
+                &mut [&mut f32_run, &mut bf16_run, &mut int8_run],
+            );
+            let cell = |s: f64, peak: &str| {
+                let g = flops / s / 1e9;
+                match peaks.get(peak) {
+                    Some(p) => format!("{g:7.1} {:>4.0}%", 100.0 * g / p[t]),
+                    None => format!("{g:7.1}     -"),
+                }
+            };
+            println!(
+                "{:<32} {:>16} {:>3} | {:>14} | {:>14} | {:>14}",
+                label,
+                format!("{m}x{k}x{n}"),
+                t + 1,
+                cell(secs[0], "f32 FMA"),
+                cell(secs[1], bf16_peak),
+                cell(secs[2], "int8 vpdpbusd"),
+            );
+        }
+    }
+}

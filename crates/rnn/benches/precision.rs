@@ -2,7 +2,8 @@
 //! with the machine's peaks measured in the same run.
 //!
 //! `cargo bench -p rnn --bench precision [-- FILTER...]`: `peak` runs the peak probes only;
-//! other filters pick shapes by label (`step`, `b1`, `large`...).
+//! `layers` the whole-layer prototype below; other filters pick shapes by label (`step`,
+//! `b1`, `large`...).
 //!
 //! * Peaks: independent chains (12, enough to cover latency x pipes) of one instruction on
 //!   512-bit registers: `vfmadd231ps` (f32, 32 flops), `vdpbf16ps` (bf16, 64 flops),
@@ -14,6 +15,13 @@
 //!   (their kernel named in the header), each as a percentage of its own peak (bf16 emulated
 //!   with f32 FMAs: of the f32 peak) on as many threads. The candidates run interleaved, short
 //!   batches in rounds; each number is a candidate's best batch.
+//! * `layers`: one recurrent layer's inference (PyTorch's equations and initialisation, input
+//!   uniform in [-1, 1], zero initial state) written here on top of the products: one product
+//!   `X W_ih^T` for all steps, then per step `h W_hh^T` and the gate math in f32 (the engine's
+//!   vectorised activations), with the products in f32, bf16 or int8. Prints each one's time
+//!   and the largest absolute error of the outputs against the same layer in f64: what the
+//!   engine will gain and pay when it runs these kernels (the engine itself adds fusion and
+//!   threading of the gate math, not this).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -163,6 +171,231 @@ const SHAPES: &[(&str, usize, usize, usize)] = &[
     ("b1 step lstm 1024", 1, 1024, 4096),
 ];
 
+/// A layer's products in one precision: `X W_ih^T` (all steps) and `h W_hh^T` (one step).
+trait Products<F> {
+    fn input(&self, c: &mut ndarray::ArrayViewMut2<'_, F>, a: &ndarray::ArrayView2<'_, F>);
+    fn hidden(&self, c: &mut ndarray::ArrayViewMut2<'_, F>, a: &ndarray::ArrayView2<'_, F>);
+}
+
+/// f64 products (the reference), through `ndarray`.
+struct F64Products(Array2<f64>, Array2<f64>);
+
+impl Products<f64> for F64Products {
+    fn input(&self, c: &mut ndarray::ArrayViewMut2<'_, f64>, a: &ndarray::ArrayView2<'_, f64>) {
+        ndarray::linalg::general_mat_mul(1.0, a, &self.0.t(), 0.0, c);
+    }
+    fn hidden(&self, c: &mut ndarray::ArrayViewMut2<'_, f64>, a: &ndarray::ArrayView2<'_, f64>) {
+        ndarray::linalg::general_mat_mul(1.0, a, &self.1.t(), 0.0, c);
+    }
+}
+
+/// f32 products in one precision, weights packed once.
+enum F32Products {
+    F32(PackedWeights<f32>, PackedWeights<f32>),
+    Bf16(PackedBf16, PackedBf16),
+    Int8(PackedInt8, PackedInt8),
+}
+
+impl F32Products {
+    fn new(precision: &str, w_ih: &Array2<f32>, w_hh: &Array2<f32>) -> Self {
+        let (i, h) = (w_ih.view(), w_hh.view());
+        match precision {
+            "f32" => Self::F32(PackedWeights::transposed(&i), PackedWeights::transposed(&h)),
+            "bf16" => Self::Bf16(PackedBf16::transposed(&i), PackedBf16::transposed(&h)),
+            _ => Self::Int8(
+                PackedInt8::quantize_transposed(&i),
+                PackedInt8::quantize_transposed(&h),
+            ),
+        }
+    }
+
+    fn run(
+        &self,
+        hidden: bool,
+        c: &mut ndarray::ArrayViewMut2<'_, f32>,
+        a: &ndarray::ArrayView2<'_, f32>,
+    ) {
+        match self {
+            Self::F32(i, h) => matmul_packed(c, a, if hidden { h } else { i }, false),
+            Self::Bf16(i, h) => matmul_bf16(c, a, if hidden { h } else { i }, false),
+            Self::Int8(i, h) => matmul_int8(c, a, if hidden { h } else { i }, false),
+        }
+    }
+}
+
+impl Products<f32> for F32Products {
+    fn input(&self, c: &mut ndarray::ArrayViewMut2<'_, f32>, a: &ndarray::ArrayView2<'_, f32>) {
+        self.run(false, c, a)
+    }
+    fn hidden(&self, c: &mut ndarray::ArrayViewMut2<'_, f32>, a: &ndarray::ArrayView2<'_, f32>) {
+        self.run(true, c, a)
+    }
+}
+
+/// One layer's inference: `x` (T*B, I) time-major, biases `b_ih`, `b_hh` (G*H); returns the
+/// outputs (T*B, H). PyTorch's gate orders: LSTM i, f, g, o; GRU r, z, n.
+fn layer<F: rnn::engine::Activations>(
+    cell: &str,
+    batch: usize,
+    hidden: usize,
+    x: &Array2<F>,
+    b_ih: &[F],
+    b_hh: &[F],
+    prods: &dyn Products<F>,
+) -> Array2<F> {
+    let (rows, gh) = (x.nrows(), b_ih.len());
+    let h_n = hidden;
+    let mut xw = Array2::<F>::zeros((rows, gh));
+    prods.input(&mut xw.view_mut(), &x.view());
+    for mut row in xw.rows_mut() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v += b_ih[j] + if cell == "gru" { F::zero() } else { b_hh[j] };
+        }
+    }
+    let mut out = Array2::<F>::zeros((rows, h_n));
+    let mut h = Array2::<F>::zeros((batch, h_n));
+    let mut c = Array2::<F>::zeros((batch, h_n));
+    let mut hw = Array2::<F>::zeros((batch, gh));
+    let mut gates = vec![F::zero(); gh];
+    for t in 0..rows / batch {
+        prods.hidden(&mut hw.view_mut(), &h.view());
+        for b in 0..batch {
+            let xr = xw.row(t * batch + b);
+            let xr = xr.as_slice().unwrap();
+            let hr = hw.row_mut(b).into_slice().unwrap();
+            let hb = h.row_mut(b).into_slice().unwrap();
+            match cell {
+                "lstm" => {
+                    let cb = c.row_mut(b).into_slice().unwrap();
+                    let g = &mut gates;
+                    F::sigmoid_of_sum(&mut g[..2 * h_n], [&xr[..2 * h_n], &hr[..2 * h_n]]);
+                    F::tanh_of_sum(
+                        &mut g[2 * h_n..3 * h_n],
+                        [&xr[2 * h_n..3 * h_n], &hr[2 * h_n..3 * h_n]],
+                    );
+                    F::sigmoid_of_sum(&mut g[3 * h_n..], [&xr[3 * h_n..], &hr[3 * h_n..]]);
+                    for j in 0..h_n {
+                        cb[j] = g[h_n + j] * cb[j] + g[j] * g[2 * h_n + j];
+                        hr[j] = cb[j];
+                    }
+                    F::tanh_in_place(&mut hr[..h_n]);
+                    for j in 0..h_n {
+                        hb[j] = g[3 * h_n + j] * hr[j];
+                    }
+                }
+                "gru" => {
+                    for (v, &bias) in hr.iter_mut().zip(b_hh) {
+                        *v += bias;
+                    }
+                    let g = &mut gates;
+                    F::sigmoid_of_sum(&mut g[..2 * h_n], [&xr[..2 * h_n], &hr[..2 * h_n]]);
+                    for j in 0..h_n {
+                        hr[2 * h_n + j] *= g[j];
+                    }
+                    F::tanh_of_sum(&mut g[2 * h_n..], [&xr[2 * h_n..], &hr[2 * h_n..]]);
+                    for j in 0..h_n {
+                        let z = g[h_n + j];
+                        hb[j] = (F::one() - z) * g[2 * h_n + j] + z * hb[j];
+                    }
+                }
+                _ => {
+                    F::tanh_of_sum(&mut hb[..], [xr, &hr[..]]);
+                }
+            }
+            out.row_mut(t * batch + b).assign(&h.row(b));
+        }
+    }
+    out
+}
+
+/// The `layers` table: time and error of one layer's inference per precision.
+fn layers(pool: &rayon::ThreadPool, threads: usize) {
+    println!(
+        "\nlayers ({threads} threads): ms (best run) and max |error| against f64; bf16 {}, int8 {}",
+        bf16_kernel_name(),
+        int8_kernel_name()
+    );
+    println!(
+        "{:<6} {:<7} | {:>18} | {:>18} | {:>18}",
+        "cell", "preset", "f32", "bf16", "int8"
+    );
+    let presets = [
+        ("small", 32, 50, 64, 128),
+        ("medium", 64, 100, 256, 512),
+        ("large", 64, 100, 1024, 1024),
+    ];
+    for (preset, batch, seq, input, hidden) in presets {
+        for (cell, g) in [("lstm", 4), ("gru", 3), ("rnn", 1)] {
+            let mut rng = rnn::Rng::new(7);
+            let bound = 1.0 / (hidden as f32).sqrt();
+            let mut uni = |r: usize, c: usize, lim: f32| {
+                Array2::from_shape_fn((r, c), |_| rng.uniform(-lim, lim))
+            };
+            let (w_ih, w_hh) = (
+                uni(g * hidden, input, bound),
+                uni(g * hidden, hidden, bound),
+            );
+            let (b_ih, b_hh) = (uni(1, g * hidden, bound), uni(1, g * hidden, bound));
+            let x = uni(seq * batch, input, 1.0);
+            let to64 = |a: &Array2<f32>| a.mapv(|v| v as f64);
+            let p64 = F64Products(to64(&w_ih), to64(&w_hh));
+            let (bi64, bh64) = (to64(&b_ih), to64(&b_hh));
+            let want = pool.install(|| {
+                layer(
+                    cell,
+                    batch,
+                    hidden,
+                    &to64(&x),
+                    bi64.as_slice().unwrap(),
+                    bh64.as_slice().unwrap(),
+                    &p64,
+                )
+            });
+            let mut cells = Vec::new();
+            let prods: Vec<F32Products> = ["f32", "bf16", "int8"]
+                .iter()
+                .map(|p| F32Products::new(p, &w_ih, &w_hh))
+                .collect();
+            let (bi, bh) = (b_ih.as_slice().unwrap(), b_hh.as_slice().unwrap());
+            let errs: Vec<f64> = prods
+                .iter()
+                .map(|p| {
+                    let got = pool.install(|| layer(cell, batch, hidden, &x, bi, bh, p));
+                    got.iter()
+                        .zip(&want)
+                        .map(|(&a, &b)| (a as f64 - b).abs())
+                        .fold(0.0, f64::max)
+                })
+                .collect();
+            let mut runs: Vec<Box<dyn FnMut(usize)>> = prods
+                .iter()
+                .map(|p| {
+                    let x = &x;
+                    Box::new(move |r: usize| {
+                        pool.install(|| {
+                            for _ in 0..r {
+                                black_box(layer(cell, batch, hidden, x, bi, bh, p));
+                            }
+                        })
+                    }) as Box<dyn FnMut(usize)>
+                })
+                .collect();
+            let mut refs: Vec<&mut dyn FnMut(usize)> = runs
+                .iter_mut()
+                .map(|f| &mut **f as &mut dyn FnMut(usize))
+                .collect();
+            let secs = race(Duration::from_secs(3), &mut refs);
+            for (s, e) in secs.iter().zip(&errs) {
+                cells.push(format!("{:>8.2} {e:>9.1e}", s * 1e3));
+            }
+            println!(
+                "{cell:<6} {preset:<7} | {} | {} | {}",
+                cells[0], cells[1], cells[2]
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
@@ -194,6 +427,12 @@ fn main() {
         peaks.insert(name, [g1, g2]);
     }
     if filters.iter().any(|f| *f == "peak") {
+        return;
+    }
+    if filters.iter().any(|f| *f == "layers") {
+        for (t, pool) in pools.iter().enumerate().rev() {
+            layers(pool, t + 1);
+        }
         return;
     }
     let bf16_name = bf16_kernel_name();

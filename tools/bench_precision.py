@@ -25,6 +25,7 @@ Usage (in /work/pyenv: torch, onnx, onnxruntime, openvino):
     cargo build --release -p rnn-cli
     python tools/bench_precision.py [--threads 2] [--cells lstm,gru,rnn]
         [--presets small,medium,large] [--modes infer,train] [--rounds 3] [--no-ov] [--no-ort]
+        [--errors-only]
 """
 import argparse
 import copy
@@ -140,12 +141,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-ov", action="store_true")
     ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--errors-only", action="store_true",
+                    help="one run per peer, errors only (no timing, no rnn column): fast")
     ap.add_argument("--rnn-precision", default="",
                     help="also time `rnn bench --precision P` (bf16 or int8) next to rnn f32")
     args = ap.parse_args()
     if not os.path.exists(B.RNN_BIN):
         sys.exit("build first: cargo build --release -p rnn-cli")
     torch.set_num_threads(args.threads)
+    if args.errors_only:
+        args.rounds = 1
+        B.timed = lambda fn, **kw: (fn(), {"median_ms": float("nan")})[1]
+        B.rnn_bench = lambda *a: {"median_ms": float("nan")}
     header = (f"PyTorch {torch.__version__} (CPU capability "
               f"{torch.backends.cpu.get_cpu_capability()}), {args.threads} threads")
     if not args.no_ov:

@@ -37,6 +37,20 @@
 //! * `portable`: plain loops.
 //!
 //! Chosen by [`super::isa()`] (AVX-512 with VNNI, then AVX2); `RNN_MAX_ISA` caps as for f32.
+//!
+//! # Measured (2026-12-06, 2-vCPU Xeon with AVX512_VNNI under KVM)
+//!
+//! Peak per core (`benches/precision.rs`, 12 independent chains of `vpdpbusd`): 680-768
+//! GOP/s (2 per cycle, 4x the f32 FMA peak in multiply-adds per second).
+//!
+//! Error of one layer's inference against f64 (`benches/precision.rs layers`, PyTorch's
+//! initialisation, inputs in [-1, 1], presets small / medium / large; both products quantized
+//! as above, the recurrent one's `h` every step; gate math and states in f32): LSTM
+//! 2.3e-3 / 2.5e-3 / 3.7e-3, GRU 4.2e-3 / 4.5e-3 / 6.1e-3, RNN 8.6e-3 / 1.0e-2 / 1.3e-2,
+//! against ONNX Runtime's int8 LSTM (per-tensor u8 activations) 9e-3 to 1.1e-2 and PyTorch's
+//! bf16 GRU and RNN 7e-3 to 1e-2: per-row scales on both sides and f32 states keep the int8
+//! LSTM 3-4x closer to f64 than ONNX Runtime's. The RNN's error is the largest because its
+//! single `tanh` gate has no sigmoid to damp it and `h` is requantized at every step.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 

@@ -131,6 +131,22 @@ def rnn_peer(cell, preset, mode, threads, precision):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def dump(args):
+    """Writes the workloads' weights, time-major input and f64 output as safetensors."""
+    from safetensors.torch import save_file
+    os.makedirs(args.dump, exist_ok=True)
+    for cell in args.cells.split(","):
+        for preset in args.presets.split(","):
+            m, x, ref = workload(cell, preset)
+            b, t, i, h = B.PRESETS[preset]
+            tensors = {k: v.detach().contiguous() for k, v in m.state_dict().items()}
+            tensors["x"] = x.transpose(0, 1).reshape(t * b, i).contiguous()
+            tensors["ref"] = ref.transpose(0, 1).reshape(t * b, h).contiguous()
+            path = os.path.join(args.dump, f"{cell}_{preset}.safetensors")
+            save_file(tensors, path)
+            print(path)
+
+
 def main():
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +159,10 @@ def main():
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--errors-only", action="store_true",
                     help="one run per peer, errors only (no timing, no rnn column): fast")
+    ap.add_argument("--dump", default="",
+                    help="write each workload's weights, input and f64 output to DIR/CELL_PRESET.safetensors "
+                         "(for `cargo bench -p rnn --bench precision -- layers DIR`: rnn's errors on the "
+                         "same weights) and stop")
     ap.add_argument("--rnn-precision", default="",
                     help="also time `rnn bench --precision P` (bf16 or int8) next to rnn f32")
     args = ap.parse_args()
@@ -153,6 +173,9 @@ def main():
         args.rounds = 1
         B.timed = lambda fn, **kw: (fn(), {"median_ms": float("nan")})[1]
         B.rnn_bench = lambda *a: {"median_ms": float("nan")}
+    if args.dump:
+        dump(args)
+        return
     header = (f"PyTorch {torch.__version__} (CPU capability "
               f"{torch.backends.cpu.get_cpu_capability()}), {args.threads} threads")
     if not args.no_ov:

@@ -2,8 +2,9 @@
 //! with the machine's peaks measured in the same run.
 //!
 //! `cargo bench -p rnn --bench precision [-- FILTER...]`: `peak` runs the peak probes only;
-//! `layers` the whole-layer prototype below; other filters pick shapes by label (`step`,
-//! `b1`, `large`...).
+//! `layers` the whole-layer prototype below; `layers DIR` its errors on the weights and
+//! inputs that `tools/bench_precision.py --dump DIR` wrote (the peers' own); other filters
+//! pick shapes by label (`step`, `b1`, `large`...).
 //!
 //! * Peaks: independent chains (12, enough to cover latency x pipes) of one instruction on
 //!   512-bit registers: `vfmadd231ps` (f32, 32 flops), `vdpbf16ps` (bf16, 64 flops),
@@ -308,6 +309,76 @@ fn layer<F: rnn::engine::Activations>(
     out
 }
 
+/// Reads tensor `name` of a safetensors file as f64 values with its shape.
+fn tensor(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<f64>, Vec<usize>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let values = match t.dtype() {
+        safetensors::Dtype::F32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+            .collect(),
+        safetensors::Dtype::F64 => t
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        other => panic!("{name}: {other:?}"),
+    };
+    (values, t.shape().to_vec())
+}
+
+/// `layers DIR`: the errors of the f32, bf16 and int8 layers against PyTorch's f64 output, on
+/// the weights and inputs `tools/bench_precision.py --dump DIR` wrote (the peers' own).
+fn layers_on_files(dir: &str) {
+    println!("max |error| against PyTorch in f64, on the peers' weights and inputs ({dir})");
+    println!(
+        "{:<28} | {:>9} | {:>9} | {:>9}",
+        "workload", "f32", "bf16", "int8"
+    );
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let cell = stem.split('_').next().unwrap().to_string();
+        let f32_of = |name: &str| {
+            let (v, shape) = tensor(&st, name);
+            let cols = if shape.len() == 2 { shape[1] } else { shape[0] };
+            Array2::from_shape_vec(
+                (v.len() / cols, cols),
+                v.iter().map(|&x| x as f32).collect(),
+            )
+            .unwrap()
+        };
+        let (w_ih, w_hh) = (f32_of("weight_ih_l0"), f32_of("weight_hh_l0"));
+        let (b_ih, b_hh) = (f32_of("bias_ih_l0"), f32_of("bias_hh_l0"));
+        let x = f32_of("x");
+        let (want, shape) = tensor(&st, "ref");
+        let hidden = shape[1];
+        let batch = match stem.rsplit('_').next().unwrap() {
+            "small" => 32,
+            _ => 64,
+        };
+        let errs: Vec<String> = ["f32", "bf16", "int8"]
+            .iter()
+            .map(|p| {
+                let prods = F32Products::new(p, &w_ih, &w_hh);
+                let (bi, bh) = (b_ih.as_slice().unwrap(), b_hh.as_slice().unwrap());
+                let got = layer(&cell, batch, hidden, &x, bi, bh, &prods);
+                let e = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs());
+                format!("{:>9.1e}", e.fold(0.0, f64::max))
+            })
+            .collect();
+        println!("{stem:<28} | {} | {} | {}", errs[0], errs[1], errs[2]);
+    }
+}
+
 /// The `layers` table: time and error of one layer's inference per precision.
 fn layers(pool: &rayon::ThreadPool, threads: usize) {
     println!(
@@ -411,6 +482,13 @@ fn main() {
         })
         .collect();
     let mut peaks = std::collections::HashMap::new();
+    if let Some(dir) = filters
+        .iter()
+        .find(|f| std::path::Path::new(f.as_str()).is_dir())
+    {
+        layers_on_files(dir);
+        return;
+    }
     for (name, flops, probe) in peak_probes() {
         let (p1, p2) = (&pools[0], &pools[1]);
         let mut one = |r: usize| p1.install(|| (0..r).for_each(|_| probe()));

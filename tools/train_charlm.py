@@ -12,6 +12,17 @@ vocab.json; metrics.csv), and it reads rnn's: `--init DIR` starts from the weigh
 model directory (`rnn train --steps 0 --out DIR` writes the initial weights of a seed), and
 `--evaluate DIR` loads an rnn model with `load_state_dict` and prints its validation loss.
 
+Distributed (PyTorch's DistributedDataParallel, the gloo backend, processes on CPU): under
+`torchrun` the batch's streams are split across the processes (rank r of W takes streams
+r*N/W .. (r+1)*N/W - 1 of every chunk: the same data order rule as one process), the gradients
+are averaged across them, and rank 0 evaluates and writes the model directory. The result is
+the single-process run's, up to the order of floating-point sums.
+
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 tools/train_charlm.py --init runs/charlm --out runs/ddp
+    # on several machines: the same command on each, with its --node_rank
+    torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr host0 --master_port 29500 \
+        tools/train_charlm.py --data book.txt --init runs/start --out runs/big
+
 Needs torch, safetensors and numpy (tools/requirements.txt).
 """
 
@@ -23,6 +34,7 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
@@ -170,6 +182,15 @@ def load_model(path):
     return model
 
 
+def distributed():
+    """(rank, world size), starting the gloo process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def read_vocab(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)["chars"]
@@ -190,11 +211,12 @@ def write_atomic(path, text):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default=BUILTIN)
-    p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--embed", type=int, default=64)
+    # The architecture: these defaults, or the --init model's.
+    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="default lstm")
+    p.add_argument("--hidden", type=int, help="default 256")
+    p.add_argument("--layers", type=int, help="default 1")
+    p.add_argument("--dropout", type=float, help="default 0")
+    p.add_argument("--embed", type=int, help="default 64")
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=1200)
@@ -213,10 +235,24 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    rank, world = (0, 1) if a.evaluate else distributed()
+    if a.batch % world:
+        sys.exit(f"error: --batch {a.batch} streams cannot be split evenly across {world} processes")
 
     with open(a.data, encoding="utf-8") as f:
         text = f.read()
     chars = sorted(set(text))
+    model_dir = a.evaluate or a.init
+    if model_dir:
+        # An rnn model keeps its vocabulary (as `rnn train --init` and `rnn eval` do): the text
+        # may use only characters the model knows.
+        known = read_vocab(os.path.join(model_dir, "vocab.json"))
+        unseen = sorted(set(chars) - set(known))
+        if unseen:
+            flag = "--evaluate" if a.evaluate else "--init"
+            sys.exit(f"error: {flag} {model_dir}: the text has characters the model was not "
+                     f"trained with: {unseen[:10]}")
+        chars = known
     index = {c: i for i, c in enumerate(chars)}
     tokens = torch.tensor([index[c] for c in text], dtype=torch.int64)
     n_val = math.floor(len(tokens) * a.val_fraction)
@@ -224,38 +260,54 @@ def main():
 
     if a.evaluate:
         model = load_model(os.path.join(a.evaluate, "model.safetensors"))
-        if read_vocab(os.path.join(a.evaluate, "vocab.json")) != chars:
-            sys.exit("error: the model's vocabulary is not this text's")
         loss = evaluate(model, val, a.seq_len)
         print(f"loss={loss:.6f} bpc={loss / math.log(2):.6f}")
         return
 
-    cfg = {"cell": a.cell, "vocab_size": len(chars), "embed": a.embed, "hidden_size": a.hidden,
-           "num_layers": a.layers, "dropout": a.dropout}
+    given = {"cell": a.cell, "embed": a.embed, "hidden_size": a.hidden, "num_layers": a.layers,
+             "dropout": a.dropout}
     if a.init:
         model = load_model(os.path.join(a.init, "model.safetensors"))
-        if model.cfg != cfg:
-            sys.exit(f"error: --init {a.init} has config {model.cfg}, this run {cfg}")
+        for k, v in given.items():
+            if v is not None and v != model.cfg[k]:
+                sys.exit(f"error: --init {a.init}: {k} {v} differs from the model's "
+                         f"{model.cfg[k]}; fine-tuning keeps the model's architecture")
+        if model.cfg["vocab_size"] != len(chars):
+            sys.exit(f"error: --init {a.init}: vocab.json has {len(chars)} characters, the model "
+                     f"{model.cfg['vocab_size']}")
     else:
+        defaults = {"cell": "lstm", "embed": 64, "hidden_size": 256, "num_layers": 1,
+                    "dropout": 0.0}
+        cfg = {k: defaults[k] if v is None else v for k, v in given.items()}
+        cfg = {"cell": cfg["cell"], "vocab_size": len(chars), "embed": cfg["embed"],
+               "hidden_size": cfg["hidden_size"], "num_layers": cfg["num_layers"],
+               "dropout": cfg["dropout"]}
         model = CharLM(cfg)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    # Under torchrun, DDP averages the gradients across the processes (and broadcasts rank 0's
+    # weights first); `net` is what is trained, `model` what is evaluated and saved.
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     streams = Streams(train, a.batch, a.seq_len, a.seed)
-    os.makedirs(a.out, exist_ok=True)
-    write_atomic(os.path.join(a.out, "vocab.json"), json.dumps({"chars": chars}))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {model}", file=sys.stderr)
+    mine = slice(rank * a.batch // world, (rank + 1) * a.batch // world)
+    if rank == 0:
+        os.makedirs(a.out, exist_ok=True)
+        write_atomic(os.path.join(a.out, "vocab.json"), json.dumps({"chars": chars}))
+        print(f"torch {torch.__version__}, {world} process(es) x {torch.get_num_threads()} "
+              f"thread(s); {model}", file=sys.stderr)
 
-    rows = ["step,epoch,train_loss,val_loss,chars_per_sec"]
+    rows = ["step,epoch,train_bpc,val_bpc,chars_per_sec,train_nats,val_nats"]
     state, step_time, since, loss_sum, final_val = None, 0.0, 0, 0.0, None
     for step in range(a.steps):
         t0 = time.perf_counter()
         x, y, epoch, first = streams.chunk(step)
+        x, y = x[:, mine].contiguous(), y[:, mine].contiguous()  # this process's streams
         if first:
             state = None
         opt.zero_grad()
-        logits, state = model(x, state)
+        logits, state = net(x, state)
         loss = nn.functional.cross_entropy(logits, y.reshape(-1))
-        loss.backward()
+        loss.backward()  # under DDP: the mean gradient over all processes, as one process's
         if a.clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), a.clip)
         opt.step()
@@ -268,15 +320,28 @@ def main():
         last = done == a.steps
         v = None
         if len(val) >= 2 and (last or (a.eval_every and done % a.eval_every == 0)):
-            v = evaluate(model, val, a.seq_len)
+            v = evaluate(model, val, a.seq_len) if rank == 0 else None
             final_val = v
-        if last or done % a.log_every == 0 or v is not None:
+        if last or done % a.log_every == 0 or (len(val) >= 2 and a.eval_every
+                                               and done % a.eval_every == 0):
+            mean = loss_sum / since
+            if world > 1:  # the mean over every process's streams
+                t = torch.tensor([mean], dtype=torch.float64)
+                dist.all_reduce(t)
+                mean = t.item() / world
             cps = done * a.batch * a.seq_len / step_time
-            rows.append(f"{done},{epoch},{loss_sum / since:.6f},{'' if v is None else f'{v:.6f}'},{cps:.0f}")
-            vs = "" if v is None else f" val {v:.4f} ({v / math.log(2):.4f} bpc)"
-            print(f"step {done}/{a.steps} loss {loss_sum / since:.4f}{vs} {cps:.0f} char/s",
-                  file=sys.stderr)
+            if rank == 0:
+                ln2 = math.log(2)
+                vb, vn = ("", "") if v is None else (f"{v / ln2:.6f}", f"{v:.8f}")
+                rows.append(f"{done},{epoch},{mean / ln2:.6f},{vb},{cps:.0f},{mean:.8f},{vn}")
+                vs = "" if v is None else f" val {v / ln2:.4f}"
+                print(f"step {done}/{a.steps} train {mean / ln2:.4f}{vs} bpc {cps:.0f} char/s",
+                      file=sys.stderr)
             loss_sum, since = 0.0, 0
+    if rank != 0:
+        dist.barrier()  # rank 0 writes and evaluates
+        dist.destroy_process_group()
+        return
     save_model(model, os.path.join(a.out, "model.safetensors"), a.steps)
     write_atomic(os.path.join(a.out, "metrics.csv"), "\n".join(rows) + "\n")
     result = {"steps": a.steps, "train_chars_per_sec": a.steps * a.batch * a.seq_len / max(step_time, 1e-9),
@@ -285,7 +350,11 @@ def main():
         final_val = evaluate(model, val, a.seq_len)
     if final_val is not None:
         result.update(val_loss=final_val, val_bpc=final_val / math.log(2))
+    result["processes"] = world
     print(json.dumps(result))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

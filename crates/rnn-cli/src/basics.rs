@@ -13,7 +13,9 @@ use crate::show;
 /// `rnn basics [--seed N]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seed of the weight initialisation (`torch.manual_seed`).
+    /// Seed of the weight initialisation (`rnn::manual_seed`, the counterpart of
+    /// `torch.manual_seed`: rnn's generator is not PyTorch's, so the same seed gives other
+    /// weights than in PyTorch).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Decimals printed for each value.

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use ndarray::{ArrayD, IxDyn};
 use rnn::{CellKind, Module, Recurrent, RecurrentConfig, Rng, Tensor};
@@ -101,23 +101,24 @@ pub struct Args {
     /// At least this many timed runs.
     #[arg(long, default_value_t = 5)]
     min_reps: usize,
-    /// And at least this many seconds of timed runs.
-    #[arg(long, default_value_t = 1.0)]
+    /// And at least this many seconds of timed runs (a finite number in [0, 3600]).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     min_time: f64,
 }
 
 /// Runs the benchmark.
 pub fn main(args: Args) -> Result<()> {
     let cell: CellKind = args.cell.parse()?;
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting up the thread pool")?;
+    if !(args.min_time.is_finite() && (0.0..=MAX_MIN_TIME).contains(&args.min_time)) {
+        bail!(
+            "--min-time must be a number of seconds in [0, {MAX_MIN_TIME}], got {}",
+            args.min_time
+        );
     }
+    if args.min_reps > MAX_RUNS || args.warmup > MAX_RUNS {
+        bail!("--min-reps and --warmup take at most {MAX_RUNS} runs each");
+    }
+    crate::threads::set(args.threads)?;
     let (b0, t0, i0, h0) = args.preset.shape();
     let (batch, seq, input, hidden) = (
         args.batch.unwrap_or(b0),
@@ -125,16 +126,26 @@ pub fn main(args: Args) -> Result<()> {
         args.input.unwrap_or(i0),
         args.hidden.unwrap_or(h0),
     );
+    if batch == 0 || seq == 0 {
+        bail!("--batch and --seq must be at least 1");
+    }
     let config = RecurrentConfig::new(cell, input, hidden)
         .with_num_layers(args.layers)
         .with_bidirectional(args.bidirectional)
         .with_batch_first(true);
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}", flags(&e)))?;
+    let grad = args.mode == Mode::Train;
+    let bytes = rnn::budget::product(&[batch, seq, input])
+        .and_then(|n| n.checked_mul(4))
+        .and_then(|x| x.checked_add(config.forward_bytes(batch.checked_mul(seq)?, grad)?));
+    rnn::budget::check(bytes, || {
+        format!("--batch {batch} x --seq {seq} with --input {input} and --hidden {hidden}: one run")
+    })?;
     let model = Recurrent::with_rng(config.clone(), &mut Rng::new(0))?;
     let mut rng = Rng::new(1);
     let x = ArrayD::from_shape_simple_fn(IxDyn(&[batch, seq, input]), || rng.uniform(-1.0, 1.0));
-    if batch == 0 || seq == 0 {
-        bail!("--batch and --seq must be at least 1");
-    }
 
     let lengths: Vec<usize> = (0..batch).map(|_| 1 + rng.below(seq)).collect();
     // One pass; returns the output whose sum is the training loss.
@@ -207,9 +218,9 @@ pub fn main(args: Args) -> Result<()> {
             "base_rss_mb": base_rss_mb,
             "parameters": model.num_parameters(), "isa": rnn::linalg::isa().name(),
         });
-        println!("{line}");
+        crate::stdout::line(&line.to_string())?;
     } else {
-        println!(
+        crate::stdout::line(&format!(
             "{} {mode} batch {batch} seq {seq}{} input {input} hidden {hidden} layers {} {}threads {threads}: \
              median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s ({})",
             cell.torch_name(),
@@ -220,9 +231,22 @@ pub fn main(args: Args) -> Result<()> {
             times[times.len() - 1],
             times.len(),
             rnn::linalg::isa().name(),
-        );
+        ))?;
     }
     Ok(())
+}
+
+/// The longest `--min-time`, in seconds.
+const MAX_MIN_TIME: f64 = 3600.0;
+/// The most `--min-reps` and `--warmup` runs.
+const MAX_RUNS: usize = 1_000_000;
+
+/// A configuration error in terms of the command's flags.
+fn flags(e: &rnn::Error) -> String {
+    e.to_string()
+        .replace("input_size", "--input")
+        .replace("hidden_size", "--hidden")
+        .replace("num_layers", "--layers")
 }
 
 /// Multiply-adds x 2 of one forward pass over all layers and directions.

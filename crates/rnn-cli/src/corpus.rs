@@ -28,7 +28,7 @@ pub fn read_text(path: &Path) -> Result<String> {
         Err(e) => bail!("cannot read data file {shown}: {e}"),
     };
     if bytes.is_empty() {
-        bail!("data file {shown} is empty: a character model needs text to learn from");
+        bail!("data file {shown} is empty (0 bytes): give a UTF-8 text file with text in it");
     }
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
         bail!("data file {shown} looks binary (a NUL byte at offset {at}): give a UTF-8 text file");

@@ -47,12 +47,22 @@ pub fn main(args: Args) -> Result<()> {
     };
     if tokens.len() < 2 {
         bail!(
-            "data file {} has {} character(s): evaluation needs at least 2",
+            "data file {} has {}: evaluation predicts each character from the ones before, so \
+             it needs at least 2",
             args.data.display(),
-            tokens.len()
+            crate::train::plural(tokens.len(), "character")
         );
     }
     let ev = evaluate(&mut model, &tokens, args.seq_len)?;
+    if !ev.loss.is_finite() {
+        bail!(
+            "the loss on {} is {}: the model's logits overflow float32 arithmetic (its weights \
+             in {} are damaged or diverged)",
+            args.data.display(),
+            ev.loss,
+            args.model.display()
+        );
+    }
     if args.json {
         let obj = serde_json::json!({
             "loss": ev.loss,
@@ -61,9 +71,9 @@ pub fn main(args: Args) -> Result<()> {
             "model": args.model.display().to_string(),
             "data": args.data.display().to_string(),
         });
-        println!("{obj}");
+        crate::stdout::line(&obj.to_string())?;
     } else {
-        println!("loss={:.6} bpc={:.6}", ev.loss, ev.bpc());
+        crate::stdout::line(&format!("loss={:.6} bpc={:.6}", ev.loss, ev.bpc()))?;
     }
     Ok(())
 }

@@ -8,8 +8,12 @@
 
 mod basics;
 mod bench;
+mod completions;
 mod corpus;
 mod eval;
+mod export;
+mod import;
+mod info;
 mod memory;
 mod metrics;
 mod plot;
@@ -17,13 +21,14 @@ mod progress;
 mod run;
 mod sample;
 mod show;
+mod stdout;
 mod threads;
 mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// PyTorch's RNN, LSTM and GRU in pure Rust.
 #[derive(Debug, Parser)]
@@ -34,6 +39,8 @@ struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per run: the size of the largest variant (`train`'s many options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a character-level language model (char-rnn) on a text file, or on the built-in
@@ -46,10 +53,20 @@ enum Command {
     /// Run a model file on an input file and write the outputs (and gradients, when the input
     /// holds upstream gradients).
     Run(run::Args),
+    /// Read the recurrent stacks of an ONNX file (torch.onnx.export's or any RNN/LSTM/GRU
+    /// graph) into model files.
+    Import(import::Args),
+    /// Write a model file or a character model directory as ONNX, for ONNX Runtime.
+    Export(export::Args),
     /// The first lesson: one-hot letters through one RNN layer, and what the shapes mean.
     Basics(basics::Args),
     /// Time one recurrent layer on a labelled workload (median, min, max, GFLOP/s).
     Bench(bench::Args),
+    /// What a model file, model directory or checkpoint holds: config, tensors, dtypes,
+    /// parameter counts, file sizes.
+    Info(info::Args),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,8 +78,12 @@ fn main() -> ExitCode {
         Command::Sample(args) => sample::main(args),
         Command::Eval(args) => eval::main(args),
         Command::Run(args) => run::main(args),
+        Command::Import(args) => import::main(args),
+        Command::Export(args) => export::main(args),
         Command::Basics(args) => basics::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Info(args) => info::main(args),
+        Command::Completions(args) => completions::main(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,12 @@
 //! `metrics.csv`: one row per logged step of a training run, appended as the run goes; a
 //! resumed run keeps the rows up to its checkpoint and appends after them.
 //!
-//! Columns: `step,epoch,train_loss,train_bpc,val_loss,val_bpc,grad_norm,chars_per_sec,elapsed_s`
-//! (losses in nats per character, bpc in bits per character; the validation columns are empty
-//! on rows without a validation pass).
+//! Columns: `step,epoch,train_bpc,val_bpc,grad_norm,chars_per_sec,elapsed_s,train_nats,val_nats`:
+//! the losses in bits per character, the unit the progress line shows, and again at the end in
+//! nats per character (PyTorch's `cross_entropy`, to more digits); the validation columns are
+//! empty on rows without a validation pass. A file in the earlier layout
+//! (`step,epoch,train_loss,train_bpc,val_loss,val_bpc,...`, nats first) is still read when a run
+//! is resumed, and rewritten in this one.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -13,6 +16,10 @@ use anyhow::{Context, Result};
 
 /// The header line.
 pub const HEADER: &str =
+    "step,epoch,train_bpc,val_bpc,grad_norm,chars_per_sec,elapsed_s,train_nats,val_nats";
+
+/// The header of the earlier layout, nats first.
+const OLD_HEADER: &str =
     "step,epoch,train_loss,train_bpc,val_loss,val_bpc,grad_norm,chars_per_sec,elapsed_s";
 
 const LN2: f64 = std::f64::consts::LN_2;
@@ -32,28 +39,47 @@ pub struct Row {
     pub grad_norm: f64,
     /// Training characters per second over the same steps.
     pub chars_per_sec: f64,
-    /// Seconds since the run started (wall clock, summed over resumed sessions).
+    /// Seconds since the run started (wall clock, summed over the parts of a resumed run).
     pub elapsed_s: f64,
 }
 
 impl Row {
+    /// The row as one `--log-json` object: `{"event": "metrics", "step": .., "epoch": ..,
+    /// "train_bpc": .., "val_bpc": .. or null, "train_nats": .., "val_nats": .., "grad_norm":
+    /// .., "chars_per_sec": .., "elapsed_s": ..}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "metrics",
+            "step": self.step,
+            "epoch": self.epoch,
+            "train_bpc": self.train_loss / LN2,
+            "val_bpc": self.val_loss.map(|v| v / LN2),
+            "train_nats": self.train_loss,
+            "val_nats": self.val_loss,
+            "grad_norm": self.grad_norm,
+            "chars_per_sec": self.chars_per_sec,
+            "elapsed_s": self.elapsed_s,
+        })
+    }
+
     fn to_line(&self) -> String {
         let opt = |v: Option<f64>, f: fn(f64) -> String| v.map(f).unwrap_or_default();
         format!(
-            "{},{},{:.6},{:.6},{},{},{:.4},{:.0},{:.2}",
+            "{},{},{:.6},{},{:.4},{:.0},{:.2},{:.8},{}",
             self.step,
             self.epoch,
-            self.train_loss,
             self.train_loss / LN2,
-            opt(self.val_loss, |v| format!("{v:.6}")),
             opt(self.val_loss, |v| format!("{:.6}", v / LN2)),
             self.grad_norm,
             self.chars_per_sec,
-            self.elapsed_s
+            self.elapsed_s,
+            self.train_loss,
+            opt(self.val_loss, |v| format!("{v:.8}")),
         )
     }
 
-    fn parse(line: &str) -> Option<Row> {
+    /// A line of this layout (`old`: of the earlier one).
+    fn parse(line: &str, old: bool) -> Option<Row> {
         let f: Vec<&str> = line.split(',').collect();
         if f.len() != 9 {
             return None;
@@ -65,14 +91,20 @@ impl Row {
                 s.parse().ok().map(Some)
             }
         };
+        // Column of: train nats, val nats, grad norm, chars/s, elapsed.
+        let [tn, vn, g, c, e] = if old {
+            [2, 4, 6, 7, 8]
+        } else {
+            [7, 8, 4, 5, 6]
+        };
         Some(Row {
             step: f[0].parse().ok()?,
             epoch: f[1].parse().ok()?,
-            train_loss: f[2].parse().ok()?,
-            val_loss: opt(f[4])?,
-            grad_norm: f[6].parse().ok()?,
-            chars_per_sec: f[7].parse().ok()?,
-            elapsed_s: f[8].parse().ok()?,
+            train_loss: f[tn].parse().ok()?,
+            val_loss: opt(f[vn])?,
+            grad_norm: f[g].parse().ok()?,
+            chars_per_sec: f[c].parse().ok()?,
+            elapsed_s: f[e].parse().ok()?,
         })
     }
 }
@@ -99,12 +131,14 @@ impl Metrics {
     /// line cut by a crash) are dropped.
     pub fn resume(path: &Path, step: u64) -> Result<Metrics> {
         let rows: Vec<Row> = match std::fs::read_to_string(path) {
-            Ok(text) => text
-                .lines()
-                .skip(1)
-                .filter_map(Row::parse)
-                .filter(|r| r.step <= step)
-                .collect(),
+            Ok(text) => {
+                let mut lines = text.lines();
+                let old = lines.next() == Some(OLD_HEADER);
+                lines
+                    .filter_map(|l| Row::parse(l, old))
+                    .filter(|r| r.step <= step)
+                    .collect()
+            }
             Err(_) => Vec::new(),
         };
         let mut text = format!("{HEADER}\n");
@@ -175,6 +209,45 @@ impl Metrics {
     }
 }
 
+/// `--log-json FILE`: one JSON object per line, written as the run goes (`"event"`: `start`,
+/// `metrics`, `best`, `done`). A fresh run starts the file afresh; a resumed run appends to it.
+pub struct JsonLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl JsonLog {
+    /// Starts `path` afresh (a file of that name is replaced).
+    pub fn create(path: &Path) -> Result<JsonLog> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("--log-json: cannot create {}", path.display()))?;
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends to `path` (created if missing).
+    pub fn append(path: &Path) -> Result<JsonLog> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .with_context(|| format!("--log-json: cannot open {}", path.display()))?;
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Writes `value` as one line.
+    pub fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}")
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("--log-json: cannot write to {}", self.path.display()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,12 +263,38 @@ mod tests {
             chars_per_sec: 12345.0,
             elapsed_s: 33.5,
         };
-        assert_eq!(Row::parse(&r.to_line()), Some(r.clone()));
+        assert_eq!(Row::parse(&r.to_line(), false), Some(r.clone()));
+        assert_eq!(
+            r.to_line(),
+            "120,1,2.164043,2.524716,0.8000,12345,33.50,1.50000000,1.75000000"
+        );
         let no_val = Row {
             val_loss: None,
-            ..r
+            ..r.clone()
         };
-        assert_eq!(Row::parse(&no_val.to_line()), Some(no_val));
-        assert_eq!(Row::parse("12,0,1.5"), None);
+        assert_eq!(Row::parse(&no_val.to_line(), false), Some(no_val));
+        assert_eq!(Row::parse("12,0,1.5", false), None);
+        let old = "120,1,1.500000,2.164042,1.750000,2.524716,0.8000,12345,33.50";
+        assert_eq!(Row::parse(old, true), Some(r));
+    }
+
+    #[test]
+    fn resume_reads_the_earlier_layout_and_rewrites_it() {
+        let dir = std::env::temp_dir().join(format!("rnn-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.csv");
+        std::fs::write(
+            &path,
+            format!(
+                "{OLD_HEADER}\n10,0,1.5,2.16,,,0.8,100,1.0\n20,0,1.25,1.8,1.75,2.5,0.7,100,2.0\n"
+            ),
+        )
+        .unwrap();
+        let m = Metrics::resume(&path, 15).unwrap();
+        assert_eq!(m.rows.len(), 1);
+        assert_eq!(m.rows[0].train_loss, 1.5);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().next(), Some(HEADER));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -22,7 +22,8 @@ use rnn::{Error, Module, Recurrent, RecurrentOutput, Shape, Tensor};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model file: safetensors with the state_dict and a "config" metadata entry (JSON of the
-    /// constructor arguments, e.g. {"cell": "lstm", "input_size": 4, "hidden_size": 8}).
+    /// constructor arguments, e.g. {"cell": "lstm", "input_size": 4, "hidden_size": 8}), or an
+    /// .onnx file holding one recurrent stack.
     #[arg(short, long, value_name = "MODEL")]
     model: PathBuf,
     /// Input file: safetensors with "input" and optionally "h0", "c0", "lengths",
@@ -30,9 +31,14 @@ pub struct Args {
     #[arg(short, long, value_name = "IN")]
     input: PathBuf,
     /// Where to write "output", "h_n", "c_n" and the "grad.*" tensors (f32 safetensors,
-    /// written atomically).
+    /// written atomically: a new file replaces the old one whole; a symbolic link is followed
+    /// and its target replaced; a character device or FIFO, e.g. /dev/stdout, is written
+    /// through; a directory, or the --model or --input file itself, is refused).
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// Worker threads [default: one per core]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// Every key an input file may hold.
@@ -125,8 +131,9 @@ fn float_tensor(file: &TensorFile, path: &Path, key: &str) -> Result<Option<Arra
         bail!(Error::format(
             path,
             format!(
-                "tensor \"{key}\" has dtype {}, expected a floating-point tensor (F32 or F64)",
-                t.dtype()
+                "tensor \"{key}\" has dtype {}, expected a floating-point tensor (F32, F64, F16 \
+                 or BF16)",
+                file.dtype_in_file(key).unwrap_or(t.dtype())
             )
         ));
     }
@@ -195,9 +202,24 @@ fn lengths(t: &TensorData, path: &Path, input: &ArrayD<f32>) -> Result<Vec<usize
 
 /// Entry point of `rnn run`.
 pub fn main(args: Args) -> Result<()> {
-    let mut model = load_model(&args.model)?;
+    for (flag, given) in [("--model", &args.model), ("--input", &args.input)] {
+        if same_file(&args.output, given) {
+            bail!(
+                "--output {} is the file given to {flag}: writing it would destroy that file; \
+                 choose another output path",
+                args.output.display()
+            );
+        }
+    }
+    crate::threads::set(args.threads)?;
+    let mut model = if rnn::onnx::is_onnx_path(&args.model) {
+        rnn::onnx::import_one(&args.model)?
+    } else {
+        load_model(&args.model)?
+    };
     model.set_training(false);
     let inputs = Inputs::read(&args.input)?;
+    check_memory(&model, &inputs)?;
     let out = run(&model, &inputs).with_context(|| {
         format!(
             "running {} on {}",
@@ -205,7 +227,65 @@ pub fn main(args: Args) -> Result<()> {
             args.input.display()
         )
     })?;
+    check_finite_gradients(&out, &args.model)?;
     out.write(&args.output)?;
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (links followed).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The pass's memory (outputs, gates, and what the backward pass keeps) against the budget,
+/// before it runs: the input's `L * N` vectors times the model's widths.
+fn check_memory(model: &Recurrent, inputs: &Inputs) -> Result<()> {
+    let shape = inputs.input.shape();
+    let vectors = shape[..shape.len().saturating_sub(1)]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let bytes = vectors.and_then(|v| model.config().forward_bytes(v, inputs.wants_grad()));
+    rnn::budget::check(bytes, || {
+        format!(
+            "running {} on an input of shape {}",
+            model.config().repr(),
+            Shape::of(shape)
+        )
+    })?;
+    Ok(())
+}
+
+/// Every gradient must be finite: a NaN or infinite gradient means the weights or the upstream
+/// gradients overflow float32 arithmetic, and is an error naming the first such tensor. (The
+/// outputs are written as computed, as PyTorch returns them.)
+fn check_finite_gradients(out: &TensorFile, model_path: &Path) -> Result<()> {
+    for (key, t) in &out.tensors {
+        if !key.starts_with("grad.") {
+            continue;
+        }
+        let values = t.to_f32();
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            bail!(
+                "the gradient \"{key}\" has {bad} NaN or infinite value(s) of {}: the weights \
+                 of {} or the upstream gradients overflow float32 arithmetic; nothing was written",
+                values.len(),
+                model_path.display()
+            );
+        }
+    }
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+/// The context of a failed write of the text.
+const STDOUT: &str = "cannot write to standard output";
 use rnn::charlm::{load_dir, sample, SampleOptions};
 use rnn::Rng;
 
@@ -14,14 +17,26 @@ pub struct Args {
     /// Model directory (model.safetensors + vocab.json), or its model.safetensors
     #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
     model: PathBuf,
-    /// Text to start from; it is printed, then continued [default: none, start of a line]
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// Text to start from; it is printed, then continued [default: none: the model starts after
+    /// a newline, as at the start of a line]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     prime: String,
     /// Characters to generate after the prime
     #[arg(long, value_name = "N", default_value_t = 500)]
     len: usize,
-    /// Sharpens (< 1) or flattens (> 1) the distribution; 0 always takes the likeliest
-    #[arg(long, value_name = "T", default_value_t = 0.8)]
+    /// Sharpens (< 1) or flattens (> 1) the distribution; 0 always takes the likeliest; a
+    /// finite number >= 0
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.8,
+        allow_negative_numbers = true
+    )]
     temperature: f64,
     /// Draw only among the K likeliest characters; 0 = all
     #[arg(long = "top-k", value_name = "K", default_value_t = 0)]
@@ -43,7 +58,7 @@ pub fn main(args: Args) -> Result<()> {
     };
     if options.validate().is_err() {
         bail!(
-            "--temperature must be a number >= 0, got {}",
+            "--temperature must be a finite number >= 0, got {}",
             args.temperature
         );
     }
@@ -63,8 +78,9 @@ pub fn main(args: Args) -> Result<()> {
     });
     let mut rng = Rng::new(seed);
     let mut out = std::io::stdout().lock();
-    out.write_all(args.prime.as_bytes())?;
-    out.flush()?;
+    out.write_all(args.prime.as_bytes())
+        .and_then(|()| out.flush())
+        .context(STDOUT)?;
     let mut io_error = None;
     let result = sample(
         &mut model,
@@ -86,9 +102,9 @@ pub fn main(args: Args) -> Result<()> {
         },
     );
     if let Some(e) = io_error {
-        return Err(e.into());
+        return Err(anyhow::Error::new(e).context(STDOUT));
     }
     result?;
-    writeln!(out)?;
+    writeln!(out).and_then(|()| out.flush()).context(STDOUT)?;
     Ok(())
 }

@@ -9,6 +9,9 @@
 //! Progress goes to stderr, samples to stdout. A checkpoint is written every
 //! `--checkpoint-every` steps, at the end, and on Ctrl-C (then the exit status is 130);
 //! `--resume` continues a run so that it ends with the weights an uninterrupted run would have.
+//! `--init DIR` fine-tunes: it starts from the weights of a trained model, with a new optimizer,
+//! on a text whose characters the model knows. `best.safetensors` keeps the model with the
+//! lowest validation loss; `--log-json FILE` writes every metrics row as a JSON line.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rnn::charlm::checkpoint::{save_model, CHECKPOINT_FILE, MODEL_FILE, VOCAB_FILE};
+use rnn::charlm::checkpoint::{BEST_FILE, MODEL_FORMAT};
+use rnn::charlm::{best_of, load_dir, save_best, CharLm};
 use rnn::charlm::{
     evaluate, fingerprint, sample, CharLmConfig, SampleOptions, TrainConfig, Trainer, Vocab,
 };
@@ -24,8 +29,68 @@ use rnn::io::TensorFile;
 use rnn::{CellKind, Module, Rng};
 
 use crate::corpus::{read_text, BUILTIN_NAME};
-use crate::metrics::{Metrics, Row};
+use crate::metrics::{JsonLog, Metrics, Row};
 use crate::progress::{clock, Progress, Status};
+
+/// The checkpoint metadata entry holding the run's [`settings`].
+pub const RUN_METADATA: &str = "run";
+
+/// The settings of a run that do not change what it computes, as JSON (absent flags as
+/// `null`, which keep their defaults): `--sample-every`, `--sample-len`, `--eval-every`,
+/// `--checkpoint-every`, `--log-every`. Saved in every checkpoint; `--resume` keeps them
+/// unless given again.
+fn settings(args: &Args) -> String {
+    serde_json::json!({
+        "sample_every": args.sample_every,
+        "sample_len": sample_len(args),
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.checkpoint_every,
+        "log_every": args.log_every,
+    })
+    .to_string()
+}
+
+/// Fills the settings not given on the command line from the checkpoint's `run` metadata
+/// (a checkpoint without it keeps the defaults).
+fn restore_settings(args: &mut Args, file: &TensorFile, ckpt: &Path) -> Result<()> {
+    let Some(json) = file.metadata.get(RUN_METADATA) else {
+        return Ok(());
+    };
+    let bad = |why: String| {
+        anyhow!(
+            "{}: metadata \"{RUN_METADATA}\" {json:?}: {why}",
+            ckpt.display()
+        )
+    };
+    let saved: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let get = |key: &str| -> Result<Option<u64>> {
+        match saved.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| bad(format!("\"{key}\" must be a count, got {v}"))),
+        }
+    };
+    args.sample_every = args.sample_every.or(get("sample_every")?);
+    args.eval_every = args.eval_every.or(get("eval_every")?);
+    args.checkpoint_every = args.checkpoint_every.or(get("checkpoint_every")?);
+    args.log_every = args.log_every.or(get("log_every")?);
+    if args.sample_len.is_none() {
+        args.sample_len = get("sample_len")?
+            .map(|n| {
+                usize::try_from(n).map_err(|_| bad(format!("\"sample_len\" {n} is too large")))
+            })
+            .transpose()?;
+    }
+    Ok(())
+}
+
+/// `--sample-len`, or its default.
+fn sample_len(args: &Args) -> usize {
+    args.sample_len.unwrap_or(300)
+}
 
 /// The metrics file's name in `--out`.
 pub const METRICS_FILE: &str = "metrics.csv";
@@ -64,7 +129,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     layers: Option<usize>,
     /// Dropout between layers and before the output layer, in [0, 1) [default: 0]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     dropout: Option<f64>,
     /// Embedding width; 0 feeds one-hot vectors instead [default: 64]
     #[arg(long, value_name = "E")]
@@ -79,19 +144,26 @@ pub struct Args {
     #[arg(long, value_name = "N", conflicts_with = "epochs")]
     steps: Option<u64>,
     /// Training length in passes over the training text instead of steps (may be fractional)
-    #[arg(long, value_name = "E")]
+    #[arg(long, value_name = "E", allow_negative_numbers = true)]
     epochs: Option<f64>,
-    /// Adam learning rate [default: 0.002]
-    #[arg(long, value_name = "LR")]
+    /// Learning rate (the peak with --schedule onecycle) [default: 0.002]
+    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
     lr: Option<f64>,
+    /// Optimizer: adam, adamw, sgd (momentum 0.9) or rmsprop [default: adam]
+    #[arg(long, value_name = "OPT")]
+    optimizer: Option<rnn::charlm::OptimizerKind>,
+    /// Learning-rate schedule: none, cosine, onecycle (both over the run's steps) or plateau
+    /// (halve it when the validation loss stops improving) [default: none]
+    #[arg(long, value_name = "SCHEDULE")]
+    schedule: Option<rnn::charlm::ScheduleKind>,
     /// Clip the gradients' total 2-norm to this; 0 turns clipping off [default: 5]
-    #[arg(long, value_name = "NORM")]
+    #[arg(long, value_name = "NORM", allow_negative_numbers = true)]
     clip: Option<f64>,
     /// Seed of the initialisation, dropout and data order [default: 0]
     #[arg(long, value_name = "SEED")]
     seed: Option<u64>,
     /// Fraction of the text, at its end, held out for validation [default: 0.05]
-    #[arg(long = "val-fraction", value_name = "F")]
+    #[arg(long = "val-fraction", value_name = "F", allow_negative_numbers = true)]
     val_fraction: Option<f64>,
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
@@ -108,18 +180,27 @@ pub struct Args {
     /// Print a sample every N steps; 0 = only at the end [default: a fifth of the run]
     #[arg(long = "sample-every", value_name = "N")]
     sample_every: Option<u64>,
-    /// Characters per sample
-    #[arg(long = "sample-len", value_name = "N", default_value_t = 300)]
-    sample_len: usize,
+    /// Characters per sample [default: 300]
+    #[arg(long = "sample-len", value_name = "N")]
+    sample_len: Option<usize>,
     /// Measure the validation loss every N steps; 0 = only at the end [default: a tenth of the run]
     #[arg(long = "eval-every", value_name = "N")]
     eval_every: Option<u64>,
     /// Write a checkpoint every N steps; 0 = only at the end and on Ctrl-C [default: 200]
     #[arg(long = "checkpoint-every", value_name = "N")]
     checkpoint_every: Option<u64>,
-    /// Add a row to metrics.csv every N steps
-    #[arg(long = "log-every", value_name = "N", default_value_t = 10)]
-    log_every: u64,
+    /// Add a row to metrics.csv every N steps [default: 10]
+    #[arg(long = "log-every", value_name = "N")]
+    log_every: Option<u64>,
+    /// Fine-tune: start from the weights of this model directory (or model file), with a new
+    /// optimizer and step 0; the text may use only characters the model knows, and the
+    /// architecture is the model's
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with = "resume")]
+    init: Option<PathBuf>,
+    /// Also write every metrics row (and the start, best-model and end events) to FILE as JSON
+    /// lines
+    #[arg(long = "log-json", value_name = "FILE")]
+    log_json: Option<PathBuf>,
 }
 
 /// What the loop needs besides the trainer.
@@ -130,13 +211,19 @@ struct Run {
     metrics: Metrics,
     out: PathBuf,
     label: String,
+    /// The lowest validation loss so far, the one `best.safetensors` holds.
+    best: Option<f64>,
+    /// The `--log-json` file.
+    log: Option<JsonLog>,
+    /// [`settings`] of the run, kept in the checkpoint's `run` metadata.
+    settings: String,
 }
 
 /// Entry point of `rnn train`.
-pub fn main(args: Args) -> Result<()> {
+pub fn main(mut args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
     let mut run = if args.resume {
-        resume(&args)?
+        resume(&mut args)?
     } else {
         fresh(&args)?
     };
@@ -163,19 +250,35 @@ fn fresh(args: &Args) -> Result<Run> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(BUILTIN_NAME));
     let text = read_text(&data)?;
-    let vocab = Vocab::from_text(&text)?;
-    let tokens = vocab.encode(&text)?;
+    let init = match &args.init {
+        Some(dir) => Some(init_model(args, dir)?),
+        None => None,
+    };
+    let (vocab, tokens) = match &init {
+        Some((_, vocab, dir)) => {
+            let tokens = vocab.encode(&text).map_err(|e| unseen(e, &data, dir))?;
+            (vocab.clone(), tokens)
+        }
+        None => {
+            let vocab = Vocab::from_text(&text)?;
+            let tokens = vocab.encode(&text)?;
+            (vocab, tokens)
+        }
+    };
     let val_fraction = args.val_fraction.unwrap_or(defaults::VAL_FRACTION);
     let (train, val) = split(&tokens, val_fraction, &data)?;
 
-    let model = CharLmConfig {
-        cell: args.cell.unwrap_or(defaults::CELL),
-        vocab_size: vocab.len(),
-        embed: args.embed.unwrap_or(defaults::EMBED),
-        hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
-        num_layers: args.layers.unwrap_or(defaults::LAYERS),
-        dropout: args.dropout.unwrap_or(defaults::DROPOUT),
-    };
+    let model = init.as_ref().map_or(
+        CharLmConfig {
+            cell: args.cell.unwrap_or(defaults::CELL),
+            vocab_size: vocab.len(),
+            embed: args.embed.unwrap_or(defaults::EMBED),
+            hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
+            num_layers: args.layers.unwrap_or(defaults::LAYERS),
+            dropout: args.dropout.unwrap_or(defaults::DROPOUT),
+        },
+        |(m, _, _)| m.config().clone(),
+    );
     model
         .validate()
         .map_err(|e| anyhow!("{}", option_message(&e)))?;
@@ -189,13 +292,18 @@ fn fresh(args: &Args) -> Result<Run> {
         val_fraction,
         data: data.display().to_string(),
         data_hash: fingerprint(text.as_bytes()),
+        optimizer: args.optimizer.unwrap_or_default(),
+        schedule: args.schedule.unwrap_or_default(),
     };
     config
         .validate()
         .map_err(|e| anyhow!("{}", option_message(&e)))?;
     let label = data_label(&data);
-    let mut trainer = Trainer::new(model, config.clone(), train)
-        .map_err(|e| anyhow!("{label}: {}", option_message(&e)))?;
+    let trainer = match init {
+        Some((weights, _, _)) => Trainer::from_model(weights, config.clone(), train),
+        None => Trainer::new(model, config.clone(), train),
+    };
+    let mut trainer = trainer.map_err(|e| anyhow!("{label}: {}", option_message(&e)))?;
     config.steps = total_steps(args, trainer.streams().chunks_per_epoch(), None)?;
     trainer.set_total_steps(config.steps);
 
@@ -206,6 +314,12 @@ fn fresh(args: &Args) -> Result<Run> {
         .write(out.join(VOCAB_FILE))
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
     let metrics = Metrics::create(&out.join(METRICS_FILE))?;
+    // A best model of an earlier run in --out (replaced with --force) is not this run's.
+    let _ = std::fs::remove_file(out.join(BEST_FILE));
+    let log = match &args.log_json {
+        Some(path) => Some(JsonLog::create(path)?),
+        None => None,
+    };
     let run = Run {
         trainer,
         vocab,
@@ -213,6 +327,9 @@ fn fresh(args: &Args) -> Result<Run> {
         metrics,
         out: out.clone(),
         label,
+        best: None,
+        log,
+        settings: settings(args),
     };
     // A checkpoint at step 0: --resume works from the first moment, and PyTorch can start
     // from the same initial weights (tools/train_charlm.py --init).
@@ -221,8 +338,8 @@ fn fresh(args: &Args) -> Result<Run> {
 }
 
 /// Continues the run in `--out` from `checkpoint.safetensors`.
-fn resume(args: &Args) -> Result<Run> {
-    let out = &args.out;
+fn resume(args: &mut Args) -> Result<Run> {
+    let out = &args.out.clone();
     let ckpt = out.join(CHECKPOINT_FILE);
     if !ckpt.exists() {
         bail!(
@@ -234,6 +351,7 @@ fn resume(args: &Args) -> Result<Run> {
     }
     let file = TensorFile::read(&ckpt)?;
     let (model, config) = Trainer::configs_of(&file, &ckpt)?;
+    restore_settings(args, &file, &ckpt)?;
     let saved_data = PathBuf::from(&config.data);
     let data = args.data.clone().unwrap_or(saved_data);
     let changed = |flag: &str, given: String, saved: String| -> Result<()> {
@@ -259,11 +377,21 @@ fn resume(args: &Args) -> Result<Run> {
     keep!("--seq-len", args.seq_len, config.seq_len);
     keep!("--batch", args.batch, config.batch);
     keep!("--lr", args.lr, config.lr);
+    keep!("--optimizer", args.optimizer, config.optimizer);
+    keep!("--schedule", args.schedule, config.schedule);
     keep!("--clip", args.clip, config.clip);
     keep!("--seed", args.seed, config.seed);
     keep!("--val-fraction", args.val_fraction, config.val_fraction);
 
-    let text = read_text(&data)?;
+    let text = match read_text(&data) {
+        Ok(text) => text,
+        Err(e) if args.data.is_none() => bail!(
+            "--resume: {e}; that path was recorded in {} when the run started (a relative path is \
+             read from the directory rnn runs in): give the text with --data",
+            ckpt.display()
+        ),
+        Err(e) => return Err(e),
+    };
     if fingerprint(text.as_bytes()) != config.data_hash {
         bail!(
             "--resume: {} is not the text the run in {} was trained on ({}); give that file \
@@ -275,7 +403,10 @@ fn resume(args: &Args) -> Result<Run> {
     }
     let vocab_path = out.join(VOCAB_FILE);
     let vocab = Vocab::read(&vocab_path)?;
-    if Vocab::from_text(&text)? != vocab || vocab.len() != model.vocab_size {
+    // A fine-tuned run (--init) keeps its model's vocabulary, which may hold more characters
+    // than its text.
+    let fine_tuned = Vocab::from_text(&text)? != vocab && vocab.encode(&text).is_ok();
+    if (Vocab::from_text(&text)? != vocab && !fine_tuned) || vocab.len() != model.vocab_size {
         bail!(
             "--resume: {} does not match the training text's characters",
             vocab_path.display()
@@ -292,6 +423,13 @@ fn resume(args: &Args) -> Result<Run> {
     remove_stale_temporaries(out);
     let metrics = Metrics::resume(&out.join(METRICS_FILE), done)
         .with_context(|| format!("cannot write to --out {}", out.display()))?;
+    let best = best_of(out.join(BEST_FILE))
+        .filter(|&(step, _)| step <= done)
+        .map(|(_, loss)| loss);
+    let log = match &args.log_json {
+        Some(path) => Some(JsonLog::append(path)?),
+        None => None,
+    };
     Ok(Run {
         trainer,
         vocab,
@@ -299,6 +437,9 @@ fn resume(args: &Args) -> Result<Run> {
         metrics,
         out: out.clone(),
         label: data_label(&data),
+        best,
+        log,
+        settings: settings(args),
     })
 }
 
@@ -318,7 +459,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     let sample_every = every(args.sample_every, (total / 5).max(1));
     let eval_every = every(args.eval_every, (total / 10).max(1));
     let checkpoint_every = every(args.checkpoint_every, 200);
-    let log_every = args.log_every.max(1);
+    let log_every = args.log_every.unwrap_or(10).max(1);
 
     let mut progress = Progress::new();
     let model = run.trainer.model();
@@ -328,7 +469,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     progress.message(&format!(
         "model: {arch}, {} parameters\n\
          data:  {}, {} characters ({} training, {} validation), vocabulary of {}\n\
-         plan:  {total} steps ({epochs:.2} epochs) of {} streams x {} characters; Adam lr {}, \
+         plan:  {total} steps ({epochs:.2} epochs) of {} x {}; {} lr {}{}, \
          clip {}, seed {}; writing {}",
         model.num_parameters(),
         run.label,
@@ -336,15 +477,37 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         run.trainer.streams().len(),
         run.val.len(),
         run.vocab.len(),
-        cfg.batch,
-        cfg.seq_len,
+        plural(cfg.batch, "stream"),
+        plural(cfg.seq_len, "character"),
+        cfg.optimizer,
         cfg.lr,
+        match cfg.schedule {
+            rnn::charlm::ScheduleKind::None => String::new(),
+            s => format!(" ({s} schedule)"),
+        },
         cfg.clip,
         cfg.seed,
         run.out.display()
     ));
     if start_step > 0 {
         progress.message(&format!("resuming at step {start_step}"));
+    }
+    if let Some(dir) = &args.init {
+        progress.message(&format!(
+            "init:  the weights of {} (fine-tuning with a new optimizer)",
+            dir.display()
+        ));
+    }
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "start",
+            "step": start_step,
+            "total_steps": total,
+            "model": serde_json::from_str::<serde_json::Value>(&model.config().to_json())?,
+            "train": serde_json::from_str::<serde_json::Value>(&cfg.to_json())?,
+            "init": args.init.as_ref().map(|d| d.display().to_string()),
+            "out": run.out.display().to_string(),
+        }))?;
     }
 
     let session = Instant::now();
@@ -361,7 +524,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         Status {
             step,
             total,
-            loss,
+            train_bpc: loss.map(|v| v / std::f64::consts::LN_2),
             val_bpc: val.map(|v| v / std::f64::consts::LN_2),
             chars_per_sec: (done > 0)
                 .then(|| done as f64 * chars_per_step / step_time.as_secs_f64().max(1e-9)),
@@ -393,11 +556,13 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         if eval_now {
             let ev = evaluate(run.trainer.model_mut(), &run.val, cfg.seq_len)?;
             val_loss = Some(ev.loss);
+            keep_best(run, step, ev.loss)?;
+            run.trainer.after_evaluation(ev.loss);
         }
         if due(log_every) || eval_now {
             let loss = sum_loss / n_since as f64;
             last_loss = Some(loss);
-            run.metrics.push(Row {
+            let row = Row {
                 step,
                 epoch: stats.epoch,
                 train_loss: loss,
@@ -405,7 +570,11 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
                 grad_norm: sum_norm / n_since as f64,
                 chars_per_sec: n_since as f64 * chars_per_step / time_since.as_secs_f64().max(1e-9),
                 elapsed_s: elapsed_before + session.elapsed().as_secs_f64(),
-            })?;
+            };
+            if let Some(log) = &mut run.log {
+                log.write(&row.to_json())?;
+            }
+            run.metrics.push(row)?;
             (sum_loss, sum_norm, n_since, time_since) = (0.0, 0.0, 0, Duration::ZERO);
         }
         let st = status(step, last_loss, val_loss, step_time);
@@ -415,7 +584,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
             progress.update(&st, false);
         }
         if !last && due(sample_every) {
-            print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
+            print_sample(run, sample_len(args), step, val_loss, &mut progress)?;
             progress.update(&st, true);
         }
         if due(checkpoint_every) {
@@ -423,6 +592,11 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         }
     }
     let step = run.trainer.step_count();
+    if !interrupted {
+        // The last sample goes above the last progress line, as the others do.
+        write_checkpoint(run)?;
+        print_sample(run, sample_len(args), step, val_loss, &mut progress)?;
+    }
     progress.update(&status(step, last_loss, val_loss, step_time), true);
     progress.finish();
     if interrupted {
@@ -435,8 +609,6 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         );
         std::process::exit(130);
     }
-    write_checkpoint(run)?;
-    print_sample(run, args.sample_len, step, val_loss, &mut progress)?;
     let wall = session.elapsed();
     let done = step - start_step;
     let mut summary = format!("done: {step} steps in {}", clock(wall));
@@ -448,11 +620,27 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     }
     if let Some(v) = val_loss {
         summary.push_str(&format!(
-            "; validation loss {v:.4} nats/char = {:.4} bits/char",
+            "; validation {:.4} bits per character",
             v / std::f64::consts::LN_2
         ));
     }
+    if let Some(best) = run.best {
+        summary.push_str(&format!(
+            " (best {:.4}, kept in {BEST_FILE})",
+            best / std::f64::consts::LN_2
+        ));
+    }
     eprintln!("{summary}");
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "done",
+            "step": step,
+            "seconds": wall.as_secs_f64(),
+            "val_bpc": val_loss.map(|v| v / std::f64::consts::LN_2),
+            "val_nats": val_loss,
+            "best_val_bpc": run.best.map(|v| v / std::f64::consts::LN_2),
+        }))?;
+    }
     eprintln!(
         "model: {}; more text: `rnn sample --model {}`",
         run.out.join(MODEL_FILE).display(),
@@ -461,13 +649,91 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
     Ok(())
 }
 
+/// Reads the `--init` model directory (or model file) and checks the architecture flags
+/// against it: a fine-tuned model keeps its architecture.
+fn init_model(args: &Args, dir: &Path) -> Result<(CharLm, Vocab, PathBuf)> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b || a.parent() == Some(b.as_path()),
+        _ => false,
+    };
+    if same(dir, &args.out) {
+        bail!(
+            "--init {} is --out too: a fine-tuned model is written to another directory, so \
+             that the model it starts from is kept (choose another --out)",
+            dir.display()
+        );
+    }
+    let (model, vocab) = load_dir(dir).with_context(|| format!("--init {}", dir.display()))?;
+    let c = model.config().clone();
+    let differs = |flag: &str, given: String, saved: String| -> Result<()> {
+        bail!(
+            "--init: {flag} {given} differs from the model's {saved}; fine-tuning keeps the \
+             model's architecture (leave {flag} out)"
+        )
+    };
+    macro_rules! keep {
+        ($flag:literal, $given:expr, $saved:expr) => {
+            if let Some(g) = $given {
+                if g != $saved {
+                    differs($flag, format!("{g}"), format!("{}", $saved))?;
+                }
+            }
+        };
+    }
+    keep!("--cell", args.cell.map(|c| c.name()), c.cell.name());
+    keep!("--hidden", args.hidden, c.hidden_size);
+    keep!("--layers", args.layers, c.num_layers);
+    keep!("--dropout", args.dropout, c.dropout);
+    keep!("--embed", args.embed, c.embed);
+    debug_assert_eq!(MODEL_FORMAT, "rnn.charlm/1");
+    Ok((model, vocab, dir.to_path_buf()))
+}
+
+/// The error for a text with characters the `--init` model has never seen.
+fn unseen(e: rnn::Error, data: &Path, dir: &Path) -> anyhow::Error {
+    let m = match e {
+        rnn::Error::Invalid(m) => m,
+        other => other.to_string(),
+    };
+    anyhow!(
+        "--init {}: {} has characters the model was not trained with ({m}); a fine-tuned \
+         model keeps its vocabulary: remove them from the text, or train a new model without \
+         --init",
+        dir.display(),
+        data_label(data)
+    )
+}
+
+/// Writes `best.safetensors` when `val_loss` is the lowest validation loss of the run so far.
+fn keep_best(run: &mut Run, step: u64, val_loss: f64) -> Result<()> {
+    if run.best.is_some_and(|b| b <= val_loss) {
+        return Ok(());
+    }
+    let path = run.out.join(BEST_FILE);
+    save_best(&path, run.trainer.model(), step, val_loss)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    run.best = Some(val_loss);
+    if let Some(log) = &mut run.log {
+        log.write(&serde_json::json!({
+            "event": "best",
+            "step": step,
+            "val_bpc": val_loss / std::f64::consts::LN_2,
+            "val_nats": val_loss,
+        }))?;
+    }
+    Ok(())
+}
+
 /// Writes `checkpoint.safetensors`, then `model.safetensors`, then `loss.svg`, each atomically.
 fn write_checkpoint(run: &Run) -> Result<()> {
     let out = &run.out;
     let step = run.trainer.step_count();
     let context = || format!("cannot write the checkpoint to {}", out.display());
-    run.trainer
-        .checkpoint()
+    let mut checkpoint = run.trainer.checkpoint();
+    checkpoint
+        .metadata
+        .insert(RUN_METADATA.to_string(), run.settings.clone());
+    checkpoint
         .write(out.join(CHECKPOINT_FILE))
         .with_context(context)?;
     save_model(out.join(MODEL_FILE), run.trainer.model(), step).with_context(context)?;
@@ -528,6 +794,7 @@ fn remove_stale_temporaries(out: &Path) {
         VOCAB_FILE,
         METRICS_FILE,
         PLOT_FILE,
+        BEST_FILE,
     ];
     let Ok(entries) = std::fs::read_dir(out) else {
         return;
@@ -552,13 +819,18 @@ fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Ve
     let n_val = (n as f64 * fraction).floor() as usize;
     if fraction > 0.0 && n_val < 2 {
         bail!(
-            "{}: {n} characters leave {n_val} for validation (--val-fraction {fraction}); use \
+            "{}: {} leave {n_val} for validation (--val-fraction {fraction}); use \
              more text, a larger --val-fraction, or --val-fraction 0",
-            data_label(data)
+            data_label(data),
+            plural(n, "character")
         );
     }
     Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
 }
+
+/// The most steps a run may plan (`--steps`, `--epochs`): a billion, days of training even at
+/// a millisecond a step.
+pub const MAX_STEPS: u64 = 1_000_000_000;
 
 /// The planned number of steps: `--steps`, or `--epochs` times the chunks per epoch, or the
 /// default. A resumed run cannot plan fewer steps than it has done.
@@ -569,16 +841,35 @@ fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
             if !(e.is_finite() && e >= 0.0) {
                 bail!("--epochs must be a number >= 0, got {e}");
             }
-            (e * chunks as f64).ceil() as u64
+            let steps = (e * chunks as f64).ceil();
+            if steps > MAX_STEPS as f64 {
+                bail!(
+                    "--epochs {e} plans {steps:.3e} steps ({chunks} per epoch), more than the \
+                     {MAX_STEPS} a run may plan; ask for fewer epochs"
+                );
+            }
+            steps as u64
         }
         (None, None) => defaults::STEPS,
     };
+    if total > MAX_STEPS {
+        bail!("--steps {total} is more than the {MAX_STEPS} a run may plan");
+    }
     if let Some(done) = done {
         if total < done {
             bail!("--resume: the run is already at step {done}, past the {total} steps asked for");
         }
     }
     Ok(total)
+}
+
+/// `1 character`, `2 characters`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// `file.txt` or `the built-in corpus`.
@@ -596,10 +887,17 @@ fn option_message(e: &rnn::Error) -> String {
         rnn::Error::Config(m) | rnn::Error::Invalid(m) => m.clone(),
         other => other.to_string(),
     };
-    m.replace("hidden_size", "--hidden")
+    m.replace("seq_len and batch", "--seq-len and --batch")
+        .replace("batch * seq_len", "--batch x --seq-len")
+        .replace(
+            "a smaller batch or seq_len",
+            "a smaller --batch or --seq-len",
+        )
+        .replace("batch (", "--batch (")
+        .replace("seq_len (", "--seq-len (")
+        .replace("hidden_size", "--hidden")
         .replace("num_layers", "--layers")
         .replace("seq_len", "--seq-len")
-        .replace("a smaller batch", "a smaller --batch")
         .replace("dropout must", "--dropout must")
         .replace("clip must", "--clip must")
         .replace("the learning rate", "--lr")

@@ -113,15 +113,15 @@ fn metrics(dir: &Path) -> Vec<(u64, f64, Option<f64>)> {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("step,epoch,train_loss,train_bpc,val_loss,val_bpc,grad_norm,chars_per_sec,elapsed_s")
+        Some("step,epoch,train_bpc,val_bpc,grad_norm,chars_per_sec,elapsed_s,train_nats,val_nats")
     );
     lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             (
                 f[0].parse().unwrap(),
-                f[2].parse().unwrap(),
-                (!f[4].is_empty()).then(|| f[4].parse().unwrap()),
+                f[7].parse().unwrap(),
+                (!f[8].is_empty()).then(|| f[8].parse().unwrap()),
             )
         })
         .collect()

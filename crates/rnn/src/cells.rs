@@ -97,7 +97,7 @@ impl CellCore {
                 kind.torch_name()
             )));
         }
-        if kind != CellKind::Rnn && config.nonlinearity != Nonlinearity::Tanh {
+        if !kind.description().nonlinearity && config.nonlinearity != Nonlinearity::Tanh {
             return Err(Error::Config(format!(
                 "{name}: nonlinearity is an argument of RNNCell only"
             )));
@@ -150,9 +150,9 @@ impl CellCore {
         let c = self.config();
         let name = self.name();
         let (input_size, hidden) = (c.input_size, c.hidden_size);
-        let is_lstm = c.cell == CellKind::Lstm;
+        let has_c = c.cell.description().cell_state;
         let state_what = |k: usize| {
-            if is_lstm {
+            if has_c {
                 format!("{name} hx[{k}]")
             } else {
                 format!("{name} hx")
@@ -175,7 +175,7 @@ impl CellCore {
         let sshapes: Vec<Vec<usize>> = states.iter().map(|s| s.shape()).collect();
         for (k, sshape) in sshapes.iter().enumerate() {
             if !(1..=2).contains(&sshape.len()) {
-                let label = if is_lstm {
+                let label = if has_c {
                     format!("hx[{k}]")
                 } else {
                     "hidden".to_string()
@@ -260,7 +260,7 @@ impl CellCore {
         if n == 0 {
             // PyTorch returns empty states for an empty batch; the engine needs a row.
             let zeros = || Tensor::zeros(&out_shape);
-            return Ok((zeros(), is_lstm.then(zeros)));
+            return Ok((zeros(), has_c.then(zeros)));
         }
 
         // A sequence of one step: input (1, N, H_in), states (1, N, H); then h_n[0].
@@ -294,11 +294,7 @@ impl CellCore {
 
 /// PyTorch's class name of the cell of `kind`: `RNNCell`, `LSTMCell` or `GRUCell`.
 fn cell_name(kind: CellKind) -> &'static str {
-    match kind {
-        CellKind::Rnn => "RNNCell",
-        CellKind::Lstm => "LSTMCell",
-        CellKind::Gru => "GRUCell",
-    }
+    kind.description().torch_cell_name
 }
 
 /// Defines a cell type over [`CellCore`] with PyTorch's constructors.

@@ -29,45 +29,44 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every kind, in the order of this enum (the cells' descriptions are in
+    /// `engine::cells`, one file per kind).
+    pub const ALL: [CellKind; 3] = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru];
+
     /// Number of gate blocks stacked in `weight_ih` / `weight_hh`: 1, 4 or 3.
     pub fn gates(self) -> usize {
-        match self {
-            CellKind::Rnn => 1,
-            CellKind::Lstm => 4,
-            CellKind::Gru => 3,
-        }
+        self.description().gates()
     }
 
     /// PyTorch's class name: `RNN`, `LSTM` or `GRU`.
     pub fn torch_name(self) -> &'static str {
-        match self {
-            CellKind::Rnn => "RNN",
-            CellKind::Lstm => "LSTM",
-            CellKind::Gru => "GRU",
-        }
+        self.description().torch_name
     }
 
     /// The name used in model files and on the command line: `rnn`, `lstm` or `gru`.
     pub fn name(self) -> &'static str {
-        match self {
-            CellKind::Rnn => "rnn",
-            CellKind::Lstm => "lstm",
-            CellKind::Gru => "gru",
-        }
+        self.description().name
     }
 }
 
 impl std::str::FromStr for CellKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "rnn" => Ok(CellKind::Rnn),
-            "lstm" => Ok(CellKind::Lstm),
-            "gru" => Ok(CellKind::Gru),
-            other => Err(Error::Config(format!(
-                "unknown cell {other:?}: expected \"rnn\", \"lstm\" or \"gru\""
-            ))),
-        }
+        let lower = s.to_ascii_lowercase();
+        CellKind::ALL
+            .into_iter()
+            .find(|k| k.name() == lower)
+            .ok_or_else(|| {
+                let names: Vec<String> = CellKind::ALL
+                    .iter()
+                    .map(|k| format!("{:?}", k.name()))
+                    .collect();
+                let (last, rest) = names.split_last().expect("at least one kind");
+                Error::Config(format!(
+                    "unknown cell {lower:?}: expected {} or {last}",
+                    rest.join(", ")
+                ))
+            })
     }
 }
 
@@ -252,7 +251,7 @@ impl RecurrentConfig {
             )));
         }
         if self.proj_size > 0 {
-            if self.cell != CellKind::Lstm {
+            if !self.cell.description().projection {
                 return Err(Error::Config(format!(
                     "{name}: proj_size argument is only supported for LSTM, not RNN or GRU"
                 )));
@@ -264,12 +263,143 @@ impl RecurrentConfig {
                 )));
             }
         }
-        if self.cell != CellKind::Rnn && self.nonlinearity != Nonlinearity::Tanh {
+        if !self.cell.description().nonlinearity && self.nonlinearity != Nonlinearity::Tanh {
             return Err(Error::Config(format!(
                 "{name}: nonlinearity is an argument of RNN only"
             )));
         }
-        Ok(())
+        self.check_memory()
+    }
+
+    /// PyTorch's repr of the layer this configuration builds: `LSTM(4, 8, num_layers=2)`.
+    pub fn repr(&self) -> String {
+        let mut s = format!(
+            "{}({}, {}",
+            self.cell.torch_name(),
+            self.input_size,
+            self.hidden_size
+        );
+        if self.proj_size != 0 {
+            s.push_str(&format!(", proj_size={}", self.proj_size));
+        }
+        if self.num_layers != 1 {
+            s.push_str(&format!(", num_layers={}", self.num_layers));
+        }
+        if self.nonlinearity != Nonlinearity::Tanh {
+            s.push_str(", nonlinearity='relu'");
+        }
+        if !self.bias {
+            s.push_str(", bias=False");
+        }
+        if self.batch_first {
+            s.push_str(", batch_first=True");
+        }
+        if self.dropout != 0.0 {
+            s.push_str(&format!(", dropout={}", self.dropout));
+        }
+        if self.bidirectional {
+            s.push_str(", bidirectional=True");
+        }
+        s.push(')');
+        s
+    }
+
+    /// Every parameter's PyTorch key and shape, in `state_dict` order (layer by layer, the
+    /// forward direction then `_reverse`): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
+    /// `weight_hh_l{k}` `(G*H, H_out)`, `bias_ih_l{k}` and `bias_hh_l{k}` `(G*H,)` when `bias`,
+    /// `weight_hr_l{k}` `(proj_size, H)` when `proj_size > 0`. Computed from the configuration
+    /// alone, so that a file's tensors can be checked before a layer is built; call it on a
+    /// validated configuration (the list has `num_layers * D` entries per key).
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let gh = self.cell.gates() * self.hidden_size;
+        let mut v = Vec::new();
+        for layer in 0..self.num_layers {
+            for d in 0..self.num_directions() {
+                let suffix = if d == 1 { "_reverse" } else { "" };
+                let mut push = |name: &str, shape: Vec<usize>| {
+                    v.push((format!("{name}_l{layer}{suffix}"), shape));
+                };
+                push("weight_ih", vec![gh, self.layer_input_size(layer)]);
+                push("weight_hh", vec![gh, self.state_size()]);
+                if self.bias {
+                    push("bias_ih", vec![gh]);
+                    push("bias_hh", vec![gh]);
+                }
+                if self.proj_size > 0 {
+                    push("weight_hr", vec![self.proj_size, self.hidden_size]);
+                }
+            }
+        }
+        v
+    }
+
+    /// The number of parameters, with overflow-safe arithmetic: `None` when it does not fit
+    /// 64 bits.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let gh = u(self.cell.gates())?.checked_mul(u(self.hidden_size)?)?;
+        let h_out = u(self.state_size())?;
+        let d = u(self.num_directions())?;
+        let per_dir = |input: u64| -> Option<u64> {
+            let mut n = gh.checked_mul(input.checked_add(h_out)?)?;
+            if self.bias {
+                n = n.checked_add(gh.checked_mul(2)?)?;
+            }
+            if self.proj_size > 0 {
+                n = n.checked_add(u(self.proj_size)?.checked_mul(u(self.hidden_size)?)?)?;
+            }
+            Some(n)
+        };
+        let first = per_dir(u(self.input_size)?)?;
+        let rest = per_dir(d.checked_mul(h_out)?)?;
+        let layers = first.checked_add(rest.checked_mul(u(self.num_layers)? - 1)?)?;
+        layers.checked_mul(d)
+    }
+
+    /// An estimate of the f32 bytes one pass over `steps` = `L * N` input vectors takes beyond
+    /// the input and the weights, with overflow-safe arithmetic (`None` on overflow): per
+    /// vector, each layer and direction's gates, states and output (`G H + 2 H + H_out`), kept
+    /// for every layer when `grad` (the backward pass reads them, and writes as much again).
+    pub fn forward_bytes(&self, steps: usize, grad: bool) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let g = u(self.cell.gates())?;
+        let h = u(self.hidden_size)?;
+        let per_dir = g
+            .checked_add(2)?
+            .checked_mul(h)?
+            .checked_add(u(self.state_size())?)?;
+        let per_layer = per_dir.checked_mul(u(self.num_directions())?)?;
+        let layers = if grad {
+            u(self.num_layers)?.checked_mul(2)?
+        } else {
+            2
+        };
+        u(steps)?
+            .checked_mul(per_layer)?
+            .checked_mul(layers)?
+            .checked_mul(4)
+    }
+
+    /// The weights' f32 bytes against the memory budget (see [`crate::budget`]): a refusal
+    /// names the sizes and the bytes.
+    fn check_memory(&self) -> Result<()> {
+        let bytes = self.parameter_count().and_then(|n| n.checked_mul(4));
+        crate::budget::check(bytes, || {
+            let mut sizes = format!(
+                "{}: input_size {}, hidden_size {}, num_layers {}",
+                self.cell.torch_name(),
+                self.input_size,
+                self.hidden_size,
+                self.num_layers
+            );
+            if self.proj_size > 0 {
+                sizes.push_str(&format!(", proj_size {}", self.proj_size));
+            }
+            if self.bidirectional {
+                sizes.push_str(", bidirectional");
+            }
+            format!("{sizes}: the weights")
+        })
     }
 
     /// Parses the JSON of a model file's `config` metadata and validates it.
@@ -317,6 +447,54 @@ mod tests {
             .with_nonlinearity(Nonlinearity::Relu)
             .validate()
             .is_err());
+    }
+
+    #[test]
+    fn parameter_shapes_and_count_agree_with_the_layer() {
+        let configs = [
+            RecurrentConfig::new(CellKind::Lstm, 3, 5)
+                .with_num_layers(2)
+                .with_bidirectional(true)
+                .with_proj_size(2),
+            RecurrentConfig::new(CellKind::Gru, 4, 6).with_bias(false),
+            RecurrentConfig::new(CellKind::Rnn, 1, 2).with_num_layers(3),
+        ];
+        for c in configs {
+            let layer = crate::Recurrent::with_rng(c.clone(), &mut crate::Rng::new(0)).unwrap();
+            let named: Vec<(String, Vec<usize>)> = crate::Module::named_parameters(&layer)
+                .into_iter()
+                .map(|(k, t)| (k, t.shape()))
+                .collect();
+            assert_eq!(c.parameter_shapes(), named);
+            let count: usize = named.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            assert_eq!(c.parameter_count(), Some(count as u64));
+        }
+    }
+
+    #[test]
+    fn sizes_beyond_memory_are_refused_before_allocation() {
+        for (c, field) in [
+            (
+                RecurrentConfig::new(CellKind::Lstm, 4, 1_000_000_000),
+                "hidden_size 1000000000",
+            ),
+            (
+                RecurrentConfig::new(CellKind::Rnn, 4, 10_000_000_000_000_000_000),
+                "overflows",
+            ),
+            (
+                RecurrentConfig::new(CellKind::Rnn, 4, 4).with_num_layers(usize::MAX),
+                "num_layers 18446744073709551615",
+            ),
+            (
+                RecurrentConfig::new(CellKind::Gru, usize::MAX, 1),
+                "overflows",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+            assert!(crate::Recurrent::with_rng(c, &mut crate::Rng::new(0)).is_err());
+        }
     }
 
     #[test]

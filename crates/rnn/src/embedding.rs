@@ -1,7 +1,10 @@
 //! `Embedding`: a lookup table of vectors indexed by integer ids, as `torch.nn.Embedding`.
 //!
 //! The weight `(num_embeddings, embedding_dim)` is initialised from N(0, 1), as in PyTorch;
-//! with a `padding_idx`, that row starts at zero and never receives a gradient.
+//! with a `padding_idx`, that row starts at zero and never receives a gradient. With a
+//! `max_norm`, every row a forward looks up whose `norm_type`-norm exceeds `max_norm` is first
+//! rescaled in place to `max_norm` (`row *= max_norm / (norm + 1e-7)`), as PyTorch's
+//! `embedding_renorm_`: the weight itself changes, outside the graph.
 //!
 //! ```
 //! use ndarray::array;
@@ -28,6 +31,8 @@ pub struct Embedding {
     num_embeddings: usize,
     embedding_dim: usize,
     padding_idx: Option<usize>,
+    /// `max_norm` and `norm_type`, if rows are renormalised.
+    max_norm: Option<(f64, f64)>,
     /// `(num_embeddings, embedding_dim)`.
     weight: Tensor,
 }
@@ -58,6 +63,7 @@ impl Embedding {
             num_embeddings,
             embedding_dim,
             padding_idx: None,
+            max_norm: None,
             weight: Tensor::parameter(w),
         })
     }
@@ -78,6 +84,7 @@ impl Embedding {
             num_embeddings: s[0],
             embedding_dim: s[1],
             padding_idx,
+            max_norm: None,
             weight,
         })
     }
@@ -91,6 +98,53 @@ impl Embedding {
         }
         self.padding_idx = padding_idx;
         Ok(self)
+    }
+
+    /// `max_norm` and `norm_type` (`nn.Embedding(..., max_norm=m, norm_type=p)`, PyTorch's
+    /// default p = 2): each looked-up row whose p-norm exceeds `m` is rescaled in place to norm
+    /// `m` before the lookup. `None` turns it off. Errors unless `m > 0` and `p > 0` (or ∞).
+    pub fn with_max_norm(mut self, max_norm: Option<f64>, norm_type: f64) -> Result<Embedding> {
+        if let Some(m) = max_norm {
+            if !(m.is_finite() && m > 0.0) || norm_type.is_nan() || norm_type <= 0.0 {
+                return Err(Error::Config(format!(
+                    "Embedding: max_norm must be finite and > 0 and norm_type > 0, got \
+                     max_norm={m}, norm_type={norm_type}"
+                )));
+            }
+        }
+        self.max_norm = max_norm.map(|m| (m, norm_type));
+        Ok(self)
+    }
+
+    /// `(max_norm, norm_type)`, if set.
+    pub fn max_norm(&self) -> Option<(f64, f64)> {
+        self.max_norm
+    }
+
+    /// `embedding_renorm_`: rescales the rows at `indices` (each once, in increasing order)
+    /// whose norm exceeds `max_norm`, in place and outside the graph.
+    fn renorm(&self, indices: &[usize], max_norm: f64, norm_type: f64) {
+        let mut rows = indices.to_vec();
+        rows.sort_unstable();
+        rows.dedup();
+        let mut w = self.weight.data_mut();
+        for i in rows {
+            let mut row = w.index_axis_mut(Axis(0), i);
+            let norm = if norm_type.is_infinite() {
+                row.iter().fold(0f64, |m, &v| m.max(f64::from(v.abs())))
+            } else {
+                row.iter()
+                    .map(|&v| f64::from(v.abs()).powf(norm_type))
+                    .sum::<f64>()
+                    .powf(1.0 / norm_type)
+            };
+            // PyTorch's norm is an f32 tensor read back as a double.
+            let norm = f64::from(norm as f32);
+            if norm > max_norm {
+                let scale = (max_norm / (norm + 1e-7)) as f32;
+                row.mapv_inplace(|v| v * scale);
+            }
+        }
     }
 
     /// Number of rows.
@@ -126,6 +180,9 @@ impl Embedding {
         let mut shape = indices.shape().to_vec();
         shape.push(d);
         let flat: Vec<usize> = indices.iter().copied().collect();
+        if let Some((max_norm, norm_type)) = self.max_norm {
+            self.renorm(&flat, max_norm, norm_type);
+        }
         let mut out = Vec::with_capacity(flat.len() * d);
         {
             let w = self.weight.data();
@@ -200,6 +257,12 @@ impl fmt::Display for Embedding {
         )?;
         if let Some(p) = self.padding_idx {
             write!(f, ", padding_idx={p}")?;
+        }
+        if let Some((m, p)) = self.max_norm {
+            write!(f, ", max_norm={m:?}")?;
+            if p != 2.0 {
+                write!(f, ", norm_type={p:?}")?;
+            }
         }
         write!(f, ")")
     }

@@ -2,9 +2,11 @@
 //!
 //! `torch.nn.RNN`, `LSTM` and `GRU` (and their `*Cell`s) with PyTorch's constructor arguments,
 //! parameter names, initialisation, gate equations and numbers; backprop through time inside a
-//! small reverse-mode autograd ([`Tensor`]); `Linear`, `Embedding`, `Dropout`, losses and
-//! optimizers; packed variable-length batches; weights as safetensors with PyTorch's
-//! `state_dict` keys.
+//! small reverse-mode autograd ([`Tensor`]); `Linear`, `Embedding`, `Dropout`, `LayerNorm`,
+//! losses, optimizers with parameter groups and learning-rate schedulers; packed
+//! variable-length batches; weights as safetensors with PyTorch's `state_dict` keys.
+//! [`pytorch`] maps every PyTorch name to its place here; the common ones are re-exported at
+//! the crate root.
 //!
 //! ## The first lesson
 //!
@@ -27,7 +29,10 @@
 //! // so the final hidden state is (num_layers, batch, hidden) = (1, 5, 2).
 //! assert_eq!(status.shape(), [1, 5, 2]);
 //! ```
+//!
+//! This lesson and the six after it, each beside its PyTorch original, are in [`lessons`].
 
+pub mod budget;
 pub mod cells;
 pub mod charlm;
 pub mod config;
@@ -36,22 +41,38 @@ pub mod embedding;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod layer_norm;
+pub mod lessons;
 pub mod linalg;
 pub mod linear;
 pub mod loss;
 pub mod model_file;
 pub mod module;
+pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod packed;
+pub mod pytorch;
 pub mod recurrent;
 pub mod rng;
 pub mod tensor;
 
 pub use cells::{GruCell, LstmCell, RnnCell};
 pub use config::{CellKind, Nonlinearity, RecurrentConfig};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use error::{Error, Result, Shape};
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use loss::{
+    BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, Reduction,
+    SmoothL1Loss,
+};
 pub use module::Module;
+pub use optim::{
+    Adagrad, Adam, AdamW, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, LrScheduler,
+    OneCycleLR, Optimizer, ParamGroup, RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR,
+};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 pub use rng::{manual_seed, Rng};
 pub use tensor::{is_grad_enabled, no_grad, Tensor};

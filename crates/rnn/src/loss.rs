@@ -1,5 +1,17 @@
-//! Losses, as `torch.nn.CrossEntropyLoss`, `NLLLoss` and `MSELoss`, with PyTorch's semantics
-//! (class weights, `ignore_index`, label smoothing, reductions) and hand-written backwards.
+//! Losses, as `torch.nn.CrossEntropyLoss`, `NLLLoss`, `MSELoss`, `L1Loss`, `SmoothL1Loss`,
+//! `HuberLoss`, `BCELoss` and `BCEWithLogitsLoss`, with PyTorch's semantics (class weights,
+//! `ignore_index`, label smoothing, probability targets, reductions) and hand-written backwards.
+//!
+//! | PyTorch | rnn |
+//! |---|---|
+//! | `nn.CrossEntropyLoss` (class indices) | [`CrossEntropyLoss::forward`] |
+//! | `nn.CrossEntropyLoss` (class probabilities) | [`CrossEntropyLoss::forward_probs`] |
+//! | `nn.NLLLoss` | [`NLLLoss`] |
+//! | `nn.MSELoss` | [`MSELoss`] |
+//! | `nn.L1Loss`, `nn.SmoothL1Loss`, `nn.HuberLoss` | [`L1Loss`], [`SmoothL1Loss`], [`HuberLoss`] |
+//! | `nn.BCELoss`, `nn.BCEWithLogitsLoss` | [`BCELoss`], [`BCEWithLogitsLoss`] |
+//!
+//! ## Class-index losses
 //!
 //! For class scores `x` of shape `(N, C)`, `(C)` or `(N, C, d1, ...)` and class-index targets
 //! of shape `(N)`, `()` or `(N, d1, ...)`, with `lp = log_softmax(x)` along the class dimension
@@ -25,7 +37,10 @@
 //! l.backward().unwrap();
 //! ```
 
+mod binary;
 mod class;
+mod regression;
+mod soft;
 
 use std::fmt;
 
@@ -34,7 +49,10 @@ use ndarray::{arr0, Array1, ArrayBase, ArrayD, Data, Dimension};
 use crate::error::{Error, Result, Shape};
 use crate::ops::read2;
 use crate::tensor::{Backward, Tensor};
+pub use binary::{BCELoss, BCEWithLogitsLoss};
 use class::ClassLoss;
+pub use regression::{HuberLoss, L1Loss, SmoothL1Loss};
+use soft::SoftCrossEntropy;
 
 /// How per-element losses are combined (`reduction=` in PyTorch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,6 +140,40 @@ impl CrossEntropyLoss {
             log_softmax: true,
         };
         spec.forward(input, &target.view().into_dyn())
+    }
+
+    /// The loss of class scores `input` against class probabilities `target` of the input's
+    /// shape (PyTorch's float targets; see `soft` in the source for the equations): each
+    /// sample's target row is a distribution over the classes, smoothed as
+    /// `(1 − eps)·t + eps/C`, weighted by the class weights. `Mean` divides by the number of
+    /// samples. A non-default `ignore_index` is refused, as in PyTorch ("ignore_index is not
+    /// supported for floating point target"). Gradients reach `input` and, if it requires
+    /// one, `target`.
+    ///
+    /// ```
+    /// use rnn::loss::CrossEntropyLoss;
+    /// use rnn::Tensor;
+    /// let x = Tensor::from_vec(&[1, 2], vec![0.0, 0.0]).unwrap();
+    /// let t = Tensor::from_vec(&[1, 2], vec![0.25, 0.75]).unwrap();
+    /// let l = CrossEntropyLoss::new().forward_probs(&x, &t).unwrap();
+    /// assert!((l.item().unwrap() - 2f32.ln()).abs() < 1e-6);
+    /// let refused = CrossEntropyLoss::new().with_ignore_index(0).forward_probs(&x, &t);
+    /// assert!(refused.unwrap_err().to_string().contains("ignore_index is not supported"));
+    /// ```
+    pub fn forward_probs(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::Invalid(format!(
+                "label_smoothing must be between 0.0 and 1.0. Got: {eps}"
+            )));
+        }
+        SoftCrossEntropy {
+            weight: self.weight.as_ref(),
+            ignore_index: self.ignore_index,
+            eps,
+            reduction: self.reduction,
+        }
+        .forward(input, target)
     }
 }
 
@@ -278,6 +330,31 @@ pub fn nll_loss<S: Data<Elem = i64>, D: Dimension>(
 /// `F.mse_loss(input, target)` (mean).
 pub fn mse_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
     MSELoss::default().forward(input, target)
+}
+
+/// `F.l1_loss(input, target)` (mean).
+pub fn l1_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    L1Loss::default().forward(input, target)
+}
+
+/// `F.smooth_l1_loss(input, target)` (mean, beta 1).
+pub fn smooth_l1_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    SmoothL1Loss::default().forward(input, target)
+}
+
+/// `F.huber_loss(input, target)` (mean, delta 1).
+pub fn huber_loss(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    HuberLoss::default().forward(input, target)
+}
+
+/// `F.binary_cross_entropy(input, target)` (mean).
+pub fn binary_cross_entropy(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    BCELoss::default().forward(input, target)
+}
+
+/// `F.binary_cross_entropy_with_logits(input, target)` (mean).
+pub fn binary_cross_entropy_with_logits(input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    BCEWithLogitsLoss::default().forward(input, target)
 }
 
 impl fmt::Display for CrossEntropyLoss {

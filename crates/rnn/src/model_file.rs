@@ -34,8 +34,7 @@ use std::path::Path;
 
 use crate::config::RecurrentConfig;
 use crate::error::{Error, Result};
-use crate::io::{load_state_dict, save_state_dict, TensorFile};
-use crate::module::Module;
+use crate::io::{check_state_dict, load_state_dict, save_state_dict, TensorFile};
 use crate::recurrent::Recurrent;
 
 /// The metadata key holding the configuration JSON.
@@ -54,21 +53,40 @@ const HOW_TO_WRITE: &str = "write the file with save_file(module.state_dict(), p
 /// says how to write it), a config that is not valid JSON or breaks PyTorch's rules, or a
 /// `state_dict` that does not match the config (missing or unexpected keys, wrong shapes,
 /// integer or non-finite values).
+///
+/// The tensors are checked against the configuration (names, shapes, dtypes) before the layer
+/// is built, and the configuration against the memory budget (see [`crate::budget`]): a file
+/// whose `config` asks for more than it holds, or more than the machine has, is refused before
+/// any memory is taken for it.
 pub fn load_model(path: impl AsRef<Path>) -> Result<Recurrent> {
     let path = path.as_ref();
     let file = TensorFile::read(path)?;
+    if let Some(format) = file.metadata.get("format") {
+        if format.starts_with("rnn.charlm") {
+            return Err(Error::format(
+                path,
+                format!(
+                    "this is a character model (format {format:?}, written by `rnn train`), not \
+                     a model file of one recurrent layer; use it with `rnn sample` or `rnn eval`"
+                ),
+            ));
+        }
+    }
     let config = config_of(&file, path)?;
-    let model = Recurrent::new(config).map_err(|e| in_file(path, e))?;
-    load_state_dict(&model, &file.tensors, true).map_err(|e| {
+    let mismatch = |config: &RecurrentConfig, e: Error| {
         Error::format(
             path,
             format!(
                 "the weights do not match the config {} ({}): {e}",
-                model.config().to_json(),
-                describe(&model)
+                config.to_json(),
+                describe(config)
             ),
         )
-    })?;
+    };
+    check_state_dict(&config.parameter_shapes(), &file.tensors)
+        .map_err(|e| mismatch(&config, e))?;
+    let model = Recurrent::new(config.clone()).map_err(|e| in_file(path, e))?;
+    load_state_dict(&model, &file.tensors, true).map_err(|e| mismatch(&config, e))?;
     Ok(model)
 }
 
@@ -100,11 +118,12 @@ pub fn save_model(path: impl AsRef<Path>, model: &Recurrent) -> Result<()> {
     save_state_dict(model, path, metadata)
 }
 
-/// `LSTM(4, 8, ...)` with the parameter count, without the `#` of `Display`.
-fn describe(model: &Recurrent) -> String {
-    let shown = model.to_string();
-    let repr = shown.split("  #").next().unwrap_or(&shown);
-    format!("{repr}, {} parameters", model.num_parameters())
+/// `LSTM(4, 8, ...)` with the parameter count.
+fn describe(config: &RecurrentConfig) -> String {
+    match config.parameter_count() {
+        Some(n) => format!("{}, {n} parameters", config.repr()),
+        None => config.repr(),
+    }
 }
 
 /// An error from building the model, as a format error of the file.
@@ -120,6 +139,7 @@ mod tests {
     use super::*;
     use crate::config::{CellKind, Nonlinearity};
     use crate::io::TensorData;
+    use crate::module::Module;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -212,6 +232,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             tensors,
+            ..TensorFile::default()
         }
         .write(p)
         .unwrap();

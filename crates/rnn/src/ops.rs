@@ -9,7 +9,8 @@
 //!
 //! The methods live in submodules by family: `arith` (add, sub, mul, div, scalars, matmul),
 //! `reduce` (sum, mean, softmax, log_softmax, argmax), `shape` (reshape, transpose, select,
-//! narrow, cat, stack) and `activation` (tanh, sigmoid, relu, exp, log). This file holds the
+//! narrow, cat, stack), `activation` (tanh, sigmoid, relu, exp, log) and `operators` (`+ - * /`
+//! and unary `-` on tensors and scalars, which panic where the methods return an error). This file holds the
 //! shared broadcasting and dimension helpers, [`one_hot`] and [`Tensor::from_vec`].
 //!
 //! ```
@@ -23,6 +24,7 @@
 
 mod activation;
 mod arith;
+mod operators;
 mod reduce;
 mod shape;
 #[cfg(test)]

@@ -19,68 +19,44 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array2, Array3, ArrayD, Axis, CowArray, Ix1, Ix2, IxDyn};
+use ndarray::{Array2, Array3, ArrayD, Axis, CowArray, Ix2, IxDyn};
 
 use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
-use crate::engine::{self, Batches, DirWeights, Saved};
+use crate::engine::cells::params::{layer_params, Init};
+use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
-/// The parameters of one layer and direction.
+/// The parameters of one layer and direction, in `state_dict` order, by role: the cell's
+/// description lists them ([`engine::cells::params`]), with their names, shapes and
+/// initialisation.
 #[derive(Clone, Debug)]
-pub(crate) struct DirParams {
-    pub w_ih: Tensor,
-    pub w_hh: Tensor,
-    pub b_ih: Option<Tensor>,
-    pub b_hh: Option<Tensor>,
-    pub w_hr: Option<Tensor>,
-}
+pub(crate) struct DirParams(Vec<(Param, Tensor)>);
 
 impl DirParams {
-    /// Draws every parameter uniform in (-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as
-    /// PyTorch's `reset_parameters`, in `state_dict` order.
+    /// Every parameter of layer `layer` as its role says (PyTorch's `reset_parameters`: uniform
+    /// in (-1/sqrt(hidden_size), 1/sqrt(hidden_size))), drawn in `state_dict` order.
     fn init(config: &RecurrentConfig, layer: usize, rng: &mut Rng) -> Self {
-        let gh = config.cell.gates() * config.hidden_size;
         let k = 1.0 / (config.hidden_size as f32).sqrt();
-        let mut draw = |shape: &[usize]| {
-            Tensor::parameter(ArrayD::from_shape_simple_fn(IxDyn(shape), || {
-                rng.uniform(-k, k)
-            }))
-        };
-        let w_ih = draw(&[gh, config.layer_input_size(layer)]);
-        let w_hh = draw(&[gh, config.state_size()]);
-        let (b_ih, b_hh) = if config.bias {
-            (Some(draw(&[gh])), Some(draw(&[gh])))
-        } else {
-            (None, None)
-        };
-        let w_hr = (config.proj_size > 0).then(|| draw(&[config.proj_size, config.hidden_size]));
-        DirParams {
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            w_hr,
-        }
+        let params = layer_params(config, layer)
+            .into_iter()
+            .map(|(param, shape)| {
+                let values = match param.init() {
+                    Init::Uniform => {
+                        ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.uniform(-k, k))
+                    }
+                };
+                (param, Tensor::parameter(values))
+            })
+            .collect();
+        DirParams(params)
     }
 
-    /// `(suffix-less name, tensor)` in PyTorch's order: weight_ih, weight_hh, bias_ih,
-    /// bias_hh, weight_hr.
+    /// `(suffix-less name, tensor)` in `state_dict` order (`weight_ih`, `weight_hh`, ...).
     fn named(&self) -> Vec<(&'static str, Tensor)> {
-        let mut v = vec![
-            ("weight_ih", self.w_ih.clone()),
-            ("weight_hh", self.w_hh.clone()),
-        ];
-        if let (Some(bi), Some(bh)) = (&self.b_ih, &self.b_hh) {
-            v.push(("bias_ih", bi.clone()));
-            v.push(("bias_hh", bh.clone()));
-        }
-        if let Some(w) = &self.w_hr {
-            v.push(("weight_hr", w.clone()));
-        }
-        v
+        self.0.iter().map(|(p, t)| (p.name(), t.clone())).collect()
     }
 }
 
@@ -380,14 +356,14 @@ impl Recurrent {
         input_shape: &[usize],
     ) -> Result<RecurrentOutput> {
         let c = &self.config;
-        let is_lstm = c.cell == CellKind::Lstm;
-        if c0.is_some() && !is_lstm {
+        let has_c = c.cell.description().cell_state;
+        if c0.is_some() && !has_c {
             return Err(Error::Invalid(format!(
                 "{} has no cell state c0",
                 self.name()
             )));
         }
-        if is_lstm && (h0.is_some() != c0.is_some()) {
+        if has_c && (h0.is_some() != c0.is_some()) {
             return Err(Error::Invalid(
                 "LSTM: give both h0 and c0, or neither (PyTorch takes them as one tuple (h0, c0))"
                     .into(),
@@ -398,7 +374,7 @@ impl Recurrent {
         let h0a = self.check_state("h0", h0, layout, n, c.state_size(), input_shape)?;
         let c0a = self.check_state("c0", c0, layout, n, c.hidden_size, input_shape)?;
         let h0a = h0a.unwrap_or_else(|| Array3::zeros((ld, n, c.state_size())));
-        let c0a = is_lstm.then(|| c0a.unwrap_or_else(|| Array3::zeros((ld, n, c.hidden_size))));
+        let c0a = has_c.then(|| c0a.unwrap_or_else(|| Array3::zeros((ld, n, c.hidden_size))));
 
         let mut inputs = vec![input.clone()];
         inputs.extend(h0.cloned());
@@ -503,31 +479,17 @@ fn dir_weights<'a>(
     c: &RecurrentConfig,
     guards: &'a [std::sync::RwLockReadGuard<'_, ArrayD<f32>>],
 ) -> Vec<DirWeights<'a, f32>> {
-    let view2 = |g: &'a ArrayD<f32>| g.view().into_dimensionality::<Ix2>().expect("2-D weight");
-    let view1 = |g: &'a ArrayD<f32>| g.view().into_dimensionality::<Ix1>().expect("1-D bias");
     let mut it = guards.iter();
-    let mut out = Vec::new();
-    for _ in 0..c.num_layers * c.num_directions() {
-        let w_ih = view2(it.next().expect("weight_ih"));
-        let w_hh = view2(it.next().expect("weight_hh"));
-        let (b_ih, b_hh) = if c.bias {
-            (
-                Some(view1(it.next().expect("bias_ih"))),
-                Some(view1(it.next().expect("bias_hh"))),
-            )
-        } else {
-            (None, None)
-        };
-        let w_hr = (c.proj_size > 0).then(|| view2(it.next().expect("weight_hr")));
-        out.push(DirWeights {
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            w_hr,
-        });
-    }
-    out
+    (0..c.num_layers * c.num_directions())
+        .map(|idx| {
+            let layer = idx / c.num_directions();
+            let views = layer_params(c, layer).into_iter().map(|(param, _)| {
+                let guard = it.next().expect("one guard per parameter");
+                (param, guard.view())
+            });
+            DirWeights::from_params(views)
+        })
+        .collect()
 }
 
 /// The autograd node of a whole recurrent pass.
@@ -605,15 +567,10 @@ impl Backward for RecurrentBackward {
         if self.has_c0 {
             out.push(b.c0.map(state_grad));
         }
-        for g in b.weights {
-            out.push(Some(g.w_ih.into_dyn()));
-            out.push(Some(g.w_hh.into_dyn()));
-            if let (Some(bi), Some(bh)) = (g.b_ih, g.b_hh) {
-                out.push(Some(bi.into_dyn()));
-                out.push(Some(bh.into_dyn()));
-            }
-            if let Some(w) = g.w_hr {
-                out.push(Some(w.into_dyn()));
+        for (idx, mut g) in b.weights.into_iter().enumerate() {
+            let layer = idx / c.num_directions();
+            for (param, _) in layer_params(c, layer) {
+                out.push(Some(g.take(param).expect("a gradient per parameter")));
             }
         }
         out

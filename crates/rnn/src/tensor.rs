@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ndarray::{ArrayD, IxDyn};
@@ -82,7 +82,8 @@ struct Inner {
     /// A number no other tensor of this process has: see [`Tensor::id`].
     id: u64,
     grad: RwLock<Option<ArrayD<f32>>>,
-    requires_grad: bool,
+    /// Whether a gradient flows here; a leaf's can be changed ([`Tensor::requires_grad_`]).
+    requires_grad: AtomicBool,
     /// The operation that produced this tensor and which of its outputs it is.
     creator: Option<(Arc<OpNode>, usize)>,
 }
@@ -97,7 +98,7 @@ impl fmt::Debug for Tensor {
         write!(f, "Tensor{}", crate::error::Shape::of(data.shape()))?;
         if let Some((node, _)) = &self.0.creator {
             write!(f, " grad_fn={}", node.op.name())?;
-        } else if self.0.requires_grad {
+        } else if self.requires_grad() {
             write!(f, " requires_grad")?;
         }
         write!(f, " {data}")
@@ -125,7 +126,7 @@ impl Tensor {
             version: AtomicU64::new(0),
             id: next_id(),
             grad: RwLock::new(None),
-            requires_grad: false,
+            requires_grad: AtomicBool::new(false),
             creator: None,
         }))
     }
@@ -137,7 +138,7 @@ impl Tensor {
             version: AtomicU64::new(0),
             id: next_id(),
             grad: RwLock::new(None),
-            requires_grad: true,
+            requires_grad: AtomicBool::new(true),
             creator: None,
         }))
     }
@@ -176,7 +177,7 @@ impl Tensor {
                     version: AtomicU64::new(0),
                     id: next_id(),
                     grad: RwLock::new(None),
-                    requires_grad: true,
+                    requires_grad: AtomicBool::new(true),
                     creator: Some((node.clone(), k)),
                 }))
             })
@@ -196,7 +197,34 @@ impl Tensor {
 
     /// Whether a gradient flows to this tensor (a parameter, or computed from one).
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad
+        self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// `tensor.requires_grad_(flag)`: makes a leaf a parameter (or a constant again), in place
+    /// for every handle of it, and returns it. Operations recorded before the change are not
+    /// affected. As in PyTorch, only a leaf's flag can change: "you can only change
+    /// requires_grad flags of leaf variables."
+    ///
+    /// ```
+    /// use rnn::Tensor;
+    /// let x = Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap();
+    /// let w = x.requires_grad_(true).unwrap();
+    /// assert!(x.requires_grad() && w.same(&x));
+    /// let y = (&x * &x).sum();
+    /// y.backward().unwrap();
+    /// assert_eq!(x.grad().unwrap(), ndarray::array![2.0f32, 4.0].into_dyn());
+    /// assert!(y.requires_grad_(false).is_err());
+    /// ```
+    pub fn requires_grad_(&self, requires_grad: bool) -> Result<Tensor> {
+        if !self.is_leaf() {
+            return Err(Error::Invalid(
+                "you can only change requires_grad flags of leaf variables (this tensor is the \
+                 result of an operation; use .detach() first)"
+                    .into(),
+            ));
+        }
+        self.0.requires_grad.store(requires_grad, Ordering::Relaxed);
+        Ok(self.clone())
     }
 
     /// Whether this tensor is a leaf (not produced by a recorded operation).

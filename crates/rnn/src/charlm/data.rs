@@ -87,11 +87,15 @@ impl Streams {
             .and_then(|n| n.checked_add(seq_len))
             .ok_or_else(|| Error::Invalid("batch * seq_len is too large".into()))?;
         if tokens.len() < need {
+            let s = |n: usize| if n == 1 { "" } else { "s" };
             return Err(Error::Invalid(format!(
-                "the training text has {} characters, smaller than one batch: {batch} streams x \
-                 {seq_len} characters need at least {need}; use more text or a smaller batch or \
-                 seq_len",
-                tokens.len()
+                "the training text has {} character{}, smaller than one batch: {batch} stream{} \
+                 x {seq_len} character{} need at least {need}; use more text or a smaller batch \
+                 or seq_len",
+                tokens.len(),
+                s(tokens.len()),
+                s(batch),
+                s(seq_len)
             )));
         }
         let stream_len = (tokens.len() - seq_len) / batch;

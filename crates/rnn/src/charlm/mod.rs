@@ -26,6 +26,7 @@
 //! let train = TrainConfig {
 //!     seq_len: 16, batch: 4, lr: 0.01, clip: 5.0, seed: 0, steps: 30,
 //!     val_fraction: 0.0, data: "<inline>".into(), data_hash: String::new(),
+//!     optimizer: Default::default(), schedule: Default::default(),
 //! };
 //! let mut trainer = Trainer::new(model, train, tokens.clone()).unwrap();
 //! let first = trainer.step().unwrap().loss;
@@ -40,12 +41,14 @@ pub mod checkpoint;
 pub mod data;
 pub mod model;
 pub mod sample;
+pub mod schedule;
 pub mod train;
 pub mod vocab;
 
-pub use checkpoint::{load_dir, load_model, save_model};
+pub use checkpoint::{best_of, load_dir, load_model, save_best, save_model};
 pub use data::{evaluate, Evaluation, Streams};
 pub use model::{CharLm, CharLmConfig, State};
 pub use sample::{sample, SampleOptions};
+pub use schedule::{OptimizerKind, ScheduleKind};
 pub use train::{fingerprint, StepStats, TrainConfig, Trainer};
 pub use vocab::Vocab;

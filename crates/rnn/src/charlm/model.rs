@@ -66,7 +66,74 @@ impl CharLmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        Ok(())
+        let bytes = self.parameter_count().and_then(|n| n.checked_mul(4));
+        crate::budget::check(bytes, || {
+            format!(
+                "a character model with vocab_size {}, embed {}, hidden_size {}, num_layers {}: \
+                 the weights",
+                self.vocab_size, self.embed, self.hidden_size, self.num_layers
+            )
+        })
+    }
+
+    /// An estimate of the bytes a training step takes, with overflow-safe arithmetic (`None`
+    /// on overflow): the weights, their gradients and Adam's two moments (`4 * 4` bytes per
+    /// parameter), and what one chunk of `seq_len x batch` characters keeps for the backward
+    /// pass: per character, the embedding, each layer's gates and states (`2 G H + 4 H`) and
+    /// the logits with their softmax and gradient (`3 V`), in f32.
+    pub fn training_bytes(&self, seq_len: usize, batch: usize) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let weights = self.parameter_count()?.checked_mul(16)?;
+        let g = u(self.cell.gates())?;
+        let h = u(self.hidden_size)?;
+        let per_layer = g.checked_mul(2)?.checked_add(4)?.checked_mul(h)?;
+        let per_char = u(self.recurrent().input_size)?
+            .checked_add(per_layer.checked_mul(u(self.num_layers)?)?)?
+            .checked_add(u(self.vocab_size)?.checked_mul(3)?)?;
+        let chars = u(seq_len)?.checked_mul(u(batch)?)?;
+        weights.checked_add(chars.checked_mul(per_char)?.checked_mul(4)?)
+    }
+
+    /// [`CharLmConfig::training_bytes`] against the memory budget ([`crate::budget`]).
+    pub fn check_training_memory(&self, seq_len: usize, batch: usize) -> Result<()> {
+        crate::budget::check(self.training_bytes(seq_len, batch), || {
+            format!(
+                "training a character model with vocab_size {}, embed {}, hidden_size {}, \
+                 num_layers {} on chunks of seq_len {seq_len} x batch {batch}",
+                self.vocab_size, self.embed, self.hidden_size, self.num_layers
+            )
+        })
+    }
+
+    /// Every parameter's key and shape, in `state_dict` order: `embed.weight` `(V, E)` (unless
+    /// one-hot), `rnn.*` (see [`RecurrentConfig::parameter_shapes`]), `fc.weight` `(V, H)`,
+    /// `fc.bias` `(V,)`. Call it on a validated configuration.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = Vec::new();
+        if self.embed > 0 {
+            v.push((
+                "embed.weight".to_string(),
+                vec![self.vocab_size, self.embed],
+            ));
+        }
+        for (k, shape) in self.recurrent().parameter_shapes() {
+            v.push((format!("rnn.{k}"), shape));
+        }
+        v.push(("fc.weight".into(), vec![self.vocab_size, self.hidden_size]));
+        v.push(("fc.bias".into(), vec![self.vocab_size]));
+        v
+    }
+
+    /// The number of parameters (embedding, recurrent layers, linear head), with
+    /// overflow-safe arithmetic: `None` when it does not fit 64 bits.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let u = |v: usize| u64::try_from(v).ok();
+        let (v, e, h) = (u(self.vocab_size)?, u(self.embed)?, u(self.hidden_size)?);
+        let embed = v.checked_mul(e)?;
+        let fc = v.checked_mul(h)?.checked_add(v)?;
+        embed
+            .checked_add(self.recurrent().parameter_count()?)?
+            .checked_add(fc)
     }
 
     /// The recurrent layer's configuration (sequence first).
@@ -324,6 +391,29 @@ mod tests {
         for (a, b) in whole.iter().zip(&parts) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn parameter_shapes_agree_with_the_model() {
+        for embed in [0, 3] {
+            crate::manual_seed(0);
+            let c = config(CellKind::Gru, embed);
+            let m = CharLm::new(c.clone()).unwrap();
+            let named: Vec<(String, Vec<usize>)> = m
+                .named_parameters()
+                .into_iter()
+                .map(|(k, t)| (k, t.shape()))
+                .collect();
+            assert_eq!(c.parameter_shapes(), named);
+            assert_eq!(c.parameter_count(), Some(m.num_parameters() as u64));
+        }
+        let mut huge = config(CellKind::Lstm, 64);
+        huge.vocab_size = usize::MAX / 2;
+        let e = huge.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("vocab_size 9223372036854775807") && e.contains("overflows"),
+            "{e}"
+        );
     }
 
     #[test]

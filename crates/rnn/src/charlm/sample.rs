@@ -118,6 +118,13 @@ impl<'m> Sampler<'m> {
         let all = logits.to_array();
         let flat = all.as_slice().expect("standard layout");
         self.logits = flat[flat.len() - v..].to_vec();
+        if let Some(bad) = self.logits.iter().find(|l| !l.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "the model's logits are not finite ({bad}): its weights overflow float32 \
+                 arithmetic, so no character can be drawn; the model file is damaged or was \
+                 trained into divergence"
+            )));
+        }
         self.state = Some(state);
         Ok(())
     }

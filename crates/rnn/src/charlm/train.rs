@@ -9,7 +9,8 @@
 //! loss, state = model.loss(chunk.inputs, chunk.targets, state)   # mean nats per character
 //! loss.backward()
 //! clip_grad_norm_(model.parameters(), clip)   # unless clip == 0
-//! optimizer.step()                            # Adam(lr)
+//! optimizer.step()                            # Adam(lr), or --optimizer
+//! scheduler.step()                            # --schedule cosine|onecycle (plateau: per evaluation)
 //! state = state.detach()                      # truncated backprop through time
 //! ```
 //!
@@ -25,10 +26,11 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Streams;
 use super::model::{CharLm, CharLmConfig, State};
+use super::schedule::{OptimizerKind, Schedule, ScheduleKind};
 use crate::error::{Error, Result};
 use crate::io::{load_state_dict, TensorData, TensorFile};
 use crate::module::Module;
-use crate::optim::{clip_grad_norm_, Adam, Optimizer, OptimizerState};
+use crate::optim::{clip_grad_norm_, Optimizer, OptimizerState};
 use crate::rng::{manual_seed, with_global_rng, Rng};
 use crate::tensor::Tensor;
 
@@ -58,6 +60,12 @@ pub struct TrainConfig {
     pub data: String,
     /// [`fingerprint`] of the text's bytes.
     pub data_hash: String,
+    /// The optimizer (Adam when absent, as in checkpoints made before the choice existed).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// The learning-rate schedule (none when absent).
+    #[serde(default)]
+    pub schedule: ScheduleKind,
 }
 
 impl TrainConfig {
@@ -114,10 +122,13 @@ pub struct StepStats {
     pub grad_norm: f32,
 }
 
-/// A model, its Adam optimizer, the streams and the carried state: everything a step needs.
+/// A model, its optimizer and schedule, the streams and the carried state: everything a step
+/// needs.
 pub struct Trainer {
     model: CharLm,
-    opt: Adam,
+    opt: Box<dyn Optimizer>,
+    /// Made at the first step (when the number of steps is known) or by `resume`.
+    schedule: Option<Schedule>,
     streams: Streams,
     config: TrainConfig,
     state: Option<State>,
@@ -126,17 +137,41 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run: seeds the global generator with `config.seed`, initialises the model and
-    /// makes `Adam(lr)` over its parameters.
+    /// makes the optimizer (`Adam(lr)` by default) over its parameters.
     pub fn new(model: CharLmConfig, config: TrainConfig, train: Vec<usize>) -> Result<Trainer> {
         config.validate()?;
+        model.check_training_memory(config.seq_len, config.batch)?;
         check_tokens(&train, model.vocab_size)?;
         let streams = Streams::new(train, config.batch, config.seq_len, config.seed)?;
         manual_seed(config.seed);
         let model = CharLm::new(model)?;
-        let opt = Adam::new(model.parameters(), config.lr)?;
+        let opt = config.optimizer.build(model.parameters(), config.lr)?;
         Ok(Trainer {
             model,
             opt,
+            schedule: None,
+            streams,
+            config,
+            state: None,
+            step: 0,
+        })
+    }
+
+    /// Fine-tuning: a run that starts from the weights of `model` (read with
+    /// [`load_dir`](super::load_dir)) instead of a fresh initialisation, with a new optimizer
+    /// (`config.optimizer`) and step 0. Seeds the global generator with `config.seed` (dropout), as [`Trainer::new`]
+    /// does; `train` must be encoded with the model's vocabulary. Unlike
+    /// [`Trainer::resume`], nothing of the earlier run but its weights is kept.
+    pub fn from_model(model: CharLm, config: TrainConfig, train: Vec<usize>) -> Result<Trainer> {
+        config.validate()?;
+        check_tokens(&train, model.config().vocab_size)?;
+        let streams = Streams::new(train, config.batch, config.seq_len, config.seed)?;
+        manual_seed(config.seed);
+        let opt = config.optimizer.build(model.parameters(), config.lr)?;
+        Ok(Trainer {
+            model,
+            opt,
+            schedule: None,
             streams,
             config,
             state: None,
@@ -181,6 +216,10 @@ impl Trainer {
             self.state = None;
         }
         self.model.set_training(true);
+        if self.schedule.is_none() {
+            let c = &self.config;
+            self.schedule = Schedule::build(c.schedule, self.opt.as_mut(), c.lr, c.steps)?;
+        }
         self.opt.zero_grad();
         let (loss, next) = self
             .model
@@ -201,6 +240,9 @@ impl Trainer {
             grad_norm(&params)
         };
         self.opt.step()?;
+        if let Some(s) = &mut self.schedule {
+            s.after_step(self.opt.as_mut());
+        }
         self.state = Some(next.detach());
         self.step += 1;
         Ok(StepStats {
@@ -211,8 +253,22 @@ impl Trainer {
         })
     }
 
+    /// Tells the schedule the validation loss of an evaluation (`--schedule plateau` lowers
+    /// the learning rate when it stops improving; the other schedules ignore it).
+    pub fn after_evaluation(&mut self, val_loss: f64) {
+        if let Some(s) = &mut self.schedule {
+            s.after_evaluation(val_loss, self.opt.as_mut());
+        }
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.opt.lr()
+    }
+
     /// The whole resumable state as one safetensors file: the model's tensors under their
-    /// keys, the optimizer's under `optimizer.*`, and `trainer.step`, `trainer.rng` (the global
+    /// keys, the optimizer's under `optimizer.*`, the schedule's under `scheduler.*` (F64
+    /// scalars, once it exists), and `trainer.step`, `trainer.rng` (the global
     /// generator, as 4 I64 bit patterns), `trainer.h`, `trainer.c` (the carried state); the
     /// metadata has `format`, `config` (model), `train`, `optimizer` and `step`.
     pub fn checkpoint(&self) -> TensorFile {
@@ -224,6 +280,11 @@ impl Trainer {
         let opt_file = opt.to_file();
         for (key, data) in opt_file.tensors {
             file.tensors.insert(format!("optimizer.{key}"), data);
+        }
+        if let Some(s) = &self.schedule {
+            for (key, v) in s.state_dict() {
+                file.insert(format!("scheduler.{key}"), ndarray::arr0(v).into_dyn());
+            }
         }
         file.insert("trainer.step", ndarray::arr0(self.step as i64).into_dyn());
         let rng = with_global_rng(|r| r.state());
@@ -281,6 +342,7 @@ impl Trainer {
     /// one the interrupted run would have made. Every error names `path`.
     pub fn resume(file: &TensorFile, path: &Path, train: Vec<usize>) -> Result<Trainer> {
         let (model_config, config) = Self::configs_of(file, path)?;
+        super::checkpoint::check_checkpoint(file, path, &model_config, &config)?;
         let in_file = |e: Error| match e {
             Error::Format { .. } | Error::Io { .. } => e,
             other => Error::format(path, other.to_string()),
@@ -296,7 +358,11 @@ impl Trainer {
         let model_tensors: BTreeMap<String, TensorData> = file
             .tensors
             .iter()
-            .filter(|(k, _)| !k.starts_with("optimizer.") && !k.starts_with("trainer."))
+            .filter(|(k, _)| {
+                !k.starts_with("optimizer.")
+                    && !k.starts_with("trainer.")
+                    && !k.starts_with("scheduler.")
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         load_state_dict(&trainer.model, &model_tensors, true).map_err(in_file)?;
@@ -314,6 +380,30 @@ impl Trainer {
             }
         }
         let opt_state = OptimizerState::from_file(&opt_file).map_err(in_file)?;
+        // The schedule first (one-cycle sets the learning rate when made), then the states.
+        let mut sched_state = BTreeMap::new();
+        for (k, v) in &file.tensors {
+            if let Some(rest) = k.strip_prefix("scheduler.") {
+                let value = match v {
+                    TensorData::F64(a) if a.len() == 1 => a.iter().next().copied(),
+                    _ => None,
+                };
+                let value = value
+                    .ok_or_else(|| Error::format(path, format!("\"{k}\" must be one F64 value")))?;
+                sched_state.insert(rest.to_string(), value);
+            }
+        }
+        if !sched_state.is_empty() {
+            let c = &trainer.config;
+            trainer.schedule = Schedule::build(c.schedule, trainer.opt.as_mut(), c.lr, c.steps)?;
+            let Some(s) = &mut trainer.schedule else {
+                return Err(Error::format(
+                    path,
+                    "the checkpoint has a scheduler state but the run has no --schedule",
+                ));
+            };
+            s.load_state_dict(&sched_state).map_err(in_file)?;
+        }
         trainer.opt.load_state_dict(&opt_state).map_err(in_file)?;
 
         let step = file
@@ -358,10 +448,10 @@ impl Trainer {
         };
         let h = carried("trainer.h")?;
         let c = carried("trainer.c")?;
-        let is_lstm = model_config.cell == crate::CellKind::Lstm;
+        let has_c = model_config.cell.description().cell_state;
         trainer.state = match (h, c) {
             (None, None) => None,
-            (Some(h), c) if c.is_some() == is_lstm => Some(State { h, c }),
+            (Some(h), c) if c.is_some() == has_c => Some(State { h, c }),
             _ => {
                 return Err(Error::format(
                     path,

@@ -115,10 +115,21 @@ fn one_plus_exp_f32(x: f32) -> f32 {
     scale * em1 + (scale + 1.0)
 }
 
+/// The largest f32 whose sigmoid PyTorch rounds to 0: at and below it, `exp(-x)` overflows
+/// float32 and `1 / (1 + inf)` is 0. ([`exp_f32`] saturates at 88 instead, which would leave
+/// about 6e-39.) Sigmoid is 0 for `x < SIGMOID_ZERO`, where this is the next f32 above.
+pub(crate) const SIGMOID_ZERO: f32 = f32::from_bits(0xC2B1_7217); // -88.72283
+
 impl Activations for f32 {
     #[inline(always)]
     fn sigmoid(self) -> f32 {
-        1.0 / one_plus_exp_f32(-self)
+        let y = 1.0 / one_plus_exp_f32(-self);
+        // A select, not a branch: both sides are computed, and NaN keeps `y`.
+        if self < SIGMOID_ZERO {
+            0.0
+        } else {
+            y
+        }
     }
 
     #[inline(always)]
@@ -441,7 +452,9 @@ mod simd {
     impl Activation for Sigmoid {
         #[inline(always)]
         unsafe fn apply<V: Lanes>(x: V) -> V {
-            V::splat(1.0).div(one_plus_exp(x.xor(V::splat(-0.0))))
+            let y = V::splat(1.0).div(one_plus_exp(x.xor(V::splat(-0.0))));
+            // PyTorch's 0 where exp(-x) overflows (see `SIGMOID_ZERO`); NaN keeps `y`.
+            x.select_lt(V::splat(super::SIGMOID_ZERO), V::splat(0.0), y)
         }
     }
 
@@ -679,10 +692,62 @@ mod tests {
         }
     }
 
+    /// PyTorch's float32 values at the edges (`torch.sigmoid`, `torch.tanh`), every form: the
+    /// scalar one and the slice forms on each instruction set the CPU has.
+    #[test]
+    fn pytorch_values_at_the_edges() {
+        let zero_from = f32::from_bits(0xC2B1_7218); // -88.72284: torch.sigmoid gives 0
+        let cases: [(f32, f32, f32); 12] = [
+            // (x, torch.sigmoid(x), torch.tanh(x))
+            (f32::INFINITY, 1.0, 1.0),
+            (f32::NEG_INFINITY, 0.0, -1.0),
+            (1e38, 1.0, 1.0),
+            (-1e38, 0.0, -1.0),
+            (-100.0, 0.0, -1.0),
+            (zero_from, 0.0, -1.0),
+            (-89.0, 0.0, -1.0),
+            (1e-40, 0.5, 1e-40),
+            (-1e-40, 0.5, -1e-40),
+            (f32::MIN_POSITIVE, 0.5, f32::MIN_POSITIVE),
+            (0.0, 0.5, 0.0),
+            (30.0, 1.0, 1.0),
+        ];
+        let mut forms: Vec<(&str, Box<dyn Fn(f32, bool) -> f32>)> = vec![(
+            "scalar",
+            Box::new(|x: f32, tanh: bool| if tanh { x.tanh_fast() } else { x.sigmoid() }),
+        )];
+        forms.push((
+            "slice",
+            Box::new(|x: f32, tanh: bool| {
+                let mut out = [0.0f32; 3];
+                let v = [x; 3];
+                if tanh {
+                    f32::tanh_of_sum(&mut out, [&v]);
+                } else {
+                    f32::sigmoid_of_sum(&mut out, [&v]);
+                }
+                out[1]
+            }),
+        ));
+        for (name, f) in &forms {
+            for &(x, sig, tanh) in &cases {
+                assert_eq!(f(x, false), sig, "{name} sigmoid({x:e})");
+                assert_eq!(f(x, true), tanh, "{name} tanh({x:e})");
+            }
+            assert!(
+                f(f32::NAN, false).is_nan() && f(f32::NAN, true).is_nan(),
+                "{name}"
+            );
+            // Just above: PyTorch's 2.9388e-39 (a subnormal), not 0.
+            let above = f32::from_bits(0xC2B1_7217);
+            assert!(f(above, false) > 0.0, "{name}");
+        }
+    }
+
     #[test]
     fn extremes_and_nan() {
         assert_eq!(1000f32.sigmoid(), 1.0);
-        assert!((-1000f32).sigmoid() >= 0.0 && (-1000f32).sigmoid() < 1e-30);
+        assert_eq!((-1000f32).sigmoid(), 0.0);
         assert_eq!(300f32.tanh_fast(), 1.0);
         assert_eq!((-300f32).tanh_fast(), -1.0);
         assert_eq!(0f32.tanh_fast(), 0.0);

@@ -1,7 +1,8 @@
 //! The recurrent engine: one implementation of layers, directions, variable lengths, inter-layer
 //! dropout and backprop through time, shared by RNN, LSTM and GRU.
 //!
-//! A cell only supplies its gate count and its fused gate math ([`cell`]). Everything here works
+//! A cell is a description ([`cells`]: its gates, parameters, fused gate math forward and
+//! backward, and the hooks of its weight gradients) that this one engine reads. Everything here works
 //! on the *packed* layout: the rows of all sequences at time 0, then at time 1, ... with
 //! `batch_sizes[t]` rows at step t (sequences sorted by decreasing length). A padded batch of
 //! `N` sequences of length `L` is the special case `batch_sizes = [N; L]`, so padded and packed
@@ -17,26 +18,39 @@
 //! (`engine/parallel.rs`); nothing is spent on a separate pass over an all-steps `X W_ih^T` buffer.
 //!
 //! Backward is one sweep back through time that produces the gradients of the gate
-//! pre-activations (`dXW`, and for GRU `dHW`) and of the states; the weight gradients are then
-//! a few large GEMMs over all timesteps at once. Work buffers are allocated once per call; the
-//! time loop allocates nothing.
+//! pre-activations (`dXW`, and for GRU `dHW`) and of the states (`engine/backward.rs`); the
+//! weight gradients are then a few large GEMMs over all timesteps at once. Work buffers are
+//! allocated once per call; the time loop allocates nothing.
+//!
+//! The files, by concern: `cells/` (one per cell kind), `views.rs` (the raw views the threads
+//! share), `schedule.rs` (how the threads share a pass), `packing.rs` (weights packed for the
+//! loops), `forward.rs` and `backward.rs` (the time loops), `blocks.rs` (blocks of units),
+//! `parallel.rs` (the threads' meetings), `math.rs` (activations).
 
+mod backward;
 mod blocks;
-pub mod cell;
+pub mod cells;
+mod forward;
 pub mod math;
+mod packing;
 mod parallel;
-mod sweep;
+mod schedule;
+mod views;
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
+use ndarray::{
+    s, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayViewD,
+    ArrayViewMut2, Axis, Ix1, Ix2,
+};
 
-use crate::config::{CellKind, RecurrentConfig};
+use crate::config::RecurrentConfig;
 use crate::error::{Error, Result};
 use crate::linalg::Float;
 use crate::rng::Rng;
-pub use cell::Cell;
+use backward::{direction_backward, BackwardStates};
+pub use cells::{Cell, Param};
+use forward::{direction_forward, DirPass, DirSaved, ForwardStates};
 pub use math::Activations;
-pub(crate) use sweep::PackedDir;
-use sweep::{direction_backward, direction_forward, DirSaved};
+pub(crate) use packing::PackedDir;
 
 /// The packed layout of a batch: how many sequences are active at each step, and the order of
 /// the pass's rows (one per sequence and step) in the input, the output and every per-row
@@ -176,6 +190,54 @@ pub struct DirGrads<F> {
     pub w_hr: Option<Array2<F>>,
 }
 
+impl<'a, F> DirWeights<'a, F> {
+    /// The weights from views of the parameters by role, as a cell's description lists them
+    /// (see [`cells::params`]).
+    ///
+    /// # Panics
+    /// If a parameter's rank is not its role's, or a weight (`weight_ih`, `weight_hh`) is
+    /// missing: the layers build these lists from the description.
+    pub fn from_params(params: impl IntoIterator<Item = (Param, ArrayViewD<'a, F>)>) -> Self {
+        let (mut w_ih, mut w_hh, mut b_ih, mut b_hh, mut w_hr) = (None, None, None, None, None);
+        let two = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix2>().expect("a 2-D weight");
+        let one = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix1>().expect("a 1-D bias");
+        for (param, view) in params {
+            match param {
+                Param::WeightIh => w_ih = Some(two(view)),
+                Param::WeightHh => w_hh = Some(two(view)),
+                Param::BiasIh => b_ih = Some(one(view)),
+                Param::BiasHh => b_hh = Some(one(view)),
+                Param::WeightHr => w_hr = Some(two(view)),
+            }
+        }
+        DirWeights {
+            w_ih: w_ih.expect("weight_ih"),
+            w_hh: w_hh.expect("weight_hh"),
+            b_ih,
+            b_hh,
+            w_hr,
+        }
+    }
+}
+
+impl<F: Float> DirGrads<F> {
+    /// The gradient of the parameter `param` (taken out; `None` if the layer has no such
+    /// parameter or it was taken).
+    pub fn take(&mut self, param: Param) -> Option<ArrayD<F>> {
+        match param {
+            Param::WeightIh => {
+                Some(std::mem::replace(&mut self.w_ih, Array2::zeros((0, 0))).into_dyn())
+            }
+            Param::WeightHh => {
+                Some(std::mem::replace(&mut self.w_hh, Array2::zeros((0, 0))).into_dyn())
+            }
+            Param::BiasIh => self.b_ih.take().map(|a| a.into_dyn()),
+            Param::BiasHh => self.b_hh.take().map(|a| a.into_dyn()),
+            Param::WeightHr => self.w_hr.take().map(|a| a.into_dyn()),
+        }
+    }
+}
+
 /// Everything a forward pass in training mode keeps for backward.
 #[derive(Clone, Debug)]
 pub struct Saved<F> {
@@ -187,7 +249,7 @@ pub struct Saved<F> {
     dirs: Vec<DirSaved<F>>,
 }
 
-/// Result of [`forward`].
+/// Result of [`forward()`].
 #[derive(Clone, Debug)]
 pub struct Forward<F> {
     /// (R, D*H_out) in the packed layout.
@@ -196,11 +258,11 @@ pub struct Forward<F> {
     pub h_n: Array3<F>,
     /// (num_layers*D, N, H), LSTM only.
     pub c_n: Option<Array3<F>>,
-    /// For [`backward`], when requested.
+    /// For [`backward()`], when requested.
     pub saved: Option<Saved<F>>,
 }
 
-/// Result of [`backward`].
+/// Result of [`backward()`].
 #[derive(Clone, Debug)]
 pub struct Backward<F> {
     /// dL/d input, (R, I).
@@ -213,20 +275,13 @@ pub struct Backward<F> {
     pub weights: Vec<DirGrads<F>>,
 }
 
-fn cell_of(config: &RecurrentConfig) -> Cell {
-    Cell {
-        kind: config.cell,
-        nonlinearity: config.nonlinearity,
-    }
-}
-
 /// Runs all layers and directions over a packed batch.
 ///
 /// * `x`: (R, I) rows in the packed layout of `batches`.
 /// * `weights`: one entry per layer and direction, index layer*D + direction.
 /// * `h0`: (num_layers*D, N, H_out); `c0`: (num_layers*D, N, H) for LSTM.
 /// * `dropout_rng`: draw inter-layer dropout masks from it (training mode with `dropout > 0`).
-/// * `save`: keep what [`backward`] needs.
+/// * `save`: keep what [`backward()`] needs.
 ///
 /// Shapes must already have been checked by the caller (the layer modules check user input).
 #[allow(clippy::too_many_arguments)]
@@ -250,11 +305,11 @@ pub(crate) fn pack_weights<F: Activations>(
 ) -> Vec<PackedDir<F>> {
     weights
         .iter()
-        .map(|w| PackedDir::new(cell_of(config), w))
+        .map(|w| PackedDir::new(Cell::of(config), w))
         .collect()
 }
 
-/// [`forward`] with the weights already packed by [`pack_weights`] (from the same `weights`),
+/// [`forward()`] with the weights already packed by [`pack_weights`] (from the same `weights`),
 /// or packed here when `packed` is `None`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_packed<F: Activations>(
@@ -278,9 +333,9 @@ pub(crate) fn forward_packed<F: Activations>(
     let dirs = config.num_directions();
     let h_out = config.state_size();
     let n = batches.batch();
-    let is_lstm = config.cell == CellKind::Lstm;
+    let has_c = config.cell.description().cell_state;
     let mut h_n = Array3::zeros((config.num_layers * dirs, n, h_out));
-    let mut c_n = is_lstm.then(|| Array3::zeros((config.num_layers * dirs, n, config.hidden_size)));
+    let mut c_n = has_c.then(|| Array3::zeros((config.num_layers * dirs, n, config.hidden_size)));
     let mut saved = save.then(|| Saved {
         layer_inputs: Vec::new(),
         masks: Vec::new(),
@@ -321,14 +376,14 @@ pub(crate) fn forward_packed<F: Activations>(
         let mut out_views = split_dirs(out_all, Axis(1), dirs);
         let run = |d: usize, h, c, o| {
             direction_forward(
-                cell_of(config),
-                &weights[layer * dirs + d],
-                input,
-                batches,
-                d == 1,
-                h,
-                c,
-                o,
+                &DirPass {
+                    cell: Cell::of(config),
+                    w: &weights[layer * dirs + d],
+                    x: input,
+                    batches,
+                    reverse: d == 1,
+                },
+                ForwardStates { h, c, out: o },
                 save,
                 packed.map(|p| &p[layer * dirs + d]),
             )
@@ -407,7 +462,7 @@ fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<
 
 /// Backprop through time over all layers and directions.
 ///
-/// * `saved`: from [`forward`] with `save = true`; `x`, `batches`, `weights` as given to it.
+/// * `saved`: from [`forward()`] with `save = true`; `x`, `batches`, `weights` as given to it.
 /// * `d_output`: dL/d output (R, D*H_out); `dh_n`, `dc_n`: dL/d final states, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Activations>(
@@ -423,12 +478,12 @@ pub fn backward<F: Activations>(
     let dirs = config.num_directions();
     let h_out = config.state_size();
     let n = batches.batch();
-    let is_lstm = config.cell == CellKind::Lstm;
+    let has_c = config.cell.description().cell_state;
     let mut dh0 = match dh_n {
         Some(g) => g.to_owned(),
         None => Array3::zeros((config.num_layers * dirs, n, h_out)),
     };
-    let mut dc0 = is_lstm.then(|| match dc_n {
+    let mut dc0 = has_c.then(|| match dc_n {
         Some(g) => g.to_owned(),
         None => Array3::zeros((config.num_layers * dirs, n, config.hidden_size)),
     });
@@ -460,16 +515,20 @@ pub fn backward<F: Activations>(
         };
         let run = |d: usize, dh, dc, d_input: &mut Array2<F>| {
             direction_backward(
-                cell_of(config),
-                &weights[layer * dirs + d],
+                &DirPass {
+                    cell: Cell::of(config),
+                    w: &weights[layer * dirs + d],
+                    x: input,
+                    batches,
+                    reverse: d == 1,
+                },
                 &saved.dirs[layer * dirs + d],
-                input,
-                batches,
-                d == 1,
-                d_top.slice(s![.., d * h_out..(d + 1) * h_out]),
-                dh,
-                dc,
-                d_input,
+                BackwardStates {
+                    d_out: d_top.slice(s![.., d * h_out..(d + 1) * h_out]),
+                    dh,
+                    dc,
+                    d_input,
+                },
             )
         };
         let mut d_input = Array2::zeros(input.dim());

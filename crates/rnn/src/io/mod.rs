@@ -46,6 +46,6 @@ mod tensor_file;
 mod test_util;
 
 pub use atomic::write_atomic;
-pub use state_dict::{load_state_dict, save_state_dict, state_dict};
+pub use state_dict::{check_state_dict, load_state_dict, save_state_dict, state_dict};
 pub use tensor_data::TensorData;
-pub use tensor_file::TensorFile;
+pub use tensor_file::{checksum, TensorFile, CHECKSUM_KEY};

@@ -113,6 +113,66 @@ pub fn load_state_dict(
     Ok(())
 }
 
+/// The checks of a strict [`load_state_dict`] against the keys and shapes a module will have
+/// (`expected`, e.g. [`RecurrentConfig::parameter_shapes`]), made before the module exists, so
+/// that a file whose tensors do not fit its configuration is refused before any memory is
+/// taken for the module. The messages are [`load_state_dict`]'s: missing and unexpected keys,
+/// size and dtype mismatches, all found at once ([`Error::StateDict`]).
+///
+/// [`RecurrentConfig::parameter_shapes`]: crate::RecurrentConfig::parameter_shapes
+pub fn check_state_dict(
+    expected: &[(String, Vec<usize>)],
+    tensors: &BTreeMap<String, TensorData>,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|(name, _)| !tensors.contains_key(name))
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "Missing key(s) in state_dict: {}.",
+            missing.join(", ")
+        ));
+    }
+    let unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| !expected.iter().any(|(name, _)| name == *k))
+        .map(|k| format!("\"{k}\""))
+        .collect();
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "Unexpected key(s) in state_dict: {}.",
+            unexpected.join(", ")
+        ));
+    }
+    for (name, shape) in expected {
+        let Some(data) = tensors.get(name) else {
+            continue;
+        };
+        if let TensorData::I64(_) = data {
+            problems.push(format!(
+                "dtype mismatch for {name}: copying a param of dtype {} from checkpoint, \
+                 the parameter in current model is floating point (F32).",
+                data.dtype()
+            ));
+        } else if data.shape() != shape.as_slice() {
+            problems.push(format!(
+                "size mismatch for {name}: copying a param with shape {} from checkpoint, \
+                 the shape in current model is {}.",
+                Shape::of(data.shape()),
+                Shape::of(shape)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::StateDict(problems.join(" ")))
+    }
+}
+
 /// `safetensors.torch.save_file(model.state_dict(), path, metadata)`: every parameter as an F32
 /// tensor under its `state_dict` key, written atomically (see [`write_atomic`]).
 ///
@@ -124,7 +184,7 @@ pub fn save_state_dict(
 ) -> Result<()> {
     let mut file = TensorFile {
         metadata,
-        tensors: BTreeMap::new(),
+        ..TensorFile::default()
     };
     for (name, values) in state_dict(module) {
         file.insert(name, values);

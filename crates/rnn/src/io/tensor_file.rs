@@ -16,14 +16,61 @@ use crate::error::{Error, Result};
 /// How many keys an error message lists before it says "... and N more".
 const MAX_KEYS_SHOWN: usize = 12;
 
+/// The metadata key of the checksum rnn writes into every file: `crc32:` and 8 hex digits, the
+/// CRC-32 (IEEE, as zip and PNG) of the file's contents (see [`checksum`]). Verified on reading
+/// and then left out of [`TensorFile::metadata`]; a file without it (PyTorch's) is read as is.
+pub const CHECKSUM_KEY: &str = "rnn.checksum";
+
 /// The contents of one `.safetensors` file: `safetensors.torch.load_file(path)` plus the
 /// file's `__metadata__`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct TensorFile {
-    /// The header's `__metadata__` (string to string), empty when the file has none.
+    /// The header's `__metadata__` (string to string), empty when the file has none. The
+    /// checksum entry ([`CHECKSUM_KEY`]) is not kept here: it is verified on reading and
+    /// written anew by [`TensorFile::to_bytes`].
     pub metadata: BTreeMap<String, String>,
     /// The tensors by name.
     pub tensors: BTreeMap<String, TensorData>,
+    /// The dtype each tensor had in the file (`I32`, `F16`...) before it was widened; empty
+    /// for a file made in memory.
+    pub(crate) stored: BTreeMap<String, String>,
+}
+
+impl PartialEq for TensorFile {
+    /// The same metadata and tensors (the dtypes they were read from do not count).
+    fn eq(&self, other: &Self) -> bool {
+        self.metadata == other.metadata && self.tensors == other.tensors
+    }
+}
+
+/// The checksum of a file's contents as `crc32:xxxxxxxx`: the CRC-32 of, in key order, every
+/// metadata entry but the checksum (key, value) and then every tensor (name, dtype, shape,
+/// little-endian bytes), each string and byte run preceded by its length as a u64, each
+/// dimension a u64 (all little-endian).
+pub fn checksum<'a>(
+    metadata: impl Iterator<Item = (&'a str, &'a str)>,
+    tensors: impl Iterator<Item = (&'a str, &'a str, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut run = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for (k, v) in metadata.filter(|(k, _)| *k != CHECKSUM_KEY) {
+        run(k.as_bytes());
+        run(v.as_bytes());
+    }
+    for (name, dtype, shape, bytes) in tensors {
+        run(name.as_bytes());
+        run(dtype.as_bytes());
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|&d| (d as u64).to_le_bytes())
+            .collect();
+        run(&dims);
+        run(bytes);
+    }
+    format!("crc32:{:08x}", h.finalize())
 }
 
 impl TensorFile {
@@ -58,7 +105,8 @@ impl TensorFile {
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        let mut tensors = BTreeMap::new();
+        let mut metadata: BTreeMap<String, String> = metadata;
+        let mut raw = BTreeMap::new();
         for (name, info) in header.tensors() {
             let (begin, end) = info.data_offsets;
             let bytes = data.get(begin..end).ok_or_else(|| {
@@ -66,30 +114,74 @@ impl TensorFile {
                     "tensor \"{name}\": data offsets [{begin}, {end}] are out of range"
                 ))
             })?;
+            raw.insert(name, (format!("{:?}", info.dtype), info, bytes));
+        }
+        // A flipped byte in the checksum's own key would otherwise hide it.
+        if let Some(k) = metadata.keys().find(|k| near_checksum_key(k)) {
+            return Err(fail(format!(
+                "checksum mismatch: the file is damaged (its checksum entry is named {k:?} \
+                 instead of \"{CHECKSUM_KEY}\"); write it again from its source"
+            )));
+        }
+        if let Some(stored) = metadata.remove(CHECKSUM_KEY) {
+            let computed = checksum(
+                metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                raw.iter()
+                    .map(|(n, (d, info, b))| (n.as_str(), d.as_str(), info.shape.as_slice(), *b)),
+            );
+            if stored != computed {
+                return Err(fail(format!(
+                    "checksum mismatch: the file is damaged (the \"{CHECKSUM_KEY}\" metadata \
+                     says {stored}, the contents give {computed}); write it again from its source"
+                )));
+            }
+        }
+        let mut tensors = BTreeMap::new();
+        let mut stored = BTreeMap::new();
+        for (name, (dtype, info, bytes)) in raw {
             let tensor = decode(&name, info.dtype, &info.shape, bytes).map_err(fail)?;
+            stored.insert(name.clone(), dtype);
             tensors.insert(name, tensor);
         }
-        Ok(TensorFile { metadata, tensors })
+        Ok(TensorFile {
+            metadata,
+            tensors,
+            stored,
+        })
+    }
+
+    /// The dtype tensor `key` had in the file it was read from (`"I32"`, `"BF16"`, ...), or
+    /// its dtype now for a tensor made in memory; `None` if there is no such tensor.
+    pub fn dtype_in_file(&self, key: &str) -> Option<&str> {
+        let t = self.tensors.get(key)?;
+        Some(self.stored.get(key).map_or(t.dtype(), String::as_str))
     }
 
     /// The bytes of the safetensors file, as `safetensors.torch.save(tensors, metadata)`
-    /// writes them (the `__metadata__` entry is left out when there is no metadata).
+    /// writes them, with the checksum ([`CHECKSUM_KEY`]) added to the metadata.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         // Written by hand rather than with `safetensors::serialize`, whose metadata goes through
         // a `HashMap`: here the header lists the metadata and the tensors in key order, so the
         // same contents always give the same bytes.
         let mut header = serde_json::Map::new();
-        if !self.metadata.is_empty() {
-            let meta: serde_json::Map<String, serde_json::Value> = self
-                .metadata
+        let tensor_bytes: Vec<Vec<u8>> = self.tensors.values().map(|t| t.to_le_bytes()).collect();
+        let sum = checksum(
+            self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            self.tensors
                 .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            header.insert("__metadata__".into(), serde_json::Value::Object(meta));
-        }
+                .zip(&tensor_bytes)
+                .map(|((n, t), b)| (n.as_str(), t.dtype(), t.shape(), b.as_slice())),
+        );
+        let mut meta: serde_json::Map<String, serde_json::Value> = self
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.as_str() != CHECKSUM_KEY)
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        meta.insert(CHECKSUM_KEY.into(), serde_json::Value::String(sum));
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
         let mut data = Vec::new();
-        for (name, t) in &self.tensors {
-            let bytes = t.to_le_bytes();
+        for ((name, t), bytes) in self.tensors.iter().zip(tensor_bytes) {
             let begin = data.len();
             data.extend_from_slice(&bytes);
             header.insert(
@@ -164,6 +256,17 @@ impl TensorFile {
         self.tensors.contains_key(key)
     }
 }
+/// Whether `key` is [`CHECKSUM_KEY`] with one byte changed.
+fn near_checksum_key(key: &str) -> bool {
+    key.len() == CHECKSUM_KEY.len()
+        && key
+            .bytes()
+            .zip(CHECKSUM_KEY.bytes())
+            .filter(|(a, b)| a != b)
+            .count()
+            == 1
+}
+
 /// `"a", "b", "c"`, cut after [`MAX_KEYS_SHOWN`] keys with `... and N more`.
 fn quoted_list<'a>(keys: impl ExactSizeIterator<Item = &'a String>) -> String {
     let total = keys.len();
@@ -212,11 +315,12 @@ mod tests {
     }
 
     #[test]
-    fn file_without_metadata_has_no_metadata_entry() {
+    fn file_without_metadata_has_only_the_checksum() {
         let mut f = TensorFile::new();
         f.insert("a", array![1.0f32].into_dyn());
         let bytes = f.to_bytes().unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains("__metadata__"));
+        assert!(String::from_utf8_lossy(&bytes)
+            .contains("{\"__metadata__\":{\"rnn.checksum\":\"crc32:"));
         assert!(TensorFile::from_bytes(&bytes, "x")
             .unwrap()
             .metadata
@@ -226,6 +330,43 @@ mod tests {
             TensorFile::from_bytes(&empty.to_bytes().unwrap(), "x").unwrap(),
             empty
         );
+    }
+
+    #[test]
+    fn checksum_catches_every_flipped_byte_and_files_without_one_still_load() {
+        let f = sample_file();
+        let bytes = f.to_bytes().unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        // Every byte of the data, and of the header's metadata values: a flip either breaks
+        // the framing or is a checksum mismatch; it never loads.
+        let mut mismatches = 0;
+        for at in 8..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 0x10;
+            match TensorFile::from_bytes(&b, "f") {
+                Ok(g) => panic!("byte {at} flipped, still loads: {:?}", g.metadata),
+                Err(e) => {
+                    if e.to_string()
+                        .contains("checksum mismatch: the file is damaged")
+                    {
+                        mismatches += 1;
+                    }
+                }
+            }
+        }
+        assert!(mismatches >= bytes.len() - 8 - n, "{mismatches}");
+        // The same file without the checksum (as PyTorch writes it) loads.
+        let text = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(text).unwrap();
+        json["__metadata__"]
+            .as_object_mut()
+            .unwrap()
+            .remove(CHECKSUM_KEY);
+        let header = serde_json::to_string(&json).unwrap();
+        let mut plain = (header.len() as u64).to_le_bytes().to_vec();
+        plain.extend_from_slice(header.as_bytes());
+        plain.extend_from_slice(&bytes[8 + n..]);
+        assert_eq!(TensorFile::from_bytes(&plain, "f").unwrap(), f);
     }
 
     #[test]

@@ -28,9 +28,12 @@ struct Pointwise {
     saved: ArrayD<f32>,
 }
 
-/// The logistic function, without overflow for large `|x|`.
+/// The logistic function, without overflow for large `|x|`; 0 where PyTorch's `exp(-x)`
+/// overflows float32 (`x <= -88.72284`), as `torch.sigmoid` gives.
 pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
+    if x < crate::engine::math::SIGMOID_ZERO {
+        0.0
+    } else if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {
         let e = x.exp();

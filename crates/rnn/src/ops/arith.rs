@@ -171,6 +171,12 @@ impl Tensor {
         Tensor::from_unary_op(out, vec![self.clone()], Affine(1.0))
     }
 
+    /// `self / s`, divided value by value (not multiplied by `1/s`); the backward is `g / s`.
+    pub fn div_scalar(&self, s: f32) -> Tensor {
+        let out = self.data().mapv(|v| v / s);
+        Tensor::from_unary_op(out, vec![self.clone()], Affine(1.0 / s))
+    }
+
     /// `self * s`.
     pub fn mul_scalar(&self, s: f32) -> Tensor {
         self.affine(s, 0.0)

@@ -22,9 +22,10 @@
 
 use ndarray::ArrayD;
 
+use super::groups::{flag, unknown, Groups, Hyper};
 use super::{
-    check_non_negative, check_params, gradients, maximum, row_major_values, state_values, with_fma,
-    Optimizer, OptimizerState, StateReader,
+    check_non_negative, maximum, row_major_values, state_values, with_fma, Optimizer,
+    OptimizerState, ParamGroup, StateReader,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -59,7 +60,14 @@ struct ParamState {
 /// ```
 #[derive(Debug)]
 pub struct Adam {
-    params: Vec<Tensor>,
+    groups: Groups<AdamHyper, ParamState>,
+    /// AdamW: `p *= 1 − lr·λ` instead of `g += λ·p`.
+    decoupled: bool,
+}
+
+/// Adam's hyperparameters (one group's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdamHyper {
     lr: f64,
     beta1: f64,
     beta2: f64,
@@ -67,9 +75,132 @@ pub struct Adam {
     weight_decay: f64,
     amsgrad: bool,
     maximize: bool,
-    /// AdamW: `p *= 1 − lr·λ` instead of `g += λ·p`.
+    /// AdamW (for error messages; the state's kind says it too).
     decoupled: bool,
-    state: Vec<Option<ParamState>>,
+}
+
+impl Hyper for AdamHyper {
+    fn names(&self) -> &'static [&'static str] {
+        &[
+            "lr",
+            "beta1",
+            "beta2",
+            "eps",
+            "weight_decay",
+            "amsgrad",
+            "maximize",
+        ]
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        match name {
+            "lr" => self.lr,
+            "beta1" => self.beta1,
+            "beta2" => self.beta2,
+            "eps" => self.eps,
+            "weight_decay" => self.weight_decay,
+            "amsgrad" => f64::from(u8::from(self.amsgrad)),
+            "maximize" => f64::from(u8::from(self.maximize)),
+            _ => f64::NAN,
+        }
+    }
+
+    fn set(&mut self, name: &str, v: f64) -> Result<()> {
+        match name {
+            "lr" => check_non_negative("learning rate", v).map(|()| self.lr = v),
+            "beta1" => check_beta(0, v).map(|()| self.beta1 = v),
+            "beta2" => check_beta(1, v).map(|()| self.beta2 = v),
+            "eps" => check_non_negative("epsilon value", v).map(|()| self.eps = v),
+            "weight_decay" => {
+                check_non_negative("weight_decay value", v).map(|()| self.weight_decay = v)
+            }
+            "amsgrad" => flag(name, v).map(|b| self.amsgrad = b),
+            "maximize" => flag(name, v).map(|b| self.maximize = b),
+            _ => Err(unknown(self.optimizer_name(), name)),
+        }
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn optimizer_name(&self) -> &'static str {
+        if self.decoupled {
+            "AdamW"
+        } else {
+            "Adam"
+        }
+    }
+
+    fn momentum_name(&self) -> Option<&'static str> {
+        Some("beta1")
+    }
+}
+
+impl super::groups::ParamState<AdamHyper> for ParamState {
+    fn save(&self, i: usize, s: &mut OptimizerState) {
+        s.scalars.insert(format!("step.{i}"), f64::from(self.step));
+        s.tensors
+            .insert(format!("exp_avg.{i}"), self.exp_avg.clone());
+        s.tensors
+            .insert(format!("exp_avg_sq.{i}"), self.exp_avg_sq.clone());
+        if let Some(max_v) = &self.max_exp_avg_sq {
+            s.tensors
+                .insert(format!("max_exp_avg_sq.{i}"), max_v.clone());
+        }
+    }
+
+    fn load(
+        r: &mut StateReader<'_>,
+        i: usize,
+        shape: &[usize],
+        hyper: &AdamHyper,
+    ) -> Result<Option<Self>> {
+        let Some(step) = read_step(r, i, shape, &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])?
+        else {
+            return Ok(None);
+        };
+        let exp_avg = r.required_tensor(&format!("exp_avg.{i}"), shape)?;
+        let exp_avg_sq = r.required_tensor(&format!("exp_avg_sq.{i}"), shape)?;
+        let max_key = format!("max_exp_avg_sq.{i}");
+        let max_exp_avg_sq = if hyper.amsgrad {
+            Some(r.required_tensor(&max_key, shape)?)
+        } else {
+            r.tensor(&max_key, shape)?
+        };
+        Ok(Some(ParamState {
+            step,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+        }))
+    }
+}
+
+/// The f32 step count `step.{i}` of parameter `i`, `None` if it has no state; an error if its
+/// `buffers` are there without it, or if it is not a count.
+pub(crate) fn read_step(
+    r: &mut StateReader<'_>,
+    i: usize,
+    shape: &[usize],
+    buffers: &[&str],
+) -> Result<Option<f32>> {
+    let Some(step) = r.optional_scalar(&format!("step.{i}")) else {
+        for key in buffers {
+            if r.tensor(&format!("{key}.{i}"), shape)?.is_some() {
+                return Err(Error::StateDict(format!(
+                    "\"{key}.{i}\" is present but \"step.{i}\" is not"
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    if !(step.is_finite() && step >= 0.0 && step == f64::from(step as f32)) {
+        return Err(Error::StateDict(format!(
+            "\"step.{i}\" must be a step count (a non-negative f32 value), got {step}"
+        )));
+    }
+    Ok(Some(step as f32))
 }
 
 impl Adam {
@@ -81,11 +212,8 @@ impl Adam {
     }
 
     fn build(params: Vec<Tensor>, lr: f64, weight_decay: f64, decoupled: bool) -> Result<Adam> {
-        check_params(&params)?;
         check_non_negative("learning rate", lr)?;
-        let n = params.len();
-        Ok(Adam {
-            params,
+        let defaults = AdamHyper {
             lr,
             beta1: 0.9,
             beta2: 0.999,
@@ -94,48 +222,53 @@ impl Adam {
             amsgrad: false,
             maximize: false,
             decoupled,
-            state: vec![None; n],
+        };
+        Ok(Adam {
+            groups: Groups::new(params, defaults)?,
+            decoupled,
         })
     }
 
     /// `betas=(β₁, β₂)`, each in [0, 1).
     pub fn with_betas(mut self, beta1: f64, beta2: f64) -> Result<Adam> {
         check_betas(beta1, beta2)?;
-        self.beta1 = beta1;
-        self.beta2 = beta2;
+        self.groups.set_default("beta1", beta1)?;
+        self.groups.set_default("beta2", beta2)?;
         Ok(self)
     }
 
     /// `eps` (default 1e-8), added to the denominator.
     pub fn with_eps(mut self, eps: f64) -> Result<Adam> {
-        check_non_negative("epsilon value", eps)?;
-        self.eps = eps;
+        self.groups.set_default("eps", eps)?;
         Ok(self)
     }
 
     /// `weight_decay=λ`: an L2 penalty `g ← g + λ·p` for Adam (default 0), the decoupled
     /// `p ← p·(1 − lr·λ)` for AdamW (default 0.01).
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Result<Adam> {
-        check_non_negative("weight_decay value", weight_decay)?;
-        self.weight_decay = weight_decay;
+        self.groups.set_default("weight_decay", weight_decay)?;
         Ok(self)
     }
 
     /// `amsgrad=True`: normalise by the running maximum of the second moment.
     pub fn with_amsgrad(mut self, amsgrad: bool) -> Adam {
-        self.amsgrad = amsgrad;
+        self.groups
+            .set_default("amsgrad", f64::from(u8::from(amsgrad)))
+            .expect("a flag is valid");
         self
     }
 
     /// `maximize=True`: ascend the objective instead of descending it.
     pub fn with_maximize(mut self, maximize: bool) -> Adam {
-        self.maximize = maximize;
+        self.groups
+            .set_default("maximize", f64::from(u8::from(maximize)))
+            .expect("a flag is valid");
         self
     }
 
-    /// The parameters, in the order given.
-    pub fn params(&self) -> &[Tensor] {
-        &self.params
+    /// The parameters, group after group, in the order given.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.groups.params()
     }
 
     fn kind(&self) -> &'static str {
@@ -147,21 +280,24 @@ impl Adam {
     }
 }
 
-fn check_betas(beta1: f64, beta2: f64) -> Result<()> {
-    for (i, beta) in [beta1, beta2].into_iter().enumerate() {
-        if !(0.0..1.0).contains(&beta) {
-            return Err(Error::Invalid(format!(
-                "Invalid beta parameter at index {i}: {beta} (must be in [0, 1))"
-            )));
-        }
+fn check_beta(i: usize, beta: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&beta) {
+        return Err(Error::Invalid(format!(
+            "Invalid beta parameter at index {i}: {beta} (must be in [0, 1))"
+        )));
     }
     Ok(())
+}
+
+fn check_betas(beta1: f64, beta2: f64) -> Result<()> {
+    check_beta(0, beta1)?;
+    check_beta(1, beta2)
 }
 
 /// PyTorch's `lerp(start, end, weight)` on CPU (its vector kernel): two formulas, chosen by
 /// `|weight| < 0.5`, each one fused multiply-add.
 #[inline]
-fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
     if weight.abs() < 0.5 {
         weight.mul_add(end - start, start)
     } else {
@@ -239,164 +375,61 @@ impl Coefficients {
 
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
-        let grads = gradients(&self.params)?;
-        // Python floats, cast to f32 where PyTorch's kernels take them as scalars.
-        let one_minus_beta1 = (1.0 - self.beta1) as f32;
-        let beta2 = self.beta2 as f32;
-        let one_minus_beta2 = (1.0 - self.beta2) as f32;
-        let eps = self.eps as f32;
-        let weight_decay = self.weight_decay as f32;
-        let decay_factor = (1.0 - self.lr * self.weight_decay) as f32;
-        for (i, ((param, grad), slot)) in self
-            .params
-            .iter()
-            .zip(grads)
-            .zip(&mut self.state)
-            .enumerate()
-        {
-            let Some(mut g) = grad else { continue };
-            let mut p = param.data_mut();
-            let st = slot.get_or_insert_with(|| ParamState {
-                step: 0.0,
-                exp_avg: ArrayD::zeros(p.raw_dim()),
-                exp_avg_sq: ArrayD::zeros(p.raw_dim()),
-                max_exp_avg_sq: None,
-            });
-            if self.amsgrad && st.max_exp_avg_sq.is_none() {
-                st.max_exp_avg_sq = Some(ArrayD::zeros(p.raw_dim()));
-            }
-            st.step += 1.0;
-            let step = f64::from(st.step);
-            let bias_correction1 = 1.0 - self.beta1.powf(step);
-            let bias_correction2 = 1.0 - self.beta2.powf(step);
-            let c = Coefficients {
-                maximize: self.maximize,
-                weight_decay: (self.weight_decay != 0.0 && !self.decoupled).then_some(weight_decay),
-                decay_factor: (self.weight_decay != 0.0 && self.decoupled).then_some(decay_factor),
-                one_minus_beta1,
-                beta2,
-                one_minus_beta2,
-                // Python's `bias_correction2**0.5` is pow, not sqrt.
-                bias_correction2_sqrt: bias_correction2.powf(0.5) as f32,
-                eps,
-                neg_step_size: (-(self.lr / bias_correction1)) as f32,
-            };
-            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
-            let len = p.len();
-            let m = state_values(&mut st.exp_avg, "exp_avg", i, len)?;
-            let v = state_values(&mut st.exp_avg_sq, "exp_avg_sq", i, len)?;
-            let v_max = match &mut st.max_exp_avg_sq {
-                Some(v_max) if self.amsgrad => Some(state_values(v_max, "max_exp_avg_sq", i, len)?),
-                _ => None,
-            };
-            with_fma(|| c.apply(p, g, m, v, v_max));
-        }
-        Ok(())
-    }
-
-    fn zero_grad(&self) {
-        self.params.iter().for_each(Tensor::zero_grad);
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn state_dict(&self) -> OptimizerState {
-        let mut s = OptimizerState::new(self.kind());
-        let scalars = [
-            ("params", self.params.len() as f64),
-            ("lr", self.lr),
-            ("beta1", self.beta1),
-            ("beta2", self.beta2),
-            ("eps", self.eps),
-            ("weight_decay", self.weight_decay),
-            ("amsgrad", f64::from(u8::from(self.amsgrad))),
-            ("maximize", f64::from(u8::from(self.maximize))),
-        ];
-        for (key, v) in scalars {
-            s.scalars.insert(key.into(), v);
-        }
-        for (i, st) in self.state.iter().enumerate() {
-            let Some(st) = st else { continue };
-            s.scalars.insert(format!("step.{i}"), f64::from(st.step));
-            s.tensors.insert(format!("exp_avg.{i}"), st.exp_avg.clone());
-            s.tensors
-                .insert(format!("exp_avg_sq.{i}"), st.exp_avg_sq.clone());
-            if let Some(max_v) = &st.max_exp_avg_sq {
-                s.tensors
-                    .insert(format!("max_exp_avg_sq.{i}"), max_v.clone());
-            }
-        }
-        s
-    }
-
-    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        let mut r = StateReader::new(state, self.kind(), self.params.len())?;
-        let lr = r.scalar("lr")?;
-        let (beta1, beta2) = (r.scalar("beta1")?, r.scalar("beta2")?);
-        let eps = r.scalar("eps")?;
-        let weight_decay = r.scalar("weight_decay")?;
-        let amsgrad = r.flag("amsgrad")?;
-        let maximize = r.flag("maximize")?;
-        let as_state_error = |e: Error| match e {
-            Error::Invalid(m) => Error::StateDict(m),
-            other => other,
-        };
-        check_non_negative("learning rate", lr).map_err(as_state_error)?;
-        check_betas(beta1, beta2).map_err(as_state_error)?;
-        check_non_negative("epsilon value", eps).map_err(as_state_error)?;
-        check_non_negative("weight_decay value", weight_decay).map_err(as_state_error)?;
-
-        let mut per_param = Vec::with_capacity(self.params.len());
-        for (i, p) in self.params.iter().enumerate() {
-            let shape = p.shape();
-            let Some(step) = r.optional_scalar(&format!("step.{i}")) else {
-                for key in ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] {
-                    if r.tensor(&format!("{key}.{i}"), &shape)?.is_some() {
-                        return Err(Error::StateDict(format!(
-                            "\"{key}.{i}\" is present but \"step.{i}\" is not"
-                        )));
-                    }
+        let grads = self.groups.gradients()?;
+        let decoupled = self.decoupled;
+        let mut i = 0;
+        for (group, grads) in self.groups.groups.iter_mut().zip(grads) {
+            let h = group.hyper;
+            for ((param, grad), slot) in group.params.iter().zip(grads).zip(&mut group.state) {
+                let index = i;
+                i += 1;
+                let Some(mut g) = grad else { continue };
+                let mut p = param.data_mut();
+                let st = slot.get_or_insert_with(|| ParamState {
+                    step: 0.0,
+                    exp_avg: ArrayD::zeros(p.raw_dim()),
+                    exp_avg_sq: ArrayD::zeros(p.raw_dim()),
+                    max_exp_avg_sq: None,
+                });
+                if h.amsgrad && st.max_exp_avg_sq.is_none() {
+                    st.max_exp_avg_sq = Some(ArrayD::zeros(p.raw_dim()));
                 }
-                per_param.push(None);
-                continue;
-            };
-            if !(step.is_finite() && step >= 0.0 && step == f64::from(step as f32)) {
-                return Err(Error::StateDict(format!(
-                    "\"step.{i}\" must be a step count (a non-negative f32 value), got {step}"
-                )));
+                st.step += 1.0;
+                let step = f64::from(st.step);
+                let bias_correction1 = 1.0 - h.beta1.powf(step);
+                let bias_correction2 = 1.0 - h.beta2.powf(step);
+                // Python floats, cast to f32 where PyTorch's kernels take them as scalars.
+                let c = Coefficients {
+                    maximize: h.maximize,
+                    weight_decay: (h.weight_decay != 0.0 && !decoupled)
+                        .then_some(h.weight_decay as f32),
+                    decay_factor: (h.weight_decay != 0.0 && decoupled)
+                        .then_some((1.0 - h.lr * h.weight_decay) as f32),
+                    one_minus_beta1: (1.0 - h.beta1) as f32,
+                    beta2: h.beta2 as f32,
+                    one_minus_beta2: (1.0 - h.beta2) as f32,
+                    // Python's `bias_correction2**0.5` is pow, not sqrt.
+                    bias_correction2_sqrt: bias_correction2.powf(0.5) as f32,
+                    eps: h.eps as f32,
+                    neg_step_size: (-(h.lr / bias_correction1)) as f32,
+                };
+                let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
+                let len = p.len();
+                let m = state_values(&mut st.exp_avg, "exp_avg", index, len)?;
+                let v = state_values(&mut st.exp_avg_sq, "exp_avg_sq", index, len)?;
+                let v_max = match &mut st.max_exp_avg_sq {
+                    Some(v_max) if h.amsgrad => {
+                        Some(state_values(v_max, "max_exp_avg_sq", index, len)?)
+                    }
+                    _ => None,
+                };
+                with_fma(|| c.apply(p, g, m, v, v_max));
             }
-            let exp_avg = r.required_tensor(&format!("exp_avg.{i}"), &shape)?;
-            let exp_avg_sq = r.required_tensor(&format!("exp_avg_sq.{i}"), &shape)?;
-            let max_key = format!("max_exp_avg_sq.{i}");
-            let max_exp_avg_sq = if amsgrad {
-                Some(r.required_tensor(&max_key, &shape)?)
-            } else {
-                r.tensor(&max_key, &shape)?
-            };
-            per_param.push(Some(ParamState {
-                step: step as f32,
-                exp_avg,
-                exp_avg_sq,
-                max_exp_avg_sq,
-            }));
         }
-        r.finish()?;
-        self.lr = lr;
-        self.beta1 = beta1;
-        self.beta2 = beta2;
-        self.eps = eps;
-        self.weight_decay = weight_decay;
-        self.amsgrad = amsgrad;
-        self.maximize = maximize;
-        self.state = per_param;
         Ok(())
     }
+
+    super::group_methods!();
 }
 
 /// `torch.optim.AdamW`: Adam with decoupled weight decay, `p ← p·(1 − lr·λ)` before the Adam
@@ -448,8 +481,8 @@ impl AdamW {
         AdamW(self.0.with_maximize(maximize))
     }
 
-    /// The parameters, in the order given.
-    pub fn params(&self) -> &[Tensor] {
+    /// The parameters, group after group, in the order given.
+    pub fn params(&self) -> Vec<Tensor> {
         self.0.params()
     }
 }
@@ -461,11 +494,23 @@ impl Optimizer for AdamW {
     fn zero_grad(&self) {
         self.0.zero_grad()
     }
-    fn lr(&self) -> f64 {
-        self.0.lr()
+    fn num_groups(&self) -> usize {
+        self.0.num_groups()
     }
-    fn set_lr(&mut self, lr: f64) {
-        self.0.set_lr(lr)
+    fn group_lr(&self, group: usize) -> f64 {
+        self.0.group_lr(group)
+    }
+    fn set_group_lr(&mut self, group: usize, lr: f64) {
+        self.0.set_group_lr(group, lr)
+    }
+    fn group_momentum(&self, group: usize) -> Option<f64> {
+        self.0.group_momentum(group)
+    }
+    fn set_group_momentum(&mut self, group: usize, value: f64) -> bool {
+        self.0.set_group_momentum(group, value)
+    }
+    fn add_param_group(&mut self, group: ParamGroup) -> Result<()> {
+        self.0.add_param_group(group)
     }
     fn state_dict(&self) -> OptimizerState {
         self.0.state_dict()

@@ -50,9 +50,15 @@
 //! assert_eq!(resumed.lr(), 0.0125);
 //! ```
 
+pub mod adagrad;
 pub mod adam;
 pub mod clip;
+pub mod groups;
+pub mod one_cycle;
+pub mod plateau;
+pub mod rmsprop;
 pub mod scheduler;
+pub mod schedulers;
 pub mod sgd;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,12 +69,55 @@ use crate::error::{Error, Result, Shape};
 use crate::io::{TensorData, TensorFile};
 use crate::tensor::Tensor;
 
+pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use clip::{clip_grad_norm_, clip_grad_norm_error_if_nonfinite_, clip_grad_value_};
+pub use groups::ParamGroup;
+pub use one_cycle::{Anneal, OneCycleLR, OneCycleOptions};
+pub use plateau::{PlateauMode, ReduceLROnPlateau, ThresholdMode};
+pub use rmsprop::RMSprop;
 pub use scheduler::{CosineAnnealingLR, LrScheduler, StepLR};
+pub use schedulers::{ExponentialLR, LambdaLR, LinearLR, LrLambda, SequentialLR};
 pub use sgd::Sgd;
 
-/// What every optimizer does, as `torch.optim.Optimizer` (one parameter group).
+/// The [`Optimizer`] methods every optimizer answers from its `groups: Groups<_, _>` field and
+/// its `kind()`.
+macro_rules! group_methods {
+    () => {
+        fn zero_grad(&self) {
+            self.groups.zero_grad()
+        }
+        fn num_groups(&self) -> usize {
+            self.groups.groups.len()
+        }
+        fn group_lr(&self, group: usize) -> f64 {
+            self.groups.lr(group)
+        }
+        fn set_group_lr(&mut self, group: usize, lr: f64) {
+            self.groups.set_lr(group, lr)
+        }
+        fn group_momentum(&self, group: usize) -> Option<f64> {
+            self.groups.momentum(group)
+        }
+        fn set_group_momentum(&mut self, group: usize, value: f64) -> bool {
+            self.groups.set_momentum(group, value)
+        }
+        fn add_param_group(&mut self, group: ParamGroup) -> Result<()> {
+            self.groups.add(group)
+        }
+        fn state_dict(&self) -> OptimizerState {
+            self.groups.state_dict(self.kind())
+        }
+        fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
+            let kind = self.kind();
+            self.groups.load_state_dict(kind, state)
+        }
+    };
+}
+pub(crate) use group_methods;
+
+/// What every optimizer does, as `torch.optim.Optimizer`, with its parameter groups
+/// (see [`groups`]).
 pub trait Optimizer {
     /// One update of every parameter that has a gradient (`optimizer.step()`). Fails, changing
     /// nothing, if a gradient's shape differs from its parameter's.
@@ -77,12 +126,43 @@ pub trait Optimizer {
     /// Sets every parameter's gradient to `None` (`optimizer.zero_grad(set_to_none=True)`).
     fn zero_grad(&self);
 
-    /// The learning rate (`optimizer.param_groups[0]["lr"]`).
-    fn lr(&self) -> f64;
+    /// The learning rate of the first group (`optimizer.param_groups[0]["lr"]`).
+    fn lr(&self) -> f64 {
+        self.group_lr(0)
+    }
 
-    /// Changes the learning rate, as a scheduler does. The value is used as given (a scheduler
-    /// may produce any value; the constructors are the ones that validate).
-    fn set_lr(&mut self, lr: f64);
+    /// Sets every group's learning rate to `lr`. The value is used as given (a scheduler may
+    /// produce any value; the constructors are the ones that validate).
+    fn set_lr(&mut self, lr: f64) {
+        for g in 0..self.num_groups() {
+            self.set_group_lr(g, lr);
+        }
+    }
+
+    /// The number of parameter groups (`len(optimizer.param_groups)`), at least 1.
+    fn num_groups(&self) -> usize;
+
+    /// `optimizer.param_groups[group]["lr"]`. Panics if `group >= num_groups()`, as indexing
+    /// does.
+    fn group_lr(&self, group: usize) -> f64;
+
+    /// Sets `optimizer.param_groups[group]["lr"]`, as a scheduler does (used as given). Panics
+    /// if `group >= num_groups()`.
+    fn set_group_lr(&mut self, group: usize, lr: f64);
+
+    /// What `OneCycleLR` cycles in `group`: `momentum` for SGD and RMSprop, β₁ for Adam and
+    /// AdamW; `None` for Adagrad, which has neither.
+    fn group_momentum(&self, group: usize) -> Option<f64>;
+
+    /// Sets that value; false (and nothing changes) if the optimizer has none or the value is
+    /// invalid.
+    fn set_group_momentum(&mut self, group: usize, value: f64) -> bool;
+
+    /// `optimizer.add_param_group({...})`: a new group; the hyperparameters it does not name
+    /// are the optimizer's defaults (its constructor's and builder methods' values). Fails,
+    /// adding nothing, on a parameter already in a group, a non-leaf, or a hyperparameter the
+    /// optimizer does not have or refuses.
+    fn add_param_group(&mut self, group: ParamGroup) -> Result<()>;
 
     /// The state to resume from: hyperparameters and per-parameter buffers
     /// (`optimizer.state_dict()`).
@@ -277,23 +357,16 @@ impl<'a> StateReader<'a> {
         })
     }
 
+    /// Whether the state has the scalar `key` (without marking it read).
+    pub(crate) fn has_scalar(&self, key: &str) -> bool {
+        self.state.scalars.contains_key(key)
+    }
+
     /// A scalar that may be absent.
     pub(crate) fn optional_scalar(&mut self, key: &str) -> Option<f64> {
         let (k, v) = self.state.scalars.get_key_value(key)?;
         self.scalars_used.insert(k.as_str());
         Some(*v)
-    }
-
-    /// A boolean stored as 0.0 or 1.0.
-    pub(crate) fn flag(&mut self, key: &str) -> Result<bool> {
-        let v = self.scalar(key)?;
-        if v == 0.0 || v == 1.0 {
-            Ok(v == 1.0)
-        } else {
-            Err(Error::StateDict(format!(
-                "scalar \"{key}\" is a flag and must be 0 or 1, got {v}"
-            )))
-        }
     }
 
     /// A buffer that may be absent; when present it must have `shape`.

@@ -18,15 +18,16 @@
 
 use ndarray::ArrayD;
 
+use super::groups::{flag, unknown, Groups, Hyper, ParamState};
 use super::{
-    check_non_negative, check_params, gradients, row_major_values, state_values, with_fma,
-    Optimizer, OptimizerState, StateReader,
+    check_non_negative, row_major_values, state_values, with_fma, Optimizer, OptimizerState,
+    ParamGroup, StateReader,
 };
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// `torch.optim.SGD`: gradient descent with optional momentum, dampening, Nesterov momentum,
-/// L2 weight decay and maximization.
+/// L2 weight decay and maximization; parameter groups as [`super::groups`].
 ///
 /// ```
 /// use ndarray::array;
@@ -41,85 +42,162 @@ use crate::tensor::Tensor;
 /// ```
 #[derive(Debug)]
 pub struct Sgd {
-    params: Vec<Tensor>,
+    groups: Groups<SgdHyper, MomentumBuffer>,
+}
+
+/// SGD's hyperparameters (one group's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SgdHyper {
     lr: f64,
     momentum: f64,
     dampening: f64,
     weight_decay: f64,
     nesterov: bool,
     maximize: bool,
-    /// `state[p]["momentum_buffer"]`: `None` until the parameter's first step with momentum.
-    momentum_buffers: Vec<Option<ArrayD<f32>>>,
+}
+
+impl Hyper for SgdHyper {
+    fn names(&self) -> &'static [&'static str] {
+        &[
+            "lr",
+            "momentum",
+            "dampening",
+            "weight_decay",
+            "nesterov",
+            "maximize",
+        ]
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        match name {
+            "lr" => self.lr,
+            "momentum" => self.momentum,
+            "dampening" => self.dampening,
+            "weight_decay" => self.weight_decay,
+            "nesterov" => f64::from(u8::from(self.nesterov)),
+            "maximize" => f64::from(u8::from(self.maximize)),
+            _ => f64::NAN,
+        }
+    }
+
+    fn set(&mut self, name: &str, v: f64) -> Result<()> {
+        match name {
+            "lr" => check_non_negative("learning rate", v).map(|()| self.lr = v),
+            "momentum" => check_non_negative("momentum value", v).map(|()| self.momentum = v),
+            "dampening" if !v.is_finite() => Err(Error::Invalid(format!(
+                "Invalid dampening value: {v} (must be finite)"
+            ))),
+            "dampening" => {
+                self.dampening = v;
+                Ok(())
+            }
+            "weight_decay" => {
+                check_non_negative("weight_decay value", v).map(|()| self.weight_decay = v)
+            }
+            "nesterov" => flag(name, v).map(|b| self.nesterov = b),
+            "maximize" => flag(name, v).map(|b| self.maximize = b),
+            _ => Err(unknown("SGD", name)),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_nesterov(self.nesterov, self.momentum, self.dampening)
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn optimizer_name(&self) -> &'static str {
+        "SGD"
+    }
+
+    fn momentum_name(&self) -> Option<&'static str> {
+        Some("momentum")
+    }
+}
+
+/// `state[p]["momentum_buffer"]`, made at the parameter's first step with momentum.
+#[derive(Clone, Debug)]
+pub(crate) struct MomentumBuffer(ArrayD<f32>);
+
+impl ParamState<SgdHyper> for MomentumBuffer {
+    fn save(&self, i: usize, s: &mut OptimizerState) {
+        s.tensors
+            .insert(format!("momentum_buffer.{i}"), self.0.clone());
+    }
+
+    fn load(
+        r: &mut StateReader<'_>,
+        i: usize,
+        shape: &[usize],
+        _: &SgdHyper,
+    ) -> Result<Option<Self>> {
+        Ok(r.tensor(&format!("momentum_buffer.{i}"), shape)?
+            .map(MomentumBuffer))
+    }
 }
 
 impl Sgd {
     /// `SGD(params, lr)`: no momentum, dampening, weight decay; minimizes. Fails on an empty
     /// list, a non-leaf or repeated parameter, or a learning rate that is negative or not finite.
     pub fn new(params: Vec<Tensor>, lr: f64) -> Result<Sgd> {
-        check_params(&params)?;
         check_non_negative("learning rate", lr)?;
-        let n = params.len();
-        Ok(Sgd {
-            params,
+        let defaults = SgdHyper {
             lr,
             momentum: 0.0,
             dampening: 0.0,
             weight_decay: 0.0,
             nesterov: false,
             maximize: false,
-            momentum_buffers: vec![None; n],
+        };
+        Ok(Sgd {
+            groups: Groups::new(params, defaults)?,
         })
     }
 
     /// `momentum=μ` (default 0: no momentum buffer).
     pub fn with_momentum(mut self, momentum: f64) -> Result<Sgd> {
-        check_non_negative("momentum value", momentum)?;
-        self.momentum = momentum;
-        self.check_nesterov()?;
+        self.groups.set_default("momentum", momentum)?;
         Ok(self)
     }
 
     /// `dampening=τ` (default 0): the new gradient enters the momentum buffer with weight
     /// `1 − τ` (except on the first step).
     pub fn with_dampening(mut self, dampening: f64) -> Result<Sgd> {
-        if !dampening.is_finite() {
-            return Err(Error::Invalid(format!(
-                "Invalid dampening value: {dampening} (must be finite)"
-            )));
-        }
-        self.dampening = dampening;
-        self.check_nesterov()?;
+        self.groups.set_default("dampening", dampening)?;
         Ok(self)
     }
 
     /// `nesterov=True`: Nesterov momentum. Needs a momentum > 0 and zero dampening (set those
     /// first; PyTorch: "Nesterov momentum requires a momentum and zero dampening").
     pub fn with_nesterov(mut self, nesterov: bool) -> Result<Sgd> {
-        self.nesterov = nesterov;
-        self.check_nesterov()?;
+        self.groups
+            .set_default("nesterov", f64::from(u8::from(nesterov)))?;
         Ok(self)
     }
 
     /// `weight_decay=λ` (default 0): L2 penalty, `g ← g + λ·p`.
     pub fn with_weight_decay(mut self, weight_decay: f64) -> Result<Sgd> {
-        check_non_negative("weight_decay value", weight_decay)?;
-        self.weight_decay = weight_decay;
+        self.groups.set_default("weight_decay", weight_decay)?;
         Ok(self)
     }
 
     /// `maximize=True`: ascend the objective instead of descending it.
     pub fn with_maximize(mut self, maximize: bool) -> Sgd {
-        self.maximize = maximize;
+        self.groups
+            .set_default("maximize", f64::from(u8::from(maximize)))
+            .expect("a flag is valid");
         self
     }
 
-    /// The parameters, in the order given.
-    pub fn params(&self) -> &[Tensor] {
-        &self.params
+    /// The parameters, group after group, in the order given.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.groups.params()
     }
 
-    fn check_nesterov(&self) -> Result<()> {
-        check_nesterov(self.nesterov, self.momentum, self.dampening)
+    fn kind(&self) -> &'static str {
+        "sgd"
     }
 }
 
@@ -189,120 +267,44 @@ impl Coefficients {
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
-        let grads = gradients(&self.params)?;
-        // PyTorch casts each Python-float factor to the tensor's f32 inside the kernel.
-        let weight_decay = self.weight_decay as f32;
-        let momentum = self.momentum as f32;
-        let one_minus_dampening = (1.0 - self.dampening) as f32;
-        let neg_lr = (-self.lr) as f32;
-        for (i, ((param, grad), buffer)) in self
-            .params
-            .iter()
-            .zip(grads)
-            .zip(&mut self.momentum_buffers)
-            .enumerate()
-        {
-            let Some(mut g) = grad else { continue };
-            let mut p = param.data_mut();
-            let shape = g.raw_dim();
-            let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
-            let first = buffer.is_none();
-            let buf = match buffer {
-                Some(buf) if self.momentum != 0.0 => {
-                    Some(state_values(buf, "momentum_buffer", i, p.len())?)
-                }
-                // b ← g on the first step: filled after the gradient's own lines.
-                None if self.momentum != 0.0 => {
-                    Some(row_major_values(buffer.insert(ArrayD::zeros(shape)))?)
-                }
-                _ => None,
-            };
+        let grads = self.groups.gradients()?;
+        let mut i = 0;
+        for (group, grads) in self.groups.groups.iter_mut().zip(grads) {
+            let h = group.hyper;
+            // PyTorch casts each Python-float factor to the tensor's f32 inside the kernel.
             let c = Coefficients {
-                maximize: self.maximize,
-                weight_decay: (self.weight_decay != 0.0).then_some(weight_decay),
-                momentum,
-                one_minus_dampening,
-                nesterov: self.nesterov,
-                neg_lr,
+                maximize: h.maximize,
+                weight_decay: (h.weight_decay != 0.0).then_some(h.weight_decay as f32),
+                momentum: h.momentum as f32,
+                one_minus_dampening: (1.0 - h.dampening) as f32,
+                nesterov: h.nesterov,
+                neg_lr: (-h.lr) as f32,
             };
-            with_fma(|| c.apply(p, g, buf, first));
-        }
-        Ok(())
-    }
-
-    fn zero_grad(&self) {
-        self.params.iter().for_each(Tensor::zero_grad);
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
-    }
-
-    fn state_dict(&self) -> OptimizerState {
-        let mut s = OptimizerState::new("sgd");
-        s.scalars.insert("params".into(), self.params.len() as f64);
-        s.scalars.insert("lr".into(), self.lr);
-        s.scalars.insert("momentum".into(), self.momentum);
-        s.scalars.insert("dampening".into(), self.dampening);
-        s.scalars.insert("weight_decay".into(), self.weight_decay);
-        s.scalars
-            .insert("nesterov".into(), f64::from(u8::from(self.nesterov)));
-        s.scalars
-            .insert("maximize".into(), f64::from(u8::from(self.maximize)));
-        for (i, buf) in self.momentum_buffers.iter().enumerate() {
-            if let Some(buf) = buf {
-                s.tensors
-                    .insert(format!("momentum_buffer.{i}"), buf.clone());
+            for ((param, grad), buffer) in group.params.iter().zip(grads).zip(&mut group.state) {
+                let index = i;
+                i += 1;
+                let Some(mut g) = grad else { continue };
+                let mut p = param.data_mut();
+                let shape = g.raw_dim();
+                let (p, g) = (row_major_values(&mut p)?, row_major_values(&mut g)?);
+                let first = buffer.is_none();
+                let buf = match buffer {
+                    Some(buf) if h.momentum != 0.0 => {
+                        Some(state_values(&mut buf.0, "momentum_buffer", index, p.len())?)
+                    }
+                    // b ← g on the first step: filled after the gradient's own lines.
+                    None if h.momentum != 0.0 => Some(row_major_values(
+                        &mut buffer.insert(MomentumBuffer(ArrayD::zeros(shape))).0,
+                    )?),
+                    _ => None,
+                };
+                with_fma(|| c.apply(p, g, buf, first));
             }
         }
-        s
-    }
-
-    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        let mut r = StateReader::new(state, "sgd", self.params.len())?;
-        let lr = r.scalar("lr")?;
-        let momentum = r.scalar("momentum")?;
-        let dampening = r.scalar("dampening")?;
-        let weight_decay = r.scalar("weight_decay")?;
-        let nesterov = r.flag("nesterov")?;
-        let maximize = r.flag("maximize")?;
-        check_non_negative("learning rate", lr).map_err(loaded)?;
-        check_non_negative("momentum value", momentum).map_err(loaded)?;
-        check_non_negative("weight_decay value", weight_decay).map_err(loaded)?;
-        if !dampening.is_finite() {
-            return Err(Error::StateDict(format!(
-                "Invalid dampening value: {dampening}"
-            )));
-        }
-        check_nesterov(nesterov, momentum, dampening).map_err(loaded)?;
-        let buffers = self
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| r.tensor(&format!("momentum_buffer.{i}"), &p.shape()))
-            .collect::<Result<Vec<_>>>()?;
-        r.finish()?;
-        self.lr = lr;
-        self.momentum = momentum;
-        self.dampening = dampening;
-        self.weight_decay = weight_decay;
-        self.nesterov = nesterov;
-        self.maximize = maximize;
-        self.momentum_buffers = buffers;
         Ok(())
     }
-}
 
-/// A hyperparameter check failed on a loaded state: report it as a state_dict error.
-fn loaded(e: Error) -> Error {
-    match e {
-        Error::Invalid(m) => Error::StateDict(m),
-        other => other,
-    }
+    super::group_methods!();
 }
 
 #[cfg(test)]

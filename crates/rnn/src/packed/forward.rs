@@ -3,7 +3,6 @@
 
 use super::gather::select_batch;
 use super::sequence::PackedSequence;
-use crate::config::CellKind;
 use crate::error::{Error, Result, Shape};
 use crate::recurrent::{Gru, Lstm, Recurrent, Rnn};
 use crate::tensor::Tensor;
@@ -48,8 +47,9 @@ impl Recurrent {
                 }))
             };
         let h0 = to_sorted("h0", h0, c.state_size())?;
-        // A c0 given to RNN or GRU is passed on for `forward_rows` to reject by name.
-        let c0 = if c.cell == CellKind::Lstm {
+        // A c0 given to a cell without a cell state is passed on for `forward_rows` to reject
+        // by name.
+        let c0 = if c.cell.description().cell_state {
             to_sorted("c0", c0, c.hidden_size)?
         } else {
             c0.cloned()

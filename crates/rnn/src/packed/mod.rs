@@ -45,7 +45,7 @@ mod pad;
 mod sequence;
 
 pub use pad::{
-    pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence, unpack_sequence,
-    unpad_sequence,
+    pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence, pad_sequence_with_side,
+    unpack_sequence, unpad_sequence, PaddingSide,
 };
 pub use sequence::PackedSequence;

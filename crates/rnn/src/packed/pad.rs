@@ -176,20 +176,56 @@ fn padded_row(t: usize, b: usize, steps: usize, batch: usize, batch_first: bool)
     }
 }
 
+/// Which end of a padded sequence the padding goes to (`padding_side` of `pad_sequence`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PaddingSide {
+    /// `'right'` (the default): the sequence starts at step 0, padding after it.
+    #[default]
+    Right,
+    /// `'left'`: padding first, the sequence ends at the last step.
+    Left,
+}
+
 /// `torch.nn.utils.rnn.pad_sequence(sequences, batch_first, padding_value)`: stacks sequences
 /// (L_k, *) into one tensor (T, B, *), or (B, T, *) with `batch_first`, where T = max(L_k)
 /// and every position past a sequence's length holds `padding_value`.
 ///
 /// The sequences must share their trailing dimensions; lengths may differ (and may be 0).
-/// The gradient of each sequence is its slice of the padded tensor's gradient.
+/// The gradient of each sequence is its slice of the padded tensor's gradient. See
+/// [`pad_sequence_with_side`] for `padding_side='left'`.
 pub fn pad_sequence(seqs: &[Tensor], batch_first: bool, padding_value: f32) -> Result<Tensor> {
+    pad_sequence_with_side(seqs, batch_first, padding_value, PaddingSide::Right)
+}
+
+/// `pad_sequence(sequences, batch_first, padding_value, padding_side)`: as [`pad_sequence`],
+/// with the padding on the given side: with [`PaddingSide::Left`] step `t` of a sequence of
+/// length `L` lands at step `T − L + t`.
+///
+/// ```
+/// use rnn::packed::{pad_sequence_with_side, PaddingSide};
+/// use rnn::Tensor;
+/// let a = Tensor::from_vec(&[1], vec![1.0]).unwrap();
+/// let b = Tensor::from_vec(&[3], vec![2.0, 3.0, 4.0]).unwrap();
+/// let p = pad_sequence_with_side(&[a, b], true, 0.0, PaddingSide::Left).unwrap();
+/// assert_eq!(p.to_array(), ndarray::array![[0.0f32, 0.0, 1.0], [2.0, 3.0, 4.0]].into_dyn());
+/// ```
+pub fn pad_sequence_with_side(
+    seqs: &[Tensor],
+    batch_first: bool,
+    padding_value: f32,
+    padding_side: PaddingSide,
+) -> Result<Tensor> {
     let (lengths, trailing) = check_sequences("pad_sequence", seqs)?;
     let steps = lengths.iter().copied().max().unwrap_or(0);
     let batch = seqs.len();
     let mut index: Vec<RowSource> = vec![None; steps * batch];
     for (b, &len) in lengths.iter().enumerate() {
+        let offset = match padding_side {
+            PaddingSide::Right => 0,
+            PaddingSide::Left => steps - len,
+        };
         for t in 0..len {
-            index[padded_row(t, b, steps, batch, batch_first)] = Some((b, t));
+            index[padded_row(offset + t, b, steps, batch, batch_first)] = Some((b, t));
         }
     }
     let width = trailing.iter().product();

@@ -1,0 +1,125 @@
+//! The LSTM cell (`torch.nn.LSTM`), gates i, f, g, o in PyTorch's order:
+//!
+//! ```text
+//! i = σ(.), f = σ(.), g = tanh(.), o = σ(.)      (. = x W_ih^T + b_ih + h W_hh^T + b_hh)
+//! c' = f c + i g
+//! h' = o tanh(c')                                 (then h' W_hr^T with proj_size)
+//! ```
+//!
+//! Forward saves the gates and, as auxiliary values, `c` (before the step) and `tanh(c')`.
+//! Backward, with `dc_t = dL/dc' + dL/dh' o (1 - tanh(c')^2)`:
+//! `dL/dc = dc_t f`, `d i = dc_t g i (1 - i)`, `d f = dc_t c f (1 - f)`,
+//! `d g = dc_t i (1 - g^2)`, `d o = dL/dh' tanh(c') o (1 - o)`.
+//! Both biases fold into the products. With a projection, `dW_hr = dL/dh^T m` where
+//! `m = o tanh(c')` is rebuilt from the saved gate `o` and `tanh(c')`.
+
+use ndarray::{s, Array2, ArrayView2};
+
+use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param};
+use crate::engine::math::Activations;
+use crate::linalg::Float;
+
+/// The LSTM cell's math.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lstm;
+
+impl CellMath for Lstm {
+    const DESCRIPTION: Description = Description {
+        name: "lstm",
+        torch_name: "LSTM",
+        torch_cell_name: "LSTMCell",
+        gate_names: &["i", "f", "g", "o"],
+        aux_width: 2,
+        cell_state: true,
+        projection: true,
+        nonlinearity: false,
+        gates_in_step: true,
+        last_gate_recurrent_apart: false,
+        direct_state_path: false,
+        params: &[
+            Param::WeightIh,
+            Param::WeightHh,
+            Param::BiasIh,
+            Param::BiasHh,
+            Param::WeightHr,
+        ],
+    };
+
+    fn new(_cell: super::Cell) -> Self {
+        Lstm
+    }
+
+    #[inline(always)]
+    fn forward_row<F: Activations>(self, row: ForwardRow<'_, F>) {
+        let ForwardRow {
+            h_new,
+            c,
+            gates,
+            aux,
+            xw,
+            bias,
+            ..
+        } = row;
+        let n = h_new.len();
+        // Two simple passes (activations gate by gate, then the state update) keep few
+        // streams live per loop, so the compiler keeps them in vector registers.
+        let (gates, xw, bias) = (&mut gates[..4 * n], &xw[..4 * n], &bias[..4 * n]);
+        let [g_if, g_g, g_o] = [0..2 * n, 2 * n..3 * n, 3 * n..4 * n];
+        F::sigmoid_of_sum(&mut gates[g_if.clone()], [&xw[g_if.clone()], &bias[g_if]]);
+        F::tanh_of_sum(&mut gates[g_g.clone()], [&xw[g_g.clone()], &bias[g_g]]);
+        F::sigmoid_of_sum(&mut gates[g_o.clone()], [&xw[g_o.clone()], &bias[g_o]]);
+        let [gi, gf, gg, go] = parts(gates, n);
+        let [c_prev, tanh_c] = parts_mut(aux, n);
+        let c = &mut c[..n];
+        for j in 0..n {
+            let cp = c[j];
+            let c_new = gf[j] * cp + gi[j] * gg[j];
+            c_prev[j] = cp;
+            c[j] = c_new;
+            tanh_c[j] = c_new;
+        }
+        F::tanh_in_place(tanh_c);
+        for j in 0..n {
+            h_new[j] = go[j] * tanh_c[j];
+        }
+    }
+
+    #[inline(always)]
+    fn backward_row<F: Activations>(self, row: BackwardRow<'_, F>) {
+        let BackwardRow {
+            dxw,
+            dh,
+            dc,
+            gates,
+            aux,
+            ..
+        } = row;
+        let n = dh.len();
+        let one = F::one();
+        let [gi, gf, gg, go] = parts(gates, n);
+        let [c_prev, tanh_c] = parts(aux, n);
+        let [di, df, dg, d_o] = parts_mut(dxw, n);
+        let dc = &mut dc[..n];
+        for j in 0..n {
+            let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+            let tc = tanh_c[j];
+            let dct = dc[j] + dh[j] * o * (one - tc * tc);
+            dc[j] = dct * f;
+            di[j] = dct * g * i * (one - i);
+            df[j] = dct * c_prev[j] * f * (one - f);
+            dg[j] = dct * i * (one - g * g);
+            d_o[j] = dh[j] * tc * o * (one - o);
+        }
+    }
+
+    fn unprojected_state<F: Float>(
+        self,
+        gates: ArrayView2<'_, F>,
+        aux: ArrayView2<'_, F>,
+    ) -> Array2<F> {
+        let w = gates.ncols() / 4;
+        let o = gates.slice(s![.., 3 * w..4 * w]);
+        let tanh_c = aux.slice(s![.., w..2 * w]);
+        &o * &tanh_c
+    }
+}

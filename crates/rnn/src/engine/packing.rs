@@ -1,0 +1,141 @@
+//! Weights and work buffers laid out for the time loops: the weights of a layer and direction
+//! packed block by block for the per-step products ([`PackedDir`]), and row lengths that keep
+//! the products' operand rows out of each other's cache sets ([`padded_width`]).
+
+use ndarray::{s, Array1, Array2, ArrayView2};
+
+use super::blocks::{gather, gather_rows, Blocks};
+use super::cells::Cell;
+use super::math::Activations;
+use super::schedule::weight_bytes;
+use super::DirWeights;
+use crate::linalg::{Float, PackedWeights, PACK_PARALLEL_MIN_BYTES};
+
+/// The row length to allocate for a work buffer of `cols` values per row that the products
+/// read as `A` (states, dL/d pre-activations). Rows a multiple of 2 KiB apart put the rows
+/// of a kernel tile into the same few L1 sets (4K aliasing); one more cache line of padding
+/// spreads them: +1.5-6% on the large presets' per-step products (64 x 1024 x 4096 and
+/// 64 x 4096 x 1024), level on the others.
+pub(super) fn padded_width<F>(cols: usize) -> usize {
+    let line = 64 / size_of::<F>().max(1);
+    let bytes = cols * size_of::<F>();
+    if bytes >= 2048 && bytes.is_multiple_of(2048) {
+        cols + line
+    } else {
+        cols
+    }
+}
+
+/// An uninitialised `(rows, padded_width(cols))` buffer whose padding columns are zeroed, so
+/// that the whole is initialised once the pass has written columns `..cols` of every row.
+pub(super) fn padded_uninit<F: Float>(
+    rows: usize,
+    cols: usize,
+) -> Array2<std::mem::MaybeUninit<F>> {
+    let width = padded_width::<F>(cols);
+    let mut a = Array2::<F>::uninit((rows, width));
+    a.slice_mut(s![.., cols..])
+        .fill(std::mem::MaybeUninit::new(F::zero()));
+    a
+}
+
+/// `[pack(0), .., pack(count - 1)]`: the packed blocks of the layer `w`'s weights, on rayon's
+/// threads from `linalg`'s [`PACK_PARALLEL_MIN_BYTES`] of weights (32 MiB per call for the
+/// large LSTM; a block's own packing may split further), else on this one.
+pub(super) fn per_block<F, T: Send>(
+    w: &DirWeights<'_, F>,
+    count: usize,
+    pack: &(dyn Fn(usize) -> T + Sync),
+) -> Vec<T> {
+    if weight_bytes(w) >= PACK_PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().map(pack).collect()
+    } else {
+        (0..count).map(pack).collect()
+    }
+}
+
+/// One layer and direction's weights as the forward pass reads them: `W_ih`, `W_hh` (and
+/// `W_hr`) packed block by block ([`Blocks`]), the biases folded and in block order. Packing
+/// reads and writes all the weights, which costs as much as a whole step of a small batch, so
+/// a layer that runs the same weights again keeps them (see `Recurrent`).
+#[derive(Debug)]
+pub(crate) struct PackedDir<F> {
+    /// The blocks of hidden units (and their gate columns) the weights are packed by.
+    pub(super) blocks: Blocks,
+    /// The blocks of the state's columns: of `h = m W_hr^T` with a projection, else `blocks`.
+    pub(super) out_blocks: Blocks,
+    /// `W_ih`'s rows of each block's gate columns, packed.
+    pub(super) w_ih: Vec<PackedWeights<F>>,
+    /// `W_hh`'s rows of each block's gate columns, packed.
+    pub(super) w_hh: Vec<PackedWeights<F>>,
+    /// `W_hr`'s rows of each output block, packed; empty without a projection.
+    pub(super) w_hr: Vec<PackedWeights<F>>,
+    /// (G H) the folded biases in block order.
+    pub(super) bias: Vec<F>,
+    /// (H) the step bias ([`super::cells::Description::step_bias`]), in unit order.
+    pub(super) step_bias: Vec<F>,
+}
+
+impl<F: Activations> PackedDir<F> {
+    /// Packs the weights `w` of a `cell` layer and direction.
+    pub(crate) fn new(cell: Cell, w: &DirWeights<'_, F>) -> Self {
+        let desc = cell.description();
+        let g = desc.gates();
+        let gh = w.w_ih.nrows();
+        let hidden = gh / g;
+        let blocks = Blocks::new(g, hidden);
+        let order = blocks.order(g);
+        let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
+            PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
+        };
+        let bias = match (&w.b_ih, &w.b_hh) {
+            (Some(b_ih), Some(b_hh)) => {
+                let folded = Array1::from(desc.fold_biases(&b_ih.to_vec(), &b_hh.to_vec()));
+                gather(&folded.view(), &order)
+            }
+            _ => vec![F::zero(); gh],
+        };
+        let b_hh = w.b_hh.as_ref().map(|b| b.to_vec());
+        let step_bias = desc.step_bias(b_hh.as_deref(), hidden);
+        let (out_blocks, w_hr) = match &w.w_hr {
+            Some(w_hr) => {
+                let out_blocks = Blocks::new(1, w.w_hh.ncols());
+                let packed = per_block(w, out_blocks.count(), &|b| {
+                    PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
+                });
+                (out_blocks, packed)
+            }
+            None => (blocks.clone(), Vec::new()),
+        };
+        PackedDir {
+            w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
+            w_hh: per_block(w, blocks.count(), &|b| pack_block(&w.w_hh, b)),
+            w_hr,
+            bias,
+            step_bias,
+            blocks,
+            out_blocks,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_whole_2_kib_are_padded_by_a_cache_line() {
+        assert_eq!(padded_width::<f32>(1024), 1040);
+        assert_eq!(padded_width::<f32>(512), 528);
+        assert_eq!(padded_width::<f64>(256), 264);
+        for cols in [0, 1, 128, 256, 500, 640, 1000] {
+            assert_eq!(padded_width::<f32>(cols), cols);
+        }
+        let a = padded_uninit::<f32>(3, 1024);
+        assert_eq!(a.dim(), (3, 1040));
+        // SAFETY: the padding columns are initialised by `padded_uninit`.
+        let pad = unsafe { a.slice(s![.., 1024..]).to_owned().assume_init() };
+        assert!(pad.iter().all(|&v| v == 0.0));
+    }
+}

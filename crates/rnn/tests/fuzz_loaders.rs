@@ -127,7 +127,7 @@ fn split(bytes: &[u8]) -> Option<(serde_json::Map<String, serde_json::Value>, &[
 /// Joins a header and data back into a safetensors buffer.
 fn join(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
     let mut json = serde_json::to_string(header).unwrap().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();

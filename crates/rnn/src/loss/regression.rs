@@ -60,7 +60,7 @@ impl Kind {
         let z = d.abs();
         match self {
             Kind::L1 => z,
-            Kind::SmoothL1 { beta } if beta == 0.0 => z,
+            Kind::SmoothL1 { beta: 0.0 } => z,
             Kind::SmoothL1 { beta } if z < beta => 0.5 * z * z / beta,
             Kind::SmoothL1 { beta } => z - 0.5 * beta,
             Kind::Huber { delta } if z < delta => 0.5 * z * z,
@@ -79,7 +79,7 @@ impl Kind {
         };
         match self {
             Kind::L1 => sign,
-            Kind::SmoothL1 { beta } if beta == 0.0 => sign,
+            Kind::SmoothL1 { beta: 0.0 } => sign,
             Kind::SmoothL1 { beta } if d.abs() < beta => d / beta,
             Kind::SmoothL1 { .. } => sign,
             Kind::Huber { delta } if d.abs() < delta => d,

@@ -5,7 +5,8 @@
    each is run with `rnn run` and exported with `rnn export`, and the ONNX file is run in ONNX
    Runtime on the same input (zero states where rnn run had none). output, h_n and c_n must
    agree within 1e-5. proj_size must be refused.
-2. A character model: `rnn train --steps 50` on the built-in corpus, `rnn export DIR`, then
+2. Character models (an LSTM with an embedding, a one-hot GRU): `rnn train --steps 50` on the
+   built-in corpus, `rnn export DIR`, then
    greedy decoding stepped one character at a time in ONNX Runtime (states carried through
    h0/c0 -> h_n/c_n) must print the same 500 characters as `rnn sample --temperature 0`.
 
@@ -116,11 +117,12 @@ def check_models(rnn: str, tmp: Path) -> float:
     return worst
 
 
-def check_charlm(rnn: str, tmp: Path, length: int = 500) -> None:
-    d = tmp / "charlm"
+def check_charlm(rnn: str, tmp: Path, cell: str, embed: int, length: int = 500) -> None:
+    d = tmp / f"charlm_{cell}_{embed}"
     run([rnn, "train", "--steps", "50", "--hidden", "64", "--layers", "2", "--out", d,
+         "--cell", cell, "--embed", str(embed),
          "--sample-every", "0", "--eval-every", "0", "--force", "--threads", "1"])
-    onnx_path = tmp / "charlm.onnx"
+    onnx_path = tmp / f"charlm_{cell}_{embed}.onnx"
     run([rnn, "export", d, "--onnx", onnx_path, "--force"])
     want = run([rnn, "sample", "--model", d, "--temperature", "0", "--len", str(length), "--seed", "0"])
     sess = session(onnx_path)
@@ -146,7 +148,7 @@ def check_charlm(rnn: str, tmp: Path, length: int = 500) -> None:
     got = "".join(text[:length])
     want = want[:-1] if want.endswith("\n") else want
     same = got == want
-    print(f"  {cfg['cell']} {cfg['num_layers']}x{cfg['hidden_size']}, vocab {len(chars)}: "
+    print(f"  {cfg['cell']} {cfg['num_layers']}x{cfg['hidden_size']}, embed {cfg['embed']}, vocab {len(chars)}: "
           f"{length} greedy characters from ONNX Runtime {'equal' if same else 'DIFFER FROM'} rnn sample --temperature 0")
     if not same:
         first = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
@@ -165,8 +167,9 @@ def main():
         print("recurrent model files:")
         worst = check_models(a.rnn, tmp)
         print(f"  worst {worst:.2e} (tolerance {TOL})")
-        print("character model:")
-        check_charlm(a.rnn, tmp)
+        print("character models:")
+        check_charlm(a.rnn, tmp, "lstm", 64)
+        check_charlm(a.rnn, tmp, "gru", 0)  # one-hot: Gather of an identity matrix
     print("all checks passed")
 
 

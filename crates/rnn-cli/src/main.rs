@@ -32,7 +32,15 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 /// PyTorch's RNN, LSTM and GRU in pure Rust.
 #[derive(Debug, Parser)]
-#[command(name = "rnn", version, about, propagate_version = true)]
+#[command(
+    name = "rnn",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Environment: RNN_MEMORY_LIMIT caps the memory a command may plan for (bytes, \
+                  or 512M, 8G, ...; default: the memory available now); sizes from files and \
+                  flags beyond it are refused before anything is allocated."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

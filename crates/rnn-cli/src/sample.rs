@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+/// The most characters `--len` (and `rnn train --sample-len`) may ask for.
+pub const MAX_LEN: usize = 100_000_000;
+
 /// The context of a failed write of the text.
 const STDOUT: &str = "cannot write to standard output";
 use rnn::charlm::{load_dir, sample, SampleOptions};
@@ -26,7 +29,7 @@ pub struct Args {
         hide_default_value = true
     )]
     prime: String,
-    /// Characters to generate after the prime
+    /// Characters to generate after the prime (at most 100000000)
     #[arg(long, value_name = "N", default_value_t = 500)]
     len: usize,
     /// Sharpens (< 1) or flattens (> 1) the distribution; 0 always takes the likeliest; a
@@ -52,6 +55,13 @@ pub struct Args {
 /// Entry point of `rnn sample`.
 pub fn main(args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
+    if args.len > MAX_LEN {
+        bail!(
+            "--len {} is more than the {MAX_LEN} characters one sample may have (the text is \
+             also kept in memory)",
+            args.len
+        );
+    }
     let options = SampleOptions {
         temperature: args.temperature,
         top_k: args.top_k,

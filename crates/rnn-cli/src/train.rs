@@ -5,7 +5,8 @@
 //!
 //! The text is split into a training part and, at its end, a validation part. Training is
 //! truncated backprop through time over `--batch` contiguous streams read in chunks of
-//! `--seq-len` characters (see `rnn::charlm::data`), with Adam and gradient-norm clipping.
+//! `--seq-len` characters (see `rnn::charlm::data`), with Adam (or `--optimizer`), an optional
+//! learning-rate `--schedule` (see `rnn::charlm::schedule`) and gradient-norm clipping.
 //! Progress goes to stderr, samples to stdout. A checkpoint is written every
 //! `--checkpoint-every` steps, at the end, and on Ctrl-C (then the exit status is 130);
 //! `--resume` continues a run so that it ends with the weights an uninterrupted run would have.
@@ -90,6 +91,18 @@ fn restore_settings(args: &mut Args, file: &TensorFile, ckpt: &Path) -> Result<(
 /// `--sample-len`, or its default.
 fn sample_len(args: &Args) -> usize {
     args.sample_len.unwrap_or(300)
+}
+
+/// Checks the flags no other check covers: `--sample-len` against [`crate::sample::MAX_LEN`].
+fn check_flags(args: &Args) -> Result<()> {
+    if sample_len(args) > crate::sample::MAX_LEN {
+        bail!(
+            "--sample-len {} is more than the {} characters a sample may have",
+            sample_len(args),
+            crate::sample::MAX_LEN
+        );
+    }
+    Ok(())
 }
 
 /// The metrics file's name in `--out`.
@@ -222,6 +235,7 @@ struct Run {
 /// Entry point of `rnn train`.
 pub fn main(mut args: Args) -> Result<()> {
     crate::threads::set(args.threads)?;
+    check_flags(&args)?;
     let mut run = if args.resume {
         resume(&mut args)?
     } else {
@@ -819,10 +833,11 @@ fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Ve
     let n_val = (n as f64 * fraction).floor() as usize;
     if fraction > 0.0 && n_val < 2 {
         bail!(
-            "{}: {} leave {n_val} for validation (--val-fraction {fraction}); use \
+            "{}: {} leave{} {n_val} for validation (--val-fraction {fraction}); use \
              more text, a larger --val-fraction, or --val-fraction 0",
             data_label(data),
-            plural(n, "character")
+            plural(n, "character"),
+            if n == 1 { "s" } else { "" }
         );
     }
     Ok((tokens[..n - n_val].to_vec(), tokens[n - n_val..].to_vec()))
@@ -844,7 +859,7 @@ fn total_steps(args: &Args, chunks: usize, done: Option<u64>) -> Result<u64> {
             let steps = (e * chunks as f64).ceil();
             if steps > MAX_STEPS as f64 {
                 bail!(
-                    "--epochs {e} plans {steps:.3e} steps ({chunks} per epoch), more than the \
+                    "--epochs {e:?} plans {steps:.3e} steps ({chunks} per epoch), more than the \
                      {MAX_STEPS} a run may plan; ask for fewer epochs"
                 );
             }

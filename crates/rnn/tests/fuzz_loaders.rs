@@ -705,6 +705,36 @@ fn fuzz_vocabularies_and_text() {
     });
 }
 
+/// ONNX files (`rnn import`, `rnn run --model X.onnx`): byte mutations of files written by
+/// PyTorch's two exporters and by `onnx.helper`, imported and, when they import, run.
+#[test]
+fn fuzz_onnx_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let seeds: Vec<Vec<u8>> = [
+        "torchscript_gru_l1_bi_h0_dyn.onnx",
+        "torchscript_lstm_l2_bi.onnx",
+        "helper_lstm_seqlens_bi.onnx",
+        "helper_rnn_relu_bi.onnx",
+        "helper_lstm_peepholes.onnx",
+    ]
+    .iter()
+    .map(|name| std::fs::read(dir.join(name)).unwrap())
+    .collect();
+    campaign("onnx files", 0x77, |seed| {
+        let mut g = Gen(seed);
+        let mut bytes = g.pick(&seeds).clone();
+        mutate_bytes(&mut g, &mut bytes);
+        let stacks = rnn::onnx::import_bytes(&bytes, &dir)
+            .map_err(|e| rnn::Error::Invalid(e.0))?;
+        for stack in &stacks {
+            if let Some(x) = small_input(&stack.model) {
+                stack.model.forward_states(&x, None, None)?;
+            }
+        }
+        Ok(true)
+    });
+}
+
 /// Every crash the campaigns found, kept as a regression case (each was a panic or an abort
 /// before the checks it names).
 #[test]

@@ -712,8 +712,8 @@ mod tests {
             (0.0, 0.5, 0.0),
             (30.0, 1.0, 1.0),
         ];
-        type Form = (&'static str, Box<dyn Fn(f32, bool) -> f32>);
-        let mut forms: Vec<Form> = vec![(
+        type Form = Box<dyn Fn(f32, bool) -> f32>;
+        let mut forms: Vec<(&str, Form)> = vec![(
             "scalar",
             Box::new(|x: f32, tanh: bool| if tanh { x.tanh_fast() } else { x.sigmoid() }),
         )];

@@ -22,8 +22,9 @@
 //! let w = Tensor::parameter(array![1.0f32].into_dyn());
 //! let mut opt = Sgd::new(vec![w], 0.5).unwrap().with_momentum(0.9).unwrap();
 //! let mut sched = OneCycleLR::new(&mut opt, 1.0, 10).unwrap();
-//! assert_eq!(opt.lr(), 0.04); // max_lr / 25
-//! assert_eq!(opt.group_momentum(0), Some(0.95));
+//! // max_lr / 25, through the cosine formula: PyTorch's 0.040000000000000036 exactly.
+//! assert_eq!(opt.lr(), 0.040000000000000036);
+//! assert!((opt.group_momentum(0).unwrap() - 0.95).abs() < 1e-12);
 //! for _ in 0..2 {
 //!     sched.step(&mut opt);
 //! }
@@ -121,6 +122,40 @@ pub struct OneCycleLR {
     last_lrs: Vec<f64>,
 }
 
+/// PyTorch's `_schedule_phases` for `o`.
+fn phases(o: &OneCycleOptions) -> Vec<Phase> {
+    let total = o.total_steps as f64;
+    let rise = Phase {
+        end_step: o.pct_start * total - 1.0,
+        lr: (INITIAL, MAX),
+        momentum: (MAX_M, BASE_M),
+    };
+    if o.three_phase {
+        vec![
+            rise,
+            Phase {
+                end_step: 2.0 * o.pct_start * total - 2.0,
+                lr: (MAX, INITIAL),
+                momentum: (BASE_M, MAX_M),
+            },
+            Phase {
+                end_step: total - 1.0,
+                lr: (INITIAL, MIN),
+                momentum: (MAX_M, MAX_M),
+            },
+        ]
+    } else {
+        vec![
+            rise,
+            Phase {
+                end_step: total - 1.0,
+                lr: (MAX, MIN),
+                momentum: (BASE_M, MAX_M),
+            },
+        ]
+    }
+}
+
 const INITIAL: usize = 0;
 const MAX: usize = 1;
 const MIN: usize = 2;
@@ -168,39 +203,7 @@ impl OneCycleLR {
                     .into(),
             ));
         }
-        let total = o.total_steps as f64;
-        let phases = if o.three_phase {
-            vec![
-                Phase {
-                    end_step: o.pct_start * total - 1.0,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                },
-                Phase {
-                    end_step: 2.0 * o.pct_start * total - 2.0,
-                    lr: (MAX, INITIAL),
-                    momentum: (BASE_M, MAX_M),
-                },
-                Phase {
-                    end_step: total - 1.0,
-                    lr: (INITIAL, MIN),
-                    momentum: (MAX_M, MAX_M),
-                },
-            ]
-        } else {
-            vec![
-                Phase {
-                    end_step: o.pct_start * total - 1.0,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                },
-                Phase {
-                    end_step: total - 1.0,
-                    lr: (MAX, MIN),
-                    momentum: (BASE_M, MAX_M),
-                },
-            ]
-        };
+        let phases = phases(o);
         let lrs = max_lrs
             .iter()
             .map(|&m| {
@@ -370,44 +373,8 @@ impl LrScheduler for OneCycleLR {
         }
         // Rebuild the phases from the loaded options.
         let mut rebuilt = self.clone();
+        rebuilt.phases = phases(&o);
         rebuilt.options = o;
-        let phases = {
-            let o = &rebuilt.options;
-            let total = o.total_steps as f64;
-            let mut p = self.phases.clone();
-            p.truncate(0);
-            let first = o.pct_start * total - 1.0;
-            if o.three_phase {
-                p.push(Phase {
-                    end_step: first,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                });
-                p.push(Phase {
-                    end_step: 2.0 * o.pct_start * total - 2.0,
-                    lr: (MAX, INITIAL),
-                    momentum: (BASE_M, MAX_M),
-                });
-                p.push(Phase {
-                    end_step: total - 1.0,
-                    lr: (INITIAL, MIN),
-                    momentum: (MAX_M, MAX_M),
-                });
-            } else {
-                p.push(Phase {
-                    end_step: first,
-                    lr: (INITIAL, MAX),
-                    momentum: (MAX_M, BASE_M),
-                });
-                p.push(Phase {
-                    end_step: total - 1.0,
-                    lr: (MAX, MIN),
-                    momentum: (BASE_M, MAX_M),
-                });
-            }
-            p
-        };
-        rebuilt.phases = phases;
         rebuilt.lrs = (0..initial.len())
             .map(|g| [initial[g], max[g], min[g]])
             .collect();

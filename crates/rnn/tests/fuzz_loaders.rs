@@ -724,8 +724,7 @@ fn fuzz_onnx_files() {
         let mut g = Gen(seed);
         let mut bytes = g.pick(&seeds).clone();
         mutate_bytes(&mut g, &mut bytes);
-        let stacks = rnn::onnx::import_bytes(&bytes, &dir)
-            .map_err(|e| rnn::Error::Invalid(e.0))?;
+        let stacks = rnn::onnx::import_bytes(&bytes, &dir).map_err(|e| rnn::Error::Invalid(e.0))?;
         for stack in &stacks {
             if let Some(x) = small_input(&stack.model) {
                 stack.model.forward_states(&x, None, None)?;

@@ -8,6 +8,15 @@
 //!   threads ([`set_parallel_min_work`]).
 //! * [`matmul`]: the same for any `B` view, packing it on each call.
 //! * [`matmul_reference`]: the plain triple loop in f64, the test oracle.
+//! * [`matmul_bf16`]: reduced precision, bf16 products with f32 sums, `B` rounded and packed
+//!   once by [`PackedBf16`] (AVX512_BF16's `vdpbf16ps`, or its emulation with f32 FMAs).
+//! * [`matmul_int8`]: dynamic quantization, `B` quantized once per output column by
+//!   [`PackedInt8`], `A` per row at every product, exact i32 sums (AVX512_VNNI's
+//!   `vpdpbusd`, or AVX2 widening), dequantized to f32.
+//!
+//! The reduced-precision products round or quantize their operands in documented ways; each
+//! kernel of one precision gives the same bits on every instruction set (see the `bf16` and
+//! `int8` module docs for the rounding, the error bounds and the kernels).
 //!
 //! Measurements and the choice against the `gemm` and `matrixmultiply` crates: BENCHMARKS.md,
 //! "GEMM choice".
@@ -36,17 +45,25 @@
 //! assert!((dh[[0, 0]] - 1.2).abs() < 1e-6);
 //! ```
 
+pub mod bf16;
+pub mod int8;
 pub(crate) mod isa;
 mod kernel;
+mod lowp;
 pub use isa::{isa, Isa};
 mod packed;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lowp;
 
 use std::fmt::Debug;
 
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
+pub use bf16::{bf16_bits, bf16_kernel_name, matmul_bf16, round_bf16, PackedBf16};
+pub use int8::{int8_kernel_name, matmul_int8, quantize_row, PackedInt8, RowQuant, INT8_MAX_K};
+pub use lowp::NRL as PANEL_WIDTH_LOWP;
 pub(crate) use packed::PACK_PARALLEL_MIN_BYTES;
 pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};
 

@@ -1,9 +1,14 @@
 //! `rnn::onnx::export_*`: a recurrent model exported and imported back has bit-identical
-//! weights and the same configuration, for every configuration ONNX can express; `proj_size`
+//! weights and the same configuration, for every configuration ONNX can express (LSTM
+//! peepholes and the reset-before GRU included); `proj_size`
 //! is a clear error; an exported character model is a graph rnn recognises as more than a
 //! stack (its embedding and head are listed).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use ndarray::ArrayD;
+use rnn::io::TensorData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rnn::charlm::{CharLm, CharLmConfig, Vocab};
@@ -39,6 +44,14 @@ fn configs() -> Vec<RecurrentConfig> {
                     if layers == 2 && i % 4 == 1 {
                         c = c.with_dropout(0.25);
                     }
+                    // The variants: LSTM peepholes (ONNX's P), GRU reset before the product
+                    // (linear_before_reset = 0), on half the configurations each.
+                    if cell == CellKind::Lstm && i % 2 == 0 {
+                        c = c.with_peephole(true);
+                    }
+                    if cell == CellKind::Gru && i % 2 == 1 {
+                        c = c.with_linear_before_reset(false);
+                    }
                     out.push(c);
                 }
             }
@@ -47,10 +60,32 @@ fn configs() -> Vec<RecurrentConfig> {
     out
 }
 
+/// Peepholes start at zero, which would hide a misplaced block: give each a distinct value.
+fn set_peepholes(model: &Recurrent, seed: usize) {
+    let tensors: BTreeMap<String, TensorData> = model
+        .named_parameters()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("weight_ph"))
+        .map(|(k, t)| {
+            let a = t.to_array();
+            let v = (0..a.len())
+                .map(|j| (j + seed) as f32 * 0.37 - 1.1)
+                .collect();
+            (
+                k,
+                TensorData::F32(ArrayD::from_shape_vec(a.shape(), v).unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(tensors.is_empty(), !model.config().peephole);
+    rnn::io::load_state_dict(model, &tensors, false).unwrap();
+}
+
 #[test]
 fn export_then_import_is_bit_identical_with_the_same_config() {
     for (i, config) in configs().into_iter().enumerate() {
         let model = Recurrent::with_rng(config.clone(), &mut Rng::new(i as u64)).unwrap();
+        set_peepholes(&model, i);
         let path = temp("m.onnx");
         rnn::onnx::export_recurrent(&model, &path).unwrap();
         let stacks = rnn::onnx::import(&path).unwrap();

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use prost::Message;
 
-use super::gates::{reorder, torch_block_of_onnx};
+use super::gates::{reorder, torch_block_of_onnx, PEEPHOLE_ONNX_OF_TORCH};
 use super::proto::{
     tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue, type_proto,
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -219,7 +219,7 @@ fn add_stack(b: &mut Builder, model: &Recurrent, prefix: &str, x: &str) -> Strin
     let (mut hs, mut cs) = (Vec::new(), Vec::new());
     for k in 0..c.num_layers {
         let width = c.layer_input_size(k);
-        let (mut w, mut r, mut bias) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut w, mut r, mut bias, mut ph) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for dir in 0..d {
             let sfx = format!("_l{k}{}", if dir == 1 { "_reverse" } else { "" });
             let get = |name: &str| {
@@ -235,11 +235,19 @@ fn add_stack(b: &mut Builder, model: &Recurrent, prefix: &str, x: &str) -> Strin
                 bias.extend(reorder(&get("bias_ih"), &from, h, 1));
                 bias.extend(reorder(&get("bias_hh"), &from, h, 1));
             }
+            if c.peephole {
+                ph.extend(reorder(&get("weight_ph"), &PEEPHOLE_ONNX_OF_TORCH, h, 1));
+            }
         }
         let wn = b.floats(&format!("W_l{k}"), &[d, g * h, width], &w);
         let rn = b.floats(&format!("R_l{k}"), &[d, g * h, h], &r);
         let bn = if c.bias {
             b.floats(&format!("B_l{k}"), &[d, 2 * g * h], &bias)
+        } else {
+            String::new()
+        };
+        let pn = if c.peephole {
+            b.floats(&format!("P_l{k}"), &[d, 3 * h], &ph)
         } else {
             String::new()
         };
@@ -262,7 +270,10 @@ fn add_stack(b: &mut Builder, model: &Recurrent, prefix: &str, x: &str) -> Strin
             ),
         ];
         match c.cell {
-            CellKind::Gru => attrs.push(attr_int("linear_before_reset", 1)),
+            CellKind::Gru => attrs.push(attr_int(
+                "linear_before_reset",
+                i64::from(c.linear_before_reset),
+            )),
             CellKind::Rnn if c.nonlinearity == Nonlinearity::Relu => {
                 attrs.push(attr_strings("activations", &vec!["Relu"; d]))
             }
@@ -274,6 +285,9 @@ fn add_stack(b: &mut Builder, model: &Recurrent, prefix: &str, x: &str) -> Strin
         if lstm {
             inputs.push(&c0);
             outputs.push(&yc);
+            if c.peephole {
+                inputs.push(&pn);
+            }
         }
         b.node(c.cell.torch_name(), &inputs, &outputs, attrs);
         let t = format!("Y_l{k}_t");

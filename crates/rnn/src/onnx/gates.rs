@@ -1,7 +1,9 @@
 //! Gate orders: ONNX stacks the LSTM's gates as `i, o, f, c` and the GRU's as `z, r, h`;
 //! PyTorch as `i, f, g, o` and `r, z, n`. ONNX's `B` is `[Wb | Rb]`, PyTorch's `bias_ih` and
 //! `bias_hh`. With `linear_before_reset = 1` ONNX's GRU is PyTorch's: `Rbh` is PyTorch's
-//! `b_hn`, inside the reset product.
+//! `b_hn`, inside the reset product; with `linear_before_reset = 0` it is rnn's GRU with
+//! `linear_before_reset: false`, same parameters. The LSTM's peepholes `P` are `i, o, f`,
+//! `weight_ph`'s `i, f, o`.
 //!
 //! Each gate block is `hidden_size` consecutive rows; reordering moves whole rows, so the values
 //! are copied bit for bit in both directions.
@@ -66,6 +68,26 @@ pub fn onnx_to_torch_bias(cell: CellKind, b: &Const, d: usize) -> (Const, Const)
         data: Data::F32(reorder(part, from, hidden, 1)),
     };
     (one(&mine[..n]), one(&mine[n..]))
+}
+
+/// ONNX's peephole order `i, o, f` as PyTorch-style `weight_ph`'s `i, f, o`: block `j` of
+/// `weight_ph` is block `PEEPHOLE_ONNX_OF_TORCH[j]` of `P` (the permutation is its own inverse).
+pub const PEEPHOLE_ONNX_OF_TORCH: [usize; 3] = [0, 2, 1];
+
+/// Direction `d` of ONNX's `P` `(D, 3*H)` as `weight_ph` `(3*H,)`. The caller has checked the
+/// shape.
+pub fn onnx_to_torch_peephole(p: &Const, d: usize) -> Const {
+    let n = p.dims[1];
+    let all = p.floats().unwrap_or(&[]);
+    Const {
+        dims: vec![n],
+        data: Data::F32(reorder(
+            &all[d * n..(d + 1) * n],
+            &PEEPHOLE_ONNX_OF_TORCH,
+            n / 3,
+            1,
+        )),
+    }
 }
 
 #[cfg(test)]

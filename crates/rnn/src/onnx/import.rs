@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::gates::{onnx_to_torch_bias, onnx_to_torch_weight};
+use super::gates::{onnx_to_torch_bias, onnx_to_torch_peephole, onnx_to_torch_weight};
 use super::proto::{GraphProto, ModelProto, NodeProto};
 use super::tensor::{node_label, read_tensor, Attrs, Const, Data};
 use super::unrolled::HFrom;
@@ -115,6 +115,10 @@ pub(super) struct Layer {
     pub(super) init_h: Init,
     pub(super) init_c: Init,
     pub(super) lengths: Option<String>,
+    /// GRU: ONNX's `linear_before_reset != 0` (PyTorch's GRU); `true` for the other cells.
+    pub(super) linear_before_reset: bool,
+    /// LSTM: the node has peepholes `P` (kept as `weight_ph` in `weights`).
+    pub(super) peephole: bool,
 }
 
 /// One recurrent stack found in an ONNX graph, with how it connects to the graph.
@@ -908,16 +912,8 @@ impl Interp<'_> {
                 ));
             }
         }
-        if cell == CellKind::Gru {
-            let l = a.int("linear_before_reset", 0)?;
-            if l != 1 {
-                return Err(bad(
-                    "linear_before_reset",
-                    l.to_string(),
-                    "rnn's GRU is PyTorch's, which applies the reset gate after the product (linear_before_reset = 1); the reset-before variant is not yet available",
-                ));
-            }
-        }
+        // ONNX's default is 0 (reset before the product); PyTorch's GRU is 1.
+        let linear_before_reset = cell != CellKind::Gru || a.int("linear_before_reset", 0)? != 0;
         for attr in ["activation_alpha", "activation_beta"] {
             if let Some(x) = a.get(attr) {
                 return Err(bad(
@@ -980,13 +976,11 @@ impl Interp<'_> {
         let w = weight(1, "W")?.ok_or_else(|| OnnxError(format!("{}: no W", node_label(node))))?;
         let r = weight(2, "R")?.ok_or_else(|| OnnxError(format!("{}: no R", node_label(node))))?;
         let b = weight(3, "B")?;
-        if node.input.get(7).is_some_and(|s| !s.is_empty()) {
-            return Err(bad(
-                "P (peepholes, input 7)",
-                "present".into(),
-                "rnn's LSTM has no peephole connections yet",
-            ));
-        }
+        let p = if cell == CellKind::Lstm {
+            weight(7, "P")?
+        } else {
+            None
+        };
         if w.dims.len() != 3 || w.dims[0] != dirs || w.dims[1] % gates != 0 || w.dims[1] == 0 {
             return err(
                 node,
@@ -1023,6 +1017,18 @@ impl Interp<'_> {
                         "B has shape {:?}, expected ({dirs}, {})",
                         b.dims,
                         2 * gates * hidden
+                    ),
+                );
+            }
+        }
+        if let Some(p) = &p {
+            if p.dims != [dirs, 3 * hidden] {
+                return err(
+                    node,
+                    format!(
+                        "P has shape {:?}, expected ({dirs}, {})",
+                        p.dims,
+                        3 * hidden
                     ),
                 );
             }
@@ -1106,6 +1112,9 @@ impl Interp<'_> {
                 weights.push((format!("bias_ih{sfx}"), bi));
                 weights.push((format!("bias_hh{sfx}"), bh));
             }
+            if let Some(p) = &p {
+                weights.push((format!("weight_ph{sfx}"), onnx_to_torch_peephole(p, d)));
+            }
         }
         let idx = self.layers.len();
         self.layers.push(Layer {
@@ -1117,6 +1126,8 @@ impl Interp<'_> {
             source,
             weights,
             bias: b.is_some(),
+            linear_before_reset,
+            peephole: p.is_some(),
             input_size,
             init_h,
             init_c,
@@ -1191,10 +1202,12 @@ impl Interp<'_> {
                     && l.dirs == first.dirs
                     && l.bias == first.bias
                     && l.nonlinearity == first.nonlinearity
-                    && l.lengths == first.lengths;
+                    && l.lengths == first.lengths
+                    && l.linear_before_reset == first.linear_before_reset
+                    && l.peephole == first.peephole;
                 if !same {
                     return Err(OnnxError(format!(
-                        "{} and {} differ in cell, hidden_size, direction, bias, activation or sequence_lens: PyTorch's stacked layers are alike",
+                        "{} and {} differ in cell, hidden_size, direction, bias, activation, sequence_lens, peepholes or linear_before_reset: PyTorch's stacked layers are alike",
                         first.label, l.label
                     )));
                 }
@@ -1234,7 +1247,9 @@ impl Interp<'_> {
                 .with_nonlinearity(first.nonlinearity)
                 .with_bias(first.bias)
                 .with_batch_first(*batch_first)
-                .with_bidirectional(d == 2);
+                .with_bidirectional(d == 2)
+                .with_linear_before_reset(first.linear_before_reset)
+                .with_peephole(first.peephole);
             if let Some(m) = &metadata {
                 let mut dropped = m.clone();
                 dropped.dropout = 0.0;

@@ -17,13 +17,14 @@
 //!
 //! What is read: every `RNN`, `LSTM` and `GRU` node (`direction` forward or bidirectional,
 //! `layout` 0 or 1, `hidden_size`, `sequence_lens` as a graph input, `initial_h`/`initial_c` as
-//! zeros or rows of a graph input, RNN's `Tanh` or `Relu`) and the glue the exporters put
+//! zeros or rows of a graph input, RNN's `Tanh` or `Relu`, LSTM peepholes `P` as `peephole`,
+//! GRU `linear_before_reset` 0 or 1) and the glue the exporters put
 //! around them (see [`import`](mod@import) for how it is understood), and `nn.RNN` as the
 //! dynamo exporter writes it, unrolled into one MatMul/Add/Tanh group per time step (see
 //! `unrolled.rs`). Weights move from ONNX's
 //! gate order to PyTorch's (see [`gates`]). What rnn cannot run is an error naming the node,
-//! the attribute and its value: other activations, `clip`, `input_forget`, LSTM peepholes `P`,
-//! GRU `linear_before_reset = 0`, `direction = "reverse"`. Any operator beyond the stacks and
+//! the attribute and its value: other activations, `clip`, `input_forget`,
+//! `direction = "reverse"`. Any operator beyond the stacks and
 //! their glue is listed by name in the error. Tensors stored in external data files are read
 //! from beside the model.
 //!

@@ -466,6 +466,8 @@ impl Interp<'_> {
                 init_h,
                 init_c: Init::Zeros,
                 lengths: None,
+                linear_before_reset: true,
+                peephole: false,
             });
             layer_of_chains.push((chains, self.layers.len() - 1));
         }

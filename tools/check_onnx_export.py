@@ -1,7 +1,8 @@
 """Checks `rnn export` against ONNX Runtime.
 
 1. Recurrent model files: a matrix of nn.RNN / nn.LSTM / nn.GRU configurations (num_layers 1-2,
-   bidirectional, batch_first, bias, relu, with and without h0) is saved as rnn model files;
+   bidirectional, batch_first, bias, relu, with and without h0; LSTM peepholes and the GRU's
+   linear_before_reset = 0 on the bidirectional ones) is saved as rnn model files;
    each is run with `rnn run` and exported with `rnn export`, and the ONNX file is run in ONNX
    Runtime on the same input (zero states where rnn run had none). output, h_n and c_n must
    agree within 1e-5. proj_size must be refused.
@@ -69,8 +70,20 @@ def model_files(tmp: Path):
                     else:
                         m = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H, **kw)
                     name = f"{cell}_l{layers}{'_bi' if bi else ''}{'_bf' if bf else ''}{'' if bias else '_nobias'}{'_relu' if relu else ''}{'_h0' if h0 else ''}"
+                    sd = dict(m.state_dict())
+                    # The variants on the bidirectional half: LSTM peepholes (ONNX's P), GRU with
+                    # the reset gate before the product (linear_before_reset = 0).
+                    if cell == "lstm" and bi:
+                        cfg["peephole"] = True
+                        name += "_peephole"
+                        for layer in range(layers):
+                            for sfx in ["", "_reverse"]:
+                                sd[f"weight_ph_l{layer}{sfx}"] = 0.5 * torch.randn(3 * H)
+                    if cell == "gru" and bi:
+                        cfg["linear_before_reset"] = False
+                        name += "_reset_before"
                     mp, ip = tmp / f"{name}.model.safetensors", tmp / f"{name}.input.safetensors"
-                    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(mp),
+                    save_file({k: v.contiguous() for k, v in sd.items()}, str(mp),
                               metadata={"config": json.dumps(cfg)})
                     d = 2 if bi else 1
                     x = torch.randn(N, T, I) if bf else torch.randn(T, N, I)

@@ -113,5 +113,13 @@ mod tests {
             reorder(&rows, onnx_block_of_torch(CellKind::Gru), 1, 1)[..3],
             [1., 0., 2.]
         );
+        // Peepholes: ONNX's P = [p_i; p_o; p_f] (hidden 2) -> weight_ph = [p_i; p_f; p_o].
+        let p = Const {
+            dims: vec![1, 6],
+            data: Data::F32(vec![1., 2., 3., 4., 5., 6.]),
+        };
+        let ph = onnx_to_torch_peephole(&p, 0);
+        assert_eq!(ph.dims, [6]);
+        assert_eq!(ph.floats().unwrap(), [1., 2., 5., 6., 3., 4.]);
     }
 }

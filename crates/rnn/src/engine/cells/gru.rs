@@ -117,26 +117,7 @@ impl CellMath for Gru {
             h_prev,
             ..
         } = row;
-        let n = dh.len();
-        let one = F::one();
-        let [gr, gz, gn] = parts(gates, n);
-        let [dxr, dxz, dxn] = parts_mut(dxw, n);
-        let [dhr, dhz, dhn] = parts_mut(dhw, n);
-        let (aux, h_prev) = (&aux[..n], &h_prev[..n]);
-        for j in 0..n {
-            let (r, z, nn) = (gr[j], gz[j], gn[j]);
-            let d = dh[j];
-            let dn_pre = d * (one - z) * (one - nn * nn);
-            let dr_pre = dn_pre * aux[j] * r * (one - r);
-            let dz_pre = d * (h_prev[j] - nn) * z * (one - z);
-            dxr[j] = dr_pre;
-            dxz[j] = dz_pre;
-            dxn[j] = dn_pre;
-            dhr[j] = dr_pre;
-            dhz[j] = dz_pre;
-            dhn[j] = dn_pre * r;
-            dh[j] = d * z;
-        }
+        gru_backward(dxw, dhw, dh, gates, aux, h_prev);
     }
 }
 
@@ -167,13 +148,7 @@ impl CellMath for GruResetBefore {
             m,
             ..
         } = row;
-        let n = m.len();
-        let rz = &mut gates[..2 * n];
-        F::sigmoid_of_sum(rz, [&xw[..2 * n], &bias[..2 * n]]);
-        let (gr, h_prev) = (&rz[..n], &h_prev[..n]);
-        for j in 0..n {
-            m[j] = gr[j] * h_prev[j];
-        }
+        gru_reset_before_forward(h_prev, gates, xw, bias, m);
     }
 
     /// `n` and `h'`, with `xw_n` holding `x W_in^T + m W_hn^T`.
@@ -187,14 +162,7 @@ impl CellMath for GruResetBefore {
             bias,
             ..
         } = row;
-        let n = h_new.len();
-        let (rz, gn) = gates[..3 * n].split_at_mut(2 * n);
-        let gz = &rz[n..];
-        F::tanh_of_sum(gn, [&xw[2 * n..3 * n], &bias[2 * n..3 * n]]);
-        let h_prev = &h_prev[..n];
-        for j in 0..n {
-            h_new[j] = gn[j] + gz[j] * (h_prev[j] - gn[j]);
-        }
+        gru_reset_before_forward_late(h_prev, h_new, gates, xw, bias);
     }
 
     /// `d n` and `d z`; `dh` keeps `dL/dh'` for the second phase.
@@ -207,17 +175,7 @@ impl CellMath for GruResetBefore {
             h_prev,
             ..
         } = row;
-        let n = dh.len();
-        let one = F::one();
-        let [_, gz, gn] = parts(gates, n);
-        let [_, dxz, dxn] = parts_mut(dxw, n);
-        let h_prev = &h_prev[..n];
-        for j in 0..n {
-            let (z, nn) = (gz[j], gn[j]);
-            let d = dh[j];
-            dxn[j] = d * (one - z) * (one - nn * nn);
-            dxz[j] = d * (h_prev[j] - nn) * z * (one - z);
-        }
+        gru_reset_before_backward(dxw, dh, gates, h_prev);
     }
 
     /// `d r` from `dL/dm`, and the direct part of `dL/dh`.
@@ -231,16 +189,7 @@ impl CellMath for GruResetBefore {
             dm,
             ..
         } = row;
-        let n = dh.len();
-        let one = F::one();
-        let [gr, gz, _] = parts(gates, n);
-        let dxr = &mut dxw[..n];
-        let (h_prev, dm) = (&h_prev[..n], &dm[..n]);
-        for j in 0..n {
-            let r = gr[j];
-            dxr[j] = dm[j] * h_prev[j] * r * (one - r);
-            dh[j] = dh[j] * gz[j] + dm[j] * r;
-        }
+        gru_reset_before_backward_late(dxw, dh, gates, h_prev, dm);
     }
 
     fn late_state<F: Float>(
@@ -250,5 +199,116 @@ impl CellMath for GruResetBefore {
     ) -> Array2<F> {
         let w = h_prev.ncols();
         &gates.slice(s![.., ..w]) * &h_prev
+    }
+}
+
+/// [`Gru`]'s `backward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn gru_backward<F: Activations>(
+    dxw: &mut [F],
+    dhw: &mut [F],
+    dh: &mut [F],
+    gates: &[F],
+    aux: &[F],
+    h_prev: &[F],
+) {
+    let n = dh.len();
+    let one = F::one();
+    let [gr, gz, gn] = parts(gates, n);
+    let [dxr, dxz, dxn] = parts_mut(dxw, n);
+    let [dhr, dhz, dhn] = parts_mut(dhw, n);
+    let (aux, h_prev) = (&aux[..n], &h_prev[..n]);
+    for j in 0..n {
+        let (r, z, nn) = (gr[j], gz[j], gn[j]);
+        let d = dh[j];
+        let dn_pre = d * (one - z) * (one - nn * nn);
+        let dr_pre = dn_pre * aux[j] * r * (one - r);
+        let dz_pre = d * (h_prev[j] - nn) * z * (one - z);
+        dxr[j] = dr_pre;
+        dxz[j] = dz_pre;
+        dxn[j] = dn_pre;
+        dhr[j] = dr_pre;
+        dhz[j] = dz_pre;
+        dhn[j] = dn_pre * r;
+        dh[j] = d * z;
+    }
+}
+
+/// [`GruResetBefore`]'s `forward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn gru_reset_before_forward<F: Activations>(
+    h_prev: &[F],
+    gates: &mut [F],
+    xw: &[F],
+    bias: &[F],
+    m: &mut [F],
+) {
+    let n = m.len();
+    let rz = &mut gates[..2 * n];
+    F::sigmoid_of_sum(rz, [&xw[..2 * n], &bias[..2 * n]]);
+    let (gr, h_prev) = (&rz[..n], &h_prev[..n]);
+    for j in 0..n {
+        m[j] = gr[j] * h_prev[j];
+    }
+}
+
+/// [`GruResetBefore`]'s `forward_row_late`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn gru_reset_before_forward_late<F: Activations>(
+    h_prev: &[F],
+    h_new: &mut [F],
+    gates: &mut [F],
+    xw: &[F],
+    bias: &[F],
+) {
+    let n = h_new.len();
+    let (rz, gn) = gates[..3 * n].split_at_mut(2 * n);
+    let gz = &rz[n..];
+    F::tanh_of_sum(gn, [&xw[2 * n..3 * n], &bias[2 * n..3 * n]]);
+    let h_prev = &h_prev[..n];
+    for j in 0..n {
+        h_new[j] = gn[j] + gz[j] * (h_prev[j] - gn[j]);
+    }
+}
+
+/// [`GruResetBefore`]'s `backward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn gru_reset_before_backward<F: Activations>(
+    dxw: &mut [F],
+    dh: &mut [F],
+    gates: &[F],
+    h_prev: &[F],
+) {
+    let n = dh.len();
+    let one = F::one();
+    let [_, gz, gn] = parts(gates, n);
+    let [_, dxz, dxn] = parts_mut(dxw, n);
+    let h_prev = &h_prev[..n];
+    for j in 0..n {
+        let (z, nn) = (gz[j], gn[j]);
+        let d = dh[j];
+        dxn[j] = d * (one - z) * (one - nn * nn);
+        dxz[j] = d * (h_prev[j] - nn) * z * (one - z);
+    }
+}
+
+/// [`GruResetBefore`]'s `backward_row_late`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn gru_reset_before_backward_late<F: Activations>(
+    dxw: &mut [F],
+    dh: &mut [F],
+    gates: &[F],
+    h_prev: &[F],
+    dm: &[F],
+) {
+    let n = dh.len();
+    let one = F::one();
+    let [gr, gz, _] = parts(gates, n);
+    let dxr = &mut dxw[..n];
+    let (h_prev, dm) = (&h_prev[..n], &dm[..n]);
+    for j in 0..n {
+        let r = gr[j];
+        dxr[j] = dm[j] * h_prev[j] * r * (one - r);
+        dh[j] = dh[j] * gz[j] + dm[j] * r;
     }
 }

@@ -76,28 +76,7 @@ impl CellMath for Lstm {
             bias,
             ..
         } = row;
-        let n = h_new.len();
-        // Two simple passes (activations gate by gate, then the state update) keep few
-        // streams live per loop, so the compiler keeps them in vector registers.
-        let (gates, xw, bias) = (&mut gates[..4 * n], &xw[..4 * n], &bias[..4 * n]);
-        let [g_if, g_g, g_o] = [0..2 * n, 2 * n..3 * n, 3 * n..4 * n];
-        F::sigmoid_of_sum(&mut gates[g_if.clone()], [&xw[g_if.clone()], &bias[g_if]]);
-        F::tanh_of_sum(&mut gates[g_g.clone()], [&xw[g_g.clone()], &bias[g_g]]);
-        F::sigmoid_of_sum(&mut gates[g_o.clone()], [&xw[g_o.clone()], &bias[g_o]]);
-        let [gi, gf, gg, go] = parts(gates, n);
-        let [c_prev, tanh_c] = parts_mut(aux, n);
-        let c = &mut c[..n];
-        for j in 0..n {
-            let cp = c[j];
-            let c_new = gf[j] * cp + gi[j] * gg[j];
-            c_prev[j] = cp;
-            c[j] = c_new;
-            tanh_c[j] = c_new;
-        }
-        F::tanh_in_place(tanh_c);
-        for j in 0..n {
-            h_new[j] = go[j] * tanh_c[j];
-        }
+        lstm_forward(h_new, c, gates, aux, xw, bias);
     }
 
     #[inline(always)]
@@ -110,22 +89,7 @@ impl CellMath for Lstm {
             aux,
             ..
         } = row;
-        let n = dh.len();
-        let one = F::one();
-        let [gi, gf, gg, go] = parts(gates, n);
-        let [c_prev, tanh_c] = parts(aux, n);
-        let [di, df, dg, d_o] = parts_mut(dxw, n);
-        let dc = &mut dc[..n];
-        for j in 0..n {
-            let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
-            let tc = tanh_c[j];
-            let dct = dc[j] + dh[j] * o * (one - tc * tc);
-            dc[j] = dct * f;
-            di[j] = dct * g * i * (one - i);
-            df[j] = dct * c_prev[j] * f * (one - f);
-            dg[j] = dct * i * (one - g * g);
-            d_o[j] = dh[j] * tc * o * (one - o);
-        }
+        lstm_backward(dxw, dh, dc, gates, aux);
     }
 
     fn unprojected_state<F: Float>(
@@ -175,36 +139,7 @@ impl CellMath for LstmPeephole {
             unit_weights,
             ..
         } = row;
-        let n = h_new.len();
-        let [gi, gf, gg, go] = parts_mut(gates, n);
-        let [xi, xf, xg, xo] = parts(xw, n);
-        let [bi, bf, bg, bo] = parts(bias, n);
-        let [p_i, p_f, p_o] = parts(unit_weights, n);
-        let [c_prev, tanh_c, c_new] = parts_mut(aux, n);
-        let c = &mut c[..n];
-        // The peephole terms of i and f, in the slots of tanh(c') and c' until those are made.
-        for j in 0..n {
-            tanh_c[j] = p_i[j] * c[j];
-            c_new[j] = p_f[j] * c[j];
-        }
-        F::sigmoid_of_sum(gi, [xi, bi, &*tanh_c]);
-        F::sigmoid_of_sum(gf, [xf, bf, &*c_new]);
-        F::tanh_of_sum(gg, [xg, bg]);
-        for j in 0..n {
-            let cp = c[j];
-            let cn = gf[j] * cp + gi[j] * gg[j];
-            c_prev[j] = cp;
-            c[j] = cn;
-            c_new[j] = cn;
-            tanh_c[j] = cn;
-            // o's peephole term, in h' until h' is made.
-            h_new[j] = p_o[j] * cn;
-        }
-        F::sigmoid_of_sum(go, [xo, bo, &*h_new]);
-        F::tanh_in_place(tanh_c);
-        for j in 0..n {
-            h_new[j] = go[j] * tanh_c[j];
-        }
+        lstm_peephole_forward(h_new, c, gates, aux, xw, bias, unit_weights);
     }
 
     #[inline(always)]
@@ -218,26 +153,7 @@ impl CellMath for LstmPeephole {
             unit_weights,
             ..
         } = row;
-        let n = dh.len();
-        let one = F::one();
-        let [gi, gf, gg, go] = parts(gates, n);
-        let [c_prev, tanh_c, _] = parts(aux, n);
-        let [p_i, p_f, p_o] = parts(unit_weights, n);
-        let [di, df, dg, d_o] = parts_mut(dxw, n);
-        let dc = &mut dc[..n];
-        for j in 0..n {
-            let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
-            let tc = tanh_c[j];
-            let do_pre = dh[j] * tc * o * (one - o);
-            let dct = dc[j] + dh[j] * o * (one - tc * tc) + do_pre * p_o[j];
-            let di_pre = dct * g * i * (one - i);
-            let df_pre = dct * c_prev[j] * f * (one - f);
-            dc[j] = dct * f + di_pre * p_i[j] + df_pre * p_f[j];
-            di[j] = di_pre;
-            df[j] = df_pre;
-            dg[j] = dct * i * (one - g * g);
-            d_o[j] = do_pre;
-        }
+        lstm_peephole_backward(dxw, dh, dc, gates, aux, unit_weights);
     }
 
     fn unprojected_state<F: Float>(
@@ -265,5 +181,141 @@ impl CellMath for LstmPeephole {
         g.slice_mut(s![2 * w..])
             .assign(&sum(dxw.slice(s![.., 3 * w..]), c_new));
         g
+    }
+}
+
+/// [`Lstm`]'s `forward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn lstm_forward<F: Activations>(
+    h_new: &mut [F],
+    c: &mut [F],
+    gates: &mut [F],
+    aux: &mut [F],
+    xw: &[F],
+    bias: &[F],
+) {
+    let n = h_new.len();
+    // Two simple passes (activations gate by gate, then the state update) keep few
+    // streams live per loop, so the compiler keeps them in vector registers.
+    let (gates, xw, bias) = (&mut gates[..4 * n], &xw[..4 * n], &bias[..4 * n]);
+    let [g_if, g_g, g_o] = [0..2 * n, 2 * n..3 * n, 3 * n..4 * n];
+    F::sigmoid_of_sum(&mut gates[g_if.clone()], [&xw[g_if.clone()], &bias[g_if]]);
+    F::tanh_of_sum(&mut gates[g_g.clone()], [&xw[g_g.clone()], &bias[g_g]]);
+    F::sigmoid_of_sum(&mut gates[g_o.clone()], [&xw[g_o.clone()], &bias[g_o]]);
+    let [gi, gf, gg, go] = parts(gates, n);
+    let [c_prev, tanh_c] = parts_mut(aux, n);
+    let c = &mut c[..n];
+    for j in 0..n {
+        let cp = c[j];
+        let c_new = gf[j] * cp + gi[j] * gg[j];
+        c_prev[j] = cp;
+        c[j] = c_new;
+        tanh_c[j] = c_new;
+    }
+    F::tanh_in_place(tanh_c);
+    for j in 0..n {
+        h_new[j] = go[j] * tanh_c[j];
+    }
+}
+
+/// [`Lstm`]'s `backward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn lstm_backward<F: Activations>(
+    dxw: &mut [F],
+    dh: &mut [F],
+    dc: &mut [F],
+    gates: &[F],
+    aux: &[F],
+) {
+    let n = dh.len();
+    let one = F::one();
+    let [gi, gf, gg, go] = parts(gates, n);
+    let [c_prev, tanh_c] = parts(aux, n);
+    let [di, df, dg, d_o] = parts_mut(dxw, n);
+    let dc = &mut dc[..n];
+    for j in 0..n {
+        let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = tanh_c[j];
+        let dct = dc[j] + dh[j] * o * (one - tc * tc);
+        dc[j] = dct * f;
+        di[j] = dct * g * i * (one - i);
+        df[j] = dct * c_prev[j] * f * (one - f);
+        dg[j] = dct * i * (one - g * g);
+        d_o[j] = dh[j] * tc * o * (one - o);
+    }
+}
+
+/// [`LstmPeephole`]'s `forward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn lstm_peephole_forward<F: Activations>(
+    h_new: &mut [F],
+    c: &mut [F],
+    gates: &mut [F],
+    aux: &mut [F],
+    xw: &[F],
+    bias: &[F],
+    unit_weights: &[F],
+) {
+    let n = h_new.len();
+    let [gi, gf, gg, go] = parts_mut(gates, n);
+    let [xi, xf, xg, xo] = parts(xw, n);
+    let [bi, bf, bg, bo] = parts(bias, n);
+    let [p_i, p_f, p_o] = parts(unit_weights, n);
+    let [c_prev, tanh_c, c_new] = parts_mut(aux, n);
+    let c = &mut c[..n];
+    // The peephole terms of i and f, in the slots of tanh(c') and c' until those are made.
+    for j in 0..n {
+        tanh_c[j] = p_i[j] * c[j];
+        c_new[j] = p_f[j] * c[j];
+    }
+    F::sigmoid_of_sum(gi, [xi, bi, &*tanh_c]);
+    F::sigmoid_of_sum(gf, [xf, bf, &*c_new]);
+    F::tanh_of_sum(gg, [xg, bg]);
+    for j in 0..n {
+        let cp = c[j];
+        let cn = gf[j] * cp + gi[j] * gg[j];
+        c_prev[j] = cp;
+        c[j] = cn;
+        c_new[j] = cn;
+        tanh_c[j] = cn;
+        // o's peephole term, in h' until h' is made.
+        h_new[j] = p_o[j] * cn;
+    }
+    F::sigmoid_of_sum(go, [xo, bo, &*h_new]);
+    F::tanh_in_place(tanh_c);
+    for j in 0..n {
+        h_new[j] = go[j] * tanh_c[j];
+    }
+}
+
+/// [`LstmPeephole`]'s `backward_row`, its operands as arguments (why: the rules in [`super`]'s docs).
+#[inline(always)]
+fn lstm_peephole_backward<F: Activations>(
+    dxw: &mut [F],
+    dh: &mut [F],
+    dc: &mut [F],
+    gates: &[F],
+    aux: &[F],
+    unit_weights: &[F],
+) {
+    let n = dh.len();
+    let one = F::one();
+    let [gi, gf, gg, go] = parts(gates, n);
+    let [c_prev, tanh_c, _] = parts(aux, n);
+    let [p_i, p_f, p_o] = parts(unit_weights, n);
+    let [di, df, dg, d_o] = parts_mut(dxw, n);
+    let dc = &mut dc[..n];
+    for j in 0..n {
+        let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
+        let tc = tanh_c[j];
+        let do_pre = dh[j] * tc * o * (one - o);
+        let dct = dc[j] + dh[j] * o * (one - tc * tc) + do_pre * p_o[j];
+        let di_pre = dct * g * i * (one - i);
+        let df_pre = dct * c_prev[j] * f * (one - f);
+        dc[j] = dct * f + di_pre * p_i[j] + df_pre * p_f[j];
+        di[j] = di_pre;
+        df[j] = df_pre;
+        dg[j] = dct * i * (one - g * g);
+        d_o[j] = do_pre;
     }
 }

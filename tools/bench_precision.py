@@ -14,8 +14,9 @@ column reports the median of its round medians):
   AMX runs f32 whatever the hint);
 * `ORT int8`: ONNX Runtime after `onnxruntime.quantization.quantize_dynamic` (QInt8 weights;
   inference only; it quantizes LSTM only, GRU and RNN stay f32: marked `(f32)`);
-* `rnn f32` (and `rnn PREC` with `--rnn-precision`, once `rnn bench --precision` exists):
-  `rnn bench`, time only (its own weights of the same shapes).
+* `rnn f32` (and `rnn PREC` with `--rnn-precision bf16|int8`): the time of `rnn bench` (its
+  own weights of the same shapes), the error of `rnn run --precision P` on the module's own
+  weights (saved as an rnn model file) and input.
 
 Each peer's "err" is the largest absolute difference of its output from the f64 run of the
 same module on the same input (`module.double()`). Training rows time forward, loss = sum of
@@ -120,7 +121,7 @@ def ov_peer(m, x, ref, threads, precision):
 
 
 def rnn_peer(cell, preset, mode, threads, precision):
-    if precision == "f32":
+    if precision == "f32" or B.rnn_bench.__name__ == "<lambda>":  # f32, or --errors-only
         return B.rnn_bench(cell, preset, mode, threads)
     b, t, i, h = B.PRESETS[preset]
     out = subprocess.run([B.RNN_BIN, "bench", "--cell", cell, "--batch", str(b), "--seq", str(t),
@@ -129,6 +130,24 @@ def rnn_peer(cell, preset, mode, threads, precision):
                          check=True, capture_output=True, text=True)
     import json
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rnn_error(cell, m, x, ref, threads, precision):
+    """rnn's largest absolute error against f64 on the module's own weights: the module saved as
+    an rnn model file (state_dict + config), `rnn run --precision P` on the same input."""
+    import json
+    from safetensors.torch import load_file, save_file
+    config = {"cell": cell, "input_size": m.input_size, "hidden_size": m.hidden_size,
+              "batch_first": True}
+    with tempfile.TemporaryDirectory() as d:
+        model, inp, out = (os.path.join(d, f) for f in ("m.safetensors", "x.safetensors", "y.safetensors"))
+        save_file({k: v.detach().float().contiguous() for k, v in m.state_dict().items()}, model,
+                  metadata={"config": json.dumps(config)})
+        save_file({"input": x.contiguous()}, inp)
+        subprocess.run([B.RNN_BIN, "run", "--model", model, "--input", inp, "--output", out,
+                        "--threads", str(threads)] + (["--precision", precision] if precision != "f32" else []),
+                       check=True, capture_output=True, text=True)
+        return max_err(load_file(out)["output"], ref)
 
 
 def dump(args):
@@ -214,6 +233,10 @@ def main():
                         col = f"rnn {args.rnn_precision}"
                         times[col].append(rnn_peer(cell, preset, mode, args.threads,
                                                    args.rnn_precision)["median_ms"])
+                        if col not in errs:
+                            errs[col] = rnn_error(cell, m, x, ref, args.threads, args.rnn_precision)
+                if "rnn f32" not in errs:
+                    errs["rnn f32"] = rnn_error(cell, m, x, ref, args.threads, "f32")
                 cells_out = []
                 for c in cols:
                     if not times[c]:

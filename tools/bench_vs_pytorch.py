@@ -20,6 +20,9 @@ Usage (in a virtual environment with torch, and onnx + onnxruntime for the ORT c
     python tools/bench_vs_pytorch.py [--threads 2] [--cells rnn,lstm,gru]
         [--presets seed,small,medium,large] [--modes infer,train] [--memory] [--no-ort]
     python tools/bench_vs_pytorch.py --presets step,step20 --modes infer   # step by step
+    python tools/bench_vs_pytorch.py --precision bf16|int8 [--presets small,medium,large]
+        # reduced precision: rnn in that precision next to PyTorch bf16, autocast, OpenVINO bf16
+        # and ONNX Runtime int8, with each one's error against f64 (tools/bench_precision.py)
 """
 import argparse
 import warnings
@@ -160,7 +163,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternations per workload; each side reports the median of its round medians "
                          "(the machine's speed drifts; alternating several times evens it out)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"],
+                    help="bf16 or int8: the reduced-precision table of tools/bench_precision.py "
+                         "(rnn in that precision next to its peers, errors against f64)")
     args = ap.parse_args()
+    if args.precision != "f32":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_precision
+        presets = args.presets if args.presets != ap.get_default("presets") else "small,medium,large"
+        sys.argv = [sys.argv[0], "--threads", str(args.threads), "--cells", args.cells,
+                    "--presets", presets, "--modes", args.modes, "--rounds", str(args.rounds),
+                    "--rnn-precision", args.precision] + (["--no-ort"] if args.no_ort else [])
+        return bench_precision.main()
     if not os.path.exists(RNN_BIN):
         sys.exit("build first: cargo build --release -p rnn-cli")
     torch.set_num_threads(args.threads)

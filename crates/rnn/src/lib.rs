@@ -52,6 +52,7 @@ pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod packed;
+pub mod precision;
 pub mod pytorch;
 pub mod recurrent;
 pub mod rng;
@@ -69,6 +70,7 @@ pub use loss::{
     SmoothL1Loss,
 };
 pub use module::Module;
+pub use precision::{autocast, quantize_dynamic, Precision, ToPrecision};
 pub use optim::{
     Adagrad, Adam, AdamW, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, LrScheduler,
     OneCycleLR, Optimizer, ParamGroup, RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR,

@@ -26,6 +26,7 @@ use crate::engine::cells::params::{layer_params, layer_roles, Init};
 use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
+use crate::precision::{check_int8_width, Precision, ToPrecision};
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
@@ -76,6 +77,8 @@ pub struct Recurrent {
     params: Vec<DirParams>,
     training: bool,
     packed: PackCache,
+    /// The precision of the products ([`Recurrent::to_precision`]).
+    precision: Precision,
 }
 
 /// The packed weights of the last pass without gradients, with the parameters' identities
@@ -86,6 +89,8 @@ struct PackCache(Arc<Mutex<Option<PackedParams>>>);
 struct PackedParams {
     /// `(id, version)` of every parameter, in [`Module::parameters`] order.
     key: Vec<(u64, u64)>,
+    /// The precision the weights were packed in.
+    precision: Precision,
     dirs: Arc<Vec<engine::PackedDir<f32>>>,
 }
 
@@ -98,16 +103,21 @@ impl PackCache {
     fn get(
         &self,
         params: &[Tensor],
+        precision: Precision,
         pack: impl FnOnce() -> Vec<engine::PackedDir<f32>>,
     ) -> Arc<Vec<engine::PackedDir<f32>>> {
         let key: Vec<(u64, u64)> = params.iter().map(|p| (p.id(), p.version())).collect();
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(kept) = lock().as_ref().filter(|k| k.key == key) {
+        if let Some(kept) = lock()
+            .as_ref()
+            .filter(|k| k.key == key && k.precision == precision)
+        {
             return kept.dirs.clone();
         }
         let dirs = Arc::new(pack());
         *lock() = Some(PackedParams {
             key,
+            precision,
             dirs: dirs.clone(),
         });
         dirs
@@ -201,6 +211,7 @@ impl Recurrent {
             params,
             training: true,
             packed: PackCache::default(),
+            precision: Precision::F32,
         })
     }
 
@@ -212,6 +223,34 @@ impl Recurrent {
     /// Whether the module is in training mode (inter-layer dropout active).
     pub fn is_training(&self) -> bool {
         self.training
+    }
+
+    /// The precision of the layer's products ([`Recurrent::to_precision`]); under
+    /// [`crate::autocast`] an f32 layer runs in autocast's.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// A copy of the layer whose matrix products run in `precision` (PyTorch's
+    /// `module.to(torch.bfloat16)` for inference, or `quantize_dynamic` for int8); gate math
+    /// and states stay f32. The copy shares the f32 parameters; the weights are rounded or
+    /// quantized when a pass first packs them, and again after they change. Error bounds:
+    /// [`crate::precision`].
+    ///
+    /// Int8 is for inference only: a pass that would record gradients is an error. Bf16
+    /// trains with bf16 forward products and an f32 backward. Errors if int8 cannot hold
+    /// the layer's widths exactly (over [`crate::linalg::INT8_MAX_K`] inputs per output).
+    pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            let c = &self.config;
+            let widest = c.input_size.max(c.hidden_size).max(c.output_size());
+            check_int8_width(self.name(), widest)?;
+        }
+        Ok(Recurrent {
+            packed: PackCache::default(),
+            precision,
+            ..self.clone()
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -383,18 +422,23 @@ impl Recurrent {
         let params = self.parameters();
         inputs.extend(params.iter().cloned());
         let record = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let precision = crate::precision::effective(self.precision);
+        if record && !precision.trainable() {
+            return Err(crate::precision::int8_training_error(self.name()));
+        }
 
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
         // Packed once for as many passes without gradients as run the same weights.
         let packed = if record {
             self.packed.clear();
-            None
+            // bf16 forward products in training; backward runs in f32.
+            (precision != Precision::F32)
+                .then(|| Arc::new(engine::pack_weights(c, &weights, precision)))
         } else {
-            Some(
-                self.packed
-                    .get(&params, || engine::pack_weights(c, &weights)),
-            )
+            Some(self.packed.get(&params, precision, || {
+                engine::pack_weights(c, &weights, precision)
+            }))
         };
         let packed = packed.as_deref().map(Vec::as_slice);
         // batch_first input as it is: the engine reads its rows batch-major.
@@ -604,6 +648,12 @@ impl Module for Recurrent {
     }
 }
 
+impl ToPrecision for Recurrent {
+    fn to_precision(&self, precision: Precision) -> Result<Self> {
+        Recurrent::to_precision(self, precision)
+    }
+}
+
 impl fmt::Display for Recurrent {
     /// PyTorch's repr, then the parameter count: `LSTM(4, 8, num_layers=2)  # 1000 parameters`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -686,6 +736,18 @@ macro_rules! layer_type {
             /// The shared implementation (configuration, packed input, states).
             pub fn inner(&self) -> &Recurrent {
                 &self.0
+            }
+
+            /// A copy of the layer whose products run in `precision`
+            /// ([`Recurrent::to_precision`]).
+            pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+                self.0.to_precision(precision).map($name)
+            }
+        }
+
+        impl ToPrecision for $name {
+            fn to_precision(&self, precision: Precision) -> Result<Self> {
+                $name::to_precision(self, precision)
             }
         }
 

@@ -18,7 +18,6 @@ use super::packing::{padded_width, PackedDir};
 use super::schedule::{step_rows, time, Sharing};
 use super::views::{Part, Rows, Shared};
 use super::{Batches, DirWeights};
-use crate::linalg::matmul_packed_serial;
 
 /// Steps whose input projection the forward pass computes at once when the threads share each
 /// step by blocks (see [`direction_forward`]): W_ih is then read once per chunk.
@@ -97,7 +96,7 @@ pub(super) fn direction_forward<F: Activations>(
     let packed = match packed {
         Some(p) => p,
         None => {
-            packed_here = PackedDir::new(cell, w);
+            packed_here = PackedDir::new(cell, w, crate::precision::Precision::F32);
             &packed_here
         }
     };
@@ -204,12 +203,7 @@ pub(super) fn direction_forward<F: Activations>(
             let xw_row = if chunk == 1 {
                 // SAFETY: this item alone writes the block's columns of these rows of xw.
                 unsafe {
-                    matmul_packed_serial(
-                        &mut sh_xw.view_mut(lo, bs, cols.clone()),
-                        &part.of(x),
-                        &w_ih[item],
-                        false,
-                    );
+                    w_ih[item].matmul_serial(&mut sh_xw.view_mut(lo, bs, cols.clone()), &part.of(x), false);
                 }
                 lo
             } else {
@@ -226,12 +220,7 @@ pub(super) fn direction_forward<F: Activations>(
                             // SAFETY: this item alone writes the block's columns of xw;
                             // the previous chunk's rows are no longer read.
                             unsafe {
-                                matmul_packed_serial(
-                                    &mut sh_xw.view_mut(k * n, n, cols.clone()),
-                                    &rows_k.of(x),
-                                    &w_ih[item],
-                                    false,
-                                );
+                                w_ih[item].matmul_serial(&mut sh_xw.view_mut(k * n, n, cols.clone()), &rows_k.of(x), false);
                             }
                         }
                     }
@@ -242,12 +231,7 @@ pub(super) fn direction_forward<F: Activations>(
                         // SAFETY: this item alone writes the block's columns of xw; the rows
                         // of the previous chunk are no longer read (their steps are done).
                         unsafe {
-                            matmul_packed_serial(
-                                &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
-                                &x.slice(s![chunk_rows.clone(), ..]),
-                                &w_ih[item],
-                                false,
-                            );
+                            w_ih[item].matmul_serial(&mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()), &x.slice(s![chunk_rows.clone(), ..]), false);
                         }
                     }
                     r0 - chunk_rows.start
@@ -270,12 +254,7 @@ pub(super) fn direction_forward<F: Activations>(
                 } else {
                     (sh_xw.view_mut(xw_row, bs, hh_cols), true)
                 };
-                matmul_packed_serial(
-                    &mut hw_to,
-                    &cur.view(lo, bs, 0..h_out),
-                    &w_hh[item],
-                    accumulate,
-                );
+                w_hh[item].matmul_serial(&mut hw_to, &cur.view(lo, bs, 0..h_out), accumulate);
                 forward_block(
                     cell,
                     &ForwardBlock {
@@ -346,12 +325,7 @@ pub(super) fn direction_forward<F: Activations>(
             // block's last-gate columns of xw's rows of the step, the block's columns of the
             // new state, of gates, and of the part's output and saved rows.
             unsafe {
-                matmul_packed_serial(
-                    &mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)),
-                    &sh_m.view(lo, bs, 0..hidden),
-                    &packed.w_hh_late[item],
-                    true,
-                );
+                packed.w_hh_late[item].matmul_serial(&mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)), &sh_m.view(lo, bs, 0..hidden), true);
                 forward_block_late(
                     cell,
                     &ForwardBlock {
@@ -384,12 +358,7 @@ pub(super) fn direction_forward<F: Activations>(
             // SAFETY: this item alone writes these columns of the new state; m is complete
             // (previous phase) and only read.
             unsafe {
-                matmul_packed_serial(
-                    &mut next.view_mut(lo, bs, cols.clone()),
-                    &sh_m.view(lo, bs, 0..hidden),
-                    &w_hr[item],
-                    false,
-                );
+                w_hr[item].matmul_serial(&mut next.view_mut(lo, bs, cols.clone()), &sh_m.view(lo, bs, 0..hidden), false);
             }
             emit(s, &part, cols);
         }

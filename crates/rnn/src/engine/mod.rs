@@ -32,6 +32,7 @@ mod blocks;
 pub mod cells;
 mod forward;
 pub mod math;
+mod lowp;
 mod packing;
 mod parallel;
 mod schedule;
@@ -308,13 +309,15 @@ pub fn forward<F: Activations>(
 }
 
 /// Every layer and direction's weights packed for [`forward_packed`], index layer*D + direction.
+/// The products run in `precision` ([`lowp::PackedBlock`]).
 pub(crate) fn pack_weights<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
+    precision: crate::precision::Precision,
 ) -> Vec<PackedDir<F>> {
     weights
         .iter()
-        .map(|w| PackedDir::new(Cell::of(config), w))
+        .map(|w| PackedDir::new(Cell::of(config), w, precision))
         .collect()
 }
 

@@ -82,6 +82,26 @@ pub(crate) fn matmul_packed_serial<F: Float>(
     packed::matmul_packed_with(&kernel::kernels(), 1, usize::MAX, c, a, b, accumulate);
 }
 
+/// [`matmul_bf16`] on the calling thread only (the engine's unit blocks).
+pub(crate) fn matmul_bf16_serial(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &PackedBf16,
+    accumulate: bool,
+) {
+    bf16::matmul_bf16_with(bf16::kind(), 1, usize::MAX, c, a, b, accumulate);
+}
+
+/// [`matmul_int8`] on the calling thread only (the engine's unit blocks).
+pub(crate) fn matmul_int8_serial(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &PackedInt8,
+    accumulate: bool,
+) {
+    int8::matmul_int8_with(int8::kind(), 1, usize::MAX, c, a, b, accumulate);
+}
+
 /// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx512"`, `"avx2"` or
 /// `"portable"`.
 pub fn kernel_name<F: Float>() -> &'static str {
@@ -107,6 +127,16 @@ pub trait Float:
     fn from_f64(v: f64) -> Self;
     /// Converts to f64.
     fn to_f64(self) -> f64;
+    /// `w` as an f32 view when `Self` is f32 (the weights of the reduced-precision
+    /// products), else `None`.
+    fn as_f32<'a>(w: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>>;
+    /// `c` and `a` as f32 views when `Self` is f32 (the operands of the reduced-precision
+    /// products), else `None`.
+    #[allow(clippy::type_complexity)]
+    fn as_f32_operands<'c, 'a>(
+        c: &'c mut ArrayViewMut2<'_, Self>,
+        a: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)>;
 }
 
 impl Float for f32 {
@@ -116,6 +146,15 @@ impl Float for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn as_f32<'a>(w: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>> {
+        Some(w.clone())
+    }
+    fn as_f32_operands<'c, 'a>(
+        c: &'c mut ArrayViewMut2<'_, Self>,
+        a: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)> {
+        Some((c.view_mut(), a.clone()))
+    }
 }
 
 impl Float for f64 {
@@ -124,6 +163,15 @@ impl Float for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn as_f32<'a>(_: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>> {
+        None
+    }
+    fn as_f32_operands<'c, 'a>(
+        _: &'c mut ArrayViewMut2<'_, Self>,
+        _: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)> {
+        None
     }
 }
 

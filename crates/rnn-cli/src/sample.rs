@@ -50,6 +50,10 @@ pub struct Args {
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Precision of the products (recurrent layers and the linear head): f32, bf16 or int8.
+    /// Gate math, states and the softmax stay f32.
+    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
+    precision: rnn::Precision,
 }
 
 /// Entry point of `rnn sample`.
@@ -92,7 +96,7 @@ pub fn main(args: Args) -> Result<()> {
         .and_then(|()| out.flush())
         .context(STDOUT)?;
     let mut io_error = None;
-    let result = sample(
+    let result = rnn::autocast(args.precision, || sample(
         &mut model,
         &vocab,
         &args.prime,
@@ -110,7 +114,7 @@ pub fn main(args: Args) -> Result<()> {
                 err
             })
         },
-    );
+    ));
     if let Some(e) = io_error {
         return Err(anyhow::Error::new(e).context(STDOUT));
     }

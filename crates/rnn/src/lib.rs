@@ -54,6 +54,7 @@ pub mod optim;
 pub mod packed;
 pub mod precision;
 pub mod pytorch;
+pub mod quantized;
 pub mod recurrent;
 pub mod rng;
 pub mod tensor;

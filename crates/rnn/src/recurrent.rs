@@ -16,6 +16,7 @@
 //!
 //! `batch_first` changes only how the input and output are read; the states keep their layout.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,7 @@ use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
 use crate::precision::{check_int8_width, Precision, ToPrecision};
+use crate::quantized::QuantizedMatrix;
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
@@ -79,6 +81,17 @@ pub struct Recurrent {
     packed: PackCache,
     /// The precision of the products ([`Recurrent::to_precision`]).
     precision: Precision,
+    /// Int8 weights as a quantized model file stored them, packed as they are while the
+    /// parameters keep the versions they were loaded at ([`crate::quantized`]).
+    quantized: Option<Arc<StoredQuantized>>,
+}
+
+/// The int8 weight matrices of a quantized model file, by parameter name, with the
+/// parameters' `(id, version)` when they were loaded.
+#[derive(Debug)]
+struct StoredQuantized {
+    key: Vec<(u64, u64)>,
+    matrices: BTreeMap<String, QuantizedMatrix>,
 }
 
 /// The packed weights of the last pass without gradients, with the parameters' identities
@@ -212,6 +225,7 @@ impl Recurrent {
             training: true,
             packed: PackCache::default(),
             precision: Precision::F32,
+            quantized: None,
         })
     }
 
@@ -229,6 +243,69 @@ impl Recurrent {
     /// [`crate::autocast`] an f32 layer runs in autocast's.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The stored int8 weights of a layer loaded from a quantized file, while its parameters
+    /// are unchanged since.
+    pub(crate) fn quantized_weights(&self) -> Option<&BTreeMap<String, QuantizedMatrix>> {
+        let stored = self.quantized.as_ref()?;
+        let key: Vec<(u64, u64)> = self
+            .parameters()
+            .iter()
+            .map(|p| (p.id(), p.version()))
+            .collect();
+        (stored.key == key).then_some(&stored.matrices)
+    }
+
+    /// The int8 layer that runs `matrices` (a quantized file's, whose dequantized values the
+    /// parameters hold) as they are.
+    pub(crate) fn with_quantized_weights(
+        self,
+        matrices: BTreeMap<String, QuantizedMatrix>,
+    ) -> Result<Self> {
+        let mut layer = self.to_precision(Precision::Int8)?;
+        let key = layer
+            .parameters()
+            .iter()
+            .map(|p| (p.id(), p.version()))
+            .collect();
+        layer.quantized = Some(Arc::new(StoredQuantized { key, matrices }));
+        Ok(layer)
+    }
+
+    /// The packing of the stored int8 weights, one per layer and direction.
+    fn pack_stored(
+        &self,
+        matrices: &BTreeMap<String, QuantizedMatrix>,
+        weights: &[DirWeights<'_, f32>],
+    ) -> Vec<engine::PackedDir<f32>> {
+        let c = &self.config;
+        let dirs = c.num_directions();
+        weights
+            .iter()
+            .enumerate()
+            .map(|(idx, w)| {
+                let (layer, d) = (idx / dirs, idx % dirs);
+                let suffix = if d == 1 { "_reverse" } else { "" };
+                let pack = |m: engine::Matrix, rows: &[usize]| {
+                    let prefix = match m {
+                        engine::Matrix::Ih => "weight_ih",
+                        engine::Matrix::Hh => "weight_hh",
+                        engine::Matrix::Hr => "weight_hr",
+                    };
+                    let stored = &matrices[&format!("{prefix}_l{layer}{suffix}")];
+                    let q = ndarray::Array2::from_shape_fn((rows.len(), stored.q.ncols()), |(r, p)| {
+                        stored.q[[rows[r], p]]
+                    });
+                    let scales: Vec<f32> = rows.iter().map(|&r| stored.scales[r]).collect();
+                    engine::PackedBlock::Int8(crate::linalg::PackedInt8::from_quantized(
+                        &q.t(),
+                        &scales,
+                    ))
+                };
+                engine::PackedDir::with_packer(engine::Cell::of(c), w, &pack)
+            })
+            .collect()
     }
 
     /// A copy of the layer whose matrix products run in `precision` (PyTorch's
@@ -436,8 +513,12 @@ impl Recurrent {
             (precision != Precision::F32)
                 .then(|| Arc::new(engine::pack_weights(c, &weights, precision)))
         } else {
-            Some(self.packed.get(&params, precision, || {
-                engine::pack_weights(c, &weights, precision)
+            let stored = (precision == Precision::Int8)
+                .then(|| self.quantized_weights())
+                .flatten();
+            Some(self.packed.get(&params, precision, || match stored {
+                Some(matrices) => self.pack_stored(matrices, &weights),
+                None => engine::pack_weights(c, &weights, precision),
             }))
         };
         let packed = packed.as_deref().map(Vec::as_slice);

@@ -51,7 +51,8 @@ use backward::{direction_backward, BackwardStates};
 pub use cells::{Cell, Param};
 use forward::{direction_forward, DirPass, DirSaved, ForwardStates};
 pub use math::Activations;
-pub(crate) use packing::PackedDir;
+pub(crate) use lowp::PackedBlock;
+pub(crate) use packing::{Matrix, PackedDir};
 
 /// The packed layout of a batch: how many sequences are active at each step, and the order of
 /// the pass's rows (one per sequence and step) in the input, the output and every per-row

@@ -132,33 +132,8 @@ impl PackedInt8 {
     /// Quantizes and packs `b` (k, n), one scale per column; any strides. Panics if `k` is
     /// over [`INT8_MAX_K`].
     pub fn quantize(b: &ArrayView2<'_, f32>) -> Self {
-        let (k, n) = b.dim();
-        let scales: Vec<f32> = b
-            .columns()
-            .into_iter()
-            .map(|col| {
-                let max = col.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
-                let bad = col.iter().fold(0.0f32, |s, &x| s + x * 0.0);
-                if bad.is_nan() {
-                    f32::NAN
-                } else {
-                    max / 127.0
-                }
-            })
-            .collect();
-        let q = |kk: usize, j: usize| -> i8 {
-            let s = scales[j];
-            if s > 0.0 {
-                (b[[kk, j]] / s).round().clamp(-127.0, 127.0) as i8
-            } else {
-                0
-            }
-        };
-        let mut q_b = ndarray::Array2::<i8>::zeros((k, n));
-        for ((kk, j), v) in q_b.indexed_iter_mut() {
-            *v = q(kk, j);
-        }
-        Self::from_quantized(&q_b.view(), &scales)
+        let (q, scales) = quantize_rows(&b.t());
+        Self::from_quantized(&q.t(), &scales)
     }
 
     /// Quantizes and packs `w.t()` for `w` (n, k) in PyTorch's (out, in) layout, one scale per
@@ -214,6 +189,35 @@ impl PackedInt8 {
     pub fn bytes(&self) -> usize {
         self.panels.bytes()
     }
+}
+
+/// Quantizes each row of `w` (n, k) symmetric to s8 with its own scale (module docs):
+/// `s_j = max_p |w[j, p]| / 127`, `q[j, p] = round(w[j, p] / s_j)` (0 for a zero row; a NaN
+/// scale for a row with a NaN or an infinity). What [`PackedInt8::quantize_transposed`]
+/// packs, and what a quantized model file stores.
+pub fn quantize_rows(w: &ArrayView2<'_, f32>) -> (ndarray::Array2<i8>, Vec<f32>) {
+    let scales: Vec<f32> = w
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let max = row.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+            let bad = row.iter().fold(0.0f32, |s, &x| s + x * 0.0);
+            if bad.is_nan() {
+                f32::NAN
+            } else {
+                max / 127.0
+            }
+        })
+        .collect();
+    let q = ndarray::Array2::from_shape_fn(w.dim(), |(j, p)| {
+        let s = scales[j];
+        if s > 0.0 {
+            (w[[j, p]] / s).round().clamp(-127.0, 127.0) as i8
+        } else {
+            0
+        }
+    });
+    (q, scales)
 }
 
 /// The int8 kernels, by instruction set.

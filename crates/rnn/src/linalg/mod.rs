@@ -62,7 +62,9 @@ use std::fmt::Debug;
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
 pub use bf16::{bf16_bits, bf16_kernel_name, matmul_bf16, round_bf16, PackedBf16};
-pub use int8::{int8_kernel_name, matmul_int8, quantize_row, PackedInt8, RowQuant, INT8_MAX_K};
+pub use int8::{
+    int8_kernel_name, matmul_int8, quantize_row, quantize_rows, PackedInt8, RowQuant, INT8_MAX_K,
+};
 pub use lowp::NRL as PANEL_WIDTH_LOWP;
 pub(crate) use packed::PACK_PARALLEL_MIN_BYTES;
 pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};

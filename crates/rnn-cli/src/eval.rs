@@ -57,7 +57,9 @@ pub fn main(args: Args) -> Result<()> {
             crate::train::plural(tokens.len(), "character")
         );
     }
-    let ev = rnn::autocast(args.precision, || evaluate(&mut model, &tokens, args.seq_len))?;
+    let ev = rnn::autocast(args.precision, || {
+        evaluate(&mut model, &tokens, args.seq_len)
+    })?;
     if !ev.loss.is_finite() {
         bail!(
             "the loss on {} is {}: the model's logits overflow float32 arithmetic (its weights \

@@ -71,11 +71,11 @@ pub use loss::{
     SmoothL1Loss,
 };
 pub use module::Module;
-pub use precision::{autocast, quantize_dynamic, Precision, ToPrecision};
 pub use optim::{
     Adagrad, Adam, AdamW, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, LrScheduler,
     OneCycleLR, Optimizer, ParamGroup, RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR,
 };
+pub use precision::{autocast, quantize_dynamic, Precision, ToPrecision};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 pub use rng::{manual_seed, Rng};
 pub use tensor::{is_grad_enabled, no_grad, Tensor};

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, Shape};
 use crate::linalg::{matmul_bf16, matmul_int8, PackedBf16, PackedInt8};
 use crate::module::Module;
-use crate::precision::{check_int8_width, effective, int8_training_error, Precision, ToPrecision};
 use crate::ops::{as_matrix, mm};
+use crate::precision::{check_int8_width, effective, int8_training_error, Precision, ToPrecision};
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 

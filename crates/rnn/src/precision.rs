@@ -214,7 +214,10 @@ mod tests {
         }
         assert_eq!("BFloat16".parse::<Precision>().unwrap(), Precision::Bf16);
         let err = "fp8".parse::<Precision>().unwrap_err().to_string();
-        assert!(err.contains("\"fp8\"") && err.contains("f32, bf16, int8"), "{err}");
+        assert!(
+            err.contains("\"fp8\"") && err.contains("f32, bf16, int8"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl QuantizedMatrix {
 
     /// `scales[j] * q[j, p]` in f32.
     pub fn dequantize(&self) -> Array2<f32> {
-        Array2::from_shape_fn(self.q.dim(), |(j, p)| self.scales[j] * f32::from(self.q[[j, p]]))
+        Array2::from_shape_fn(self.q.dim(), |(j, p)| {
+            self.scales[j] * f32::from(self.q[[j, p]])
+        })
     }
 }
 
@@ -85,7 +87,10 @@ pub fn save_quantized(path: impl AsRef<Path>, model: &Recurrent) -> Result<()> {
             let m = match stored.and_then(|s| s.get(&name)) {
                 Some(m) => m.clone(),
                 None => {
-                    let w = data.view().into_dimensionality::<Ix2>().expect("2-D weight");
+                    let w = data
+                        .view()
+                        .into_dimensionality::<Ix2>()
+                        .expect("2-D weight");
                     QuantizedMatrix::quantize(&w)
                 }
             };
@@ -94,7 +99,10 @@ pub fn save_quantized(path: impl AsRef<Path>, model: &Recurrent) -> Result<()> {
                     "{name} holds a NaN or an infinity: it cannot be quantized"
                 )));
             }
-            file.insert(format!("{name}{SCALE_SUFFIX}"), ndarray::Array1::from(m.scales).into_dyn());
+            file.insert(
+                format!("{name}{SCALE_SUFFIX}"),
+                ndarray::Array1::from(m.scales).into_dyn(),
+            );
             file.insert(name, m.q.into_dyn());
         } else {
             file.insert(name, data.clone());
@@ -102,8 +110,10 @@ pub fn save_quantized(path: impl AsRef<Path>, model: &Recurrent) -> Result<()> {
     }
     file.metadata
         .insert(CONFIG_KEY.to_string(), model.config().to_json());
-    file.metadata
-        .insert(PRECISION_KEY.to_string(), Precision::Int8.name().to_string());
+    file.metadata.insert(
+        PRECISION_KEY.to_string(),
+        Precision::Int8.name().to_string(),
+    );
     file.metadata
         .insert("format".to_string(), FORMAT.to_string());
     file.write(path)
@@ -149,7 +159,9 @@ pub fn load_quantized(file: &TensorFile, path: &Path) -> Result<Recurrent> {
             )));
         };
         let scales = match file.tensors.get(&scale_key) {
-            Some(TensorData::F32(s)) if s.shape() == [shape[0]] => s.iter().copied().collect::<Vec<f32>>(),
+            Some(TensorData::F32(s)) if s.shape() == [shape[0]] => {
+                s.iter().copied().collect::<Vec<f32>>()
+            }
             Some(other) => {
                 return Err(bad(format!(
                     "\"{scale_key}\" is {} {:?}, expected F32 ({},)",
@@ -161,7 +173,9 @@ pub fn load_quantized(file: &TensorFile, path: &Path) -> Result<Recurrent> {
             None => return Err(bad(format!("missing tensor \"{scale_key}\""))),
         };
         if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
-            return Err(bad(format!("\"{scale_key}\" holds {s}: scales are finite and >= 0")));
+            return Err(bad(format!(
+                "\"{scale_key}\" holds {s}: scales are finite and >= 0"
+            )));
         }
         let m = QuantizedMatrix {
             q: q.clone().into_dimensionality().expect("2-D, checked"),
@@ -178,11 +192,14 @@ pub fn load_quantized(file: &TensorFile, path: &Path) -> Result<Recurrent> {
     model.with_quantized_weights(stored)
 }
 
-/// The error for a quantized file given where f32 weights are needed (training).
-pub fn training_error(path: &Path) -> Error {
+/// The error for a quantized file given where a character model is read (`rnn train
+/// --init`, `rnn sample`, `rnn eval`): a quantized file holds one recurrent layer, for
+/// inference only.
+pub fn not_a_character_model(path: &Path) -> Error {
     Error::format(
         path,
-        "this is a quantized (int8) model file, for inference only (rnn run, rnn eval, rnn \
-         sample); train from the f32 model file and quantize it again with rnn quantize",
+        "this is a quantized (int8) model file of one recurrent layer, for inference only \
+         (rnn run --model); it cannot be trained or sampled: train from the f32 model, and \
+         run a character model in int8 with --precision int8",
     )
 }

@@ -294,9 +294,10 @@ impl Recurrent {
                         engine::Matrix::Hr => "weight_hr",
                     };
                     let stored = &matrices[&format!("{prefix}_l{layer}{suffix}")];
-                    let q = ndarray::Array2::from_shape_fn((rows.len(), stored.q.ncols()), |(r, p)| {
-                        stored.q[[rows[r], p]]
-                    });
+                    let q =
+                        ndarray::Array2::from_shape_fn((rows.len(), stored.q.ncols()), |(r, p)| {
+                            stored.q[[rows[r], p]]
+                        });
                     let scales: Vec<f32> = rows.iter().map(|&r| stored.scales[r]).collect();
                     engine::PackedBlock::Int8(crate::linalg::PackedInt8::from_quantized(
                         &q.t(),

@@ -58,7 +58,10 @@ fn max_err(actual: &ArrayD<f32>, expected: &ArrayD<f64>) -> f64 {
         .iter()
         .zip(expected)
         .map(|(&a, &e)| (a as f64 - e).abs())
-        .fold(0.0, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Runs one case of a layer fixture in `precision`; returns the worst error over the output
@@ -98,9 +101,7 @@ fn run_case(file: &TensorFile, case: &Value, precision: Precision) -> f64 {
             let (output, _) = pad_packed_sequence(&out, bf, 0.0, Some(6)).unwrap();
             (output, h_n, c_n)
         } else {
-            let out = layer
-                .forward_states(&x, h0.as_ref(), c0.as_ref())
-                .unwrap();
+            let out = layer.forward_states(&x, h0.as_ref(), c0.as_ref()).unwrap();
             (out.output, out.h_n, out.c_n)
         }
     });
@@ -133,7 +134,10 @@ fn run_fixtures(fixtures: &[&str], precision: Precision) {
             precision.kernel_name()
         );
         let b = bound(precision, cell);
-        assert!(*e <= b, "{precision} {cell}: error {e:e} at {at} is over {b:e}");
+        assert!(
+            *e <= b,
+            "{precision} {cell}: error {e:e} at {at} is over {b:e}"
+        );
         assert!(
             *e > 1e-4,
             "{precision} {cell}: worst error {e:e}: the products did not run in {precision}"
@@ -188,11 +192,8 @@ fn cells_run_in_reduced_precision() {
                 case["input_size"].as_u64().unwrap() as usize,
                 case["hidden_size"].as_u64().unwrap() as usize,
             );
-            let mut config = RecurrentConfig::new(
-                serde_json::from_value(case["cell"].clone()).unwrap(),
-                i,
-                h,
-            );
+            let mut config =
+                RecurrentConfig::new(serde_json::from_value(case["cell"].clone()).unwrap(), i, h);
             config.bias = case["bias"].as_bool().unwrap();
             config.nonlinearity = serde_json::from_value(case["nonlinearity"].clone()).unwrap();
             let x = Tensor::new(file.f32(&key("input")).unwrap());
@@ -258,7 +259,10 @@ fn an_int8_layer_refuses_gradients_with_a_clear_error() {
     let int8 = quantize_dynamic(&lstm).unwrap();
     assert_eq!(int8.precision(), Precision::Int8);
     // Parameters require gradients and grad mode is on: this pass would train.
-    let err = int8.forward(&input(&[3, 2, 4]), None).unwrap_err().to_string();
+    let err = int8
+        .forward(&input(&[3, 2, 4]), None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("int8") && err.contains("inference") && err.contains("no_grad"),
         "{err}"
@@ -278,7 +282,10 @@ fn an_int8_layer_refuses_gradients_with_a_clear_error() {
 #[test]
 fn a_bad_precision_name_is_a_clear_error() {
     let err = "int4".parse::<Precision>().unwrap_err().to_string();
-    assert!(err.contains("\"int4\"") && err.contains("f32, bf16, int8"), "{err}");
+    assert!(
+        err.contains("\"int4\"") && err.contains("f32, bf16, int8"),
+        "{err}"
+    );
     assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
 }
 

@@ -124,7 +124,10 @@ fn a_quantized_file_is_strict_about_its_tensors() {
     let err = broken(&|f| {
         f.tensors.remove("weight_ih_l0.scale");
     });
-    assert!(err.contains("missing") && err.contains("weight_ih_l0.scale"), "{err}");
+    assert!(
+        err.contains("missing") && err.contains("weight_ih_l0.scale"),
+        "{err}"
+    );
     let err = broken(&|f| {
         let mut s = f.tensors["weight_ih_l0.scale"].to_f32();
         s[[0]] = f32::NAN;

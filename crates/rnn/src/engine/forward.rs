@@ -203,7 +203,11 @@ pub(super) fn direction_forward<F: Activations>(
             let xw_row = if chunk == 1 {
                 // SAFETY: this item alone writes the block's columns of these rows of xw.
                 unsafe {
-                    w_ih[item].matmul_serial(&mut sh_xw.view_mut(lo, bs, cols.clone()), &part.of(x), false);
+                    w_ih[item].matmul_serial(
+                        &mut sh_xw.view_mut(lo, bs, cols.clone()),
+                        &part.of(x),
+                        false,
+                    );
                 }
                 lo
             } else {
@@ -220,7 +224,11 @@ pub(super) fn direction_forward<F: Activations>(
                             // SAFETY: this item alone writes the block's columns of xw;
                             // the previous chunk's rows are no longer read.
                             unsafe {
-                                w_ih[item].matmul_serial(&mut sh_xw.view_mut(k * n, n, cols.clone()), &rows_k.of(x), false);
+                                w_ih[item].matmul_serial(
+                                    &mut sh_xw.view_mut(k * n, n, cols.clone()),
+                                    &rows_k.of(x),
+                                    false,
+                                );
                             }
                         }
                     }
@@ -231,7 +239,11 @@ pub(super) fn direction_forward<F: Activations>(
                         // SAFETY: this item alone writes the block's columns of xw; the rows
                         // of the previous chunk are no longer read (their steps are done).
                         unsafe {
-                            w_ih[item].matmul_serial(&mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()), &x.slice(s![chunk_rows.clone(), ..]), false);
+                            w_ih[item].matmul_serial(
+                                &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
+                                &x.slice(s![chunk_rows.clone(), ..]),
+                                false,
+                            );
                         }
                     }
                     r0 - chunk_rows.start
@@ -325,7 +337,11 @@ pub(super) fn direction_forward<F: Activations>(
             // block's last-gate columns of xw's rows of the step, the block's columns of the
             // new state, of gates, and of the part's output and saved rows.
             unsafe {
-                packed.w_hh_late[item].matmul_serial(&mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)), &sh_m.view(lo, bs, 0..hidden), true);
+                packed.w_hh_late[item].matmul_serial(
+                    &mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)),
+                    &sh_m.view(lo, bs, 0..hidden),
+                    true,
+                );
                 forward_block_late(
                     cell,
                     &ForwardBlock {
@@ -358,7 +374,11 @@ pub(super) fn direction_forward<F: Activations>(
             // SAFETY: this item alone writes these columns of the new state; m is complete
             // (previous phase) and only read.
             unsafe {
-                w_hr[item].matmul_serial(&mut next.view_mut(lo, bs, cols.clone()), &sh_m.view(lo, bs, 0..hidden), false);
+                w_hr[item].matmul_serial(
+                    &mut next.view_mut(lo, bs, cols.clone()),
+                    &sh_m.view(lo, bs, 0..hidden),
+                    false,
+                );
             }
             emit(s, &part, cols);
         }

@@ -31,8 +31,8 @@ mod backward;
 mod blocks;
 pub mod cells;
 mod forward;
-pub mod math;
 mod lowp;
+pub mod math;
 mod packing;
 mod parallel;
 mod schedule;
@@ -50,8 +50,8 @@ use crate::rng::Rng;
 use backward::{direction_backward, BackwardStates};
 pub use cells::{Cell, Param};
 use forward::{direction_forward, DirPass, DirSaved, ForwardStates};
-pub use math::Activations;
 pub(crate) use lowp::PackedBlock;
+pub use math::Activations;
 pub(crate) use packing::{Matrix, PackedDir};
 
 /// The packed layout of a batch: how many sequences are active at each step, and the order of

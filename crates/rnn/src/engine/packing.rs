@@ -7,10 +7,10 @@ use ndarray::{s, Array1, Array2};
 
 use super::blocks::{gather, gather_rows, Blocks};
 use super::cells::Cell;
+use super::lowp::PackedBlock;
 use super::math::Activations;
 use super::schedule::weight_bytes;
 use super::DirWeights;
-use super::lowp::PackedBlock;
 use crate::linalg::{Float, PACK_PARALLEL_MIN_BYTES};
 use crate::precision::Precision;
 

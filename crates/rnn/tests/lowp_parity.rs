@@ -341,3 +341,56 @@ fn linear_in_reduced_precision() {
     let err = int8.forward(&x).map(|_| ()); // weights require gradients
     assert!(err.unwrap_err().to_string().contains("int8"));
 }
+
+/// One RNN step against the products by hand: `h1 = tanh(x W_ih^T + h0 W_hh^T + b_ih +
+/// b_hh)` with both products through `matmul_bf16` / `matmul_int8`: equal within f32
+/// rounding, so a wrong rounding, scale or operand in the layer's wiring (far above 1e-5)
+/// fails here even where it stays within the bounds against f64.
+#[test]
+fn one_step_equals_the_reduced_precision_products_by_hand() {
+    use ndarray::{Array2, Ix2};
+    use rnn::linalg::{matmul_bf16, matmul_int8, PackedBf16, PackedInt8};
+    rnn::manual_seed(11);
+    let (i, h, n) = (24, 40, 3);
+    let layer = rnn::Rnn::new(i, h).unwrap();
+    let p: BTreeMap<String, ArrayD<f32>> = layer
+        .named_parameters()
+        .into_iter()
+        .map(|(k, t)| (k, t.to_array()))
+        .collect();
+    let m = |k: &str| p[k].clone().into_dimensionality::<Ix2>().unwrap();
+    let (w_ih, w_hh) = (m("weight_ih_l0"), m("weight_hh_l0"));
+    let x = input(&[1, n, i]);
+    let h0 = Tensor::new(input(&[1, n, h]).to_array().mapv(|v| v * 0.7));
+    let x2 = x.to_array().into_shape_with_order((n, i)).unwrap();
+    let h2 = h0.to_array().into_shape_with_order((n, h)).unwrap();
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let mut xw = Array2::zeros((n, h));
+        let mut hw = Array2::zeros((n, h));
+        match precision {
+            Precision::Bf16 => {
+                let (a, b) = (
+                    PackedBf16::transposed(&w_ih.view()),
+                    PackedBf16::transposed(&w_hh.view()),
+                );
+                matmul_bf16(&mut xw.view_mut(), &x2.view(), &a, false);
+                matmul_bf16(&mut hw.view_mut(), &h2.view(), &b, false);
+            }
+            _ => {
+                let (a, b) = (
+                    PackedInt8::quantize_transposed(&w_ih.view()),
+                    PackedInt8::quantize_transposed(&w_hh.view()),
+                );
+                matmul_int8(&mut xw.view_mut(), &x2.view(), &a, false);
+                matmul_int8(&mut hw.view_mut(), &h2.view(), &b, false);
+            }
+        }
+        let bias = &p["bias_ih_l0"] + &p["bias_hh_l0"];
+        let expected = (&xw + &hw + &bias).mapv(f32::tanh);
+        let lowp = layer.to_precision(precision).unwrap();
+        let (y, _) = no_grad(|| lowp.forward(&x, Some(&h0))).unwrap();
+        let y = y.to_array().into_shape_with_order((n, h)).unwrap();
+        let d = (&y - &expected).iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(d < 1e-5, "{precision}: {d}");
+    }
+}

@@ -338,6 +338,44 @@ pub(crate) fn matmul_int8_with(
     lowp::run(&prod, threads, min_work, c.view_mut(), a.view(), accumulate);
 }
 
+/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
+/// CPU's kernel.
+pub(crate) fn prepared_len(b: &PackedInt8) -> usize {
+    Int8Product { b, kind: kind() }.a_len()
+}
+
+/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
+/// ([`matmul_int8_prepared`]): `buf` holds rows [`prepared_len`] apart.
+pub(crate) fn prepare_rows_int8(
+    b: &PackedInt8,
+    a: &ArrayView2<'_, f32>,
+    buf: &mut [u8],
+    info: &mut [RowQuant],
+) {
+    assert_eq!(a.ncols(), b.k(), "prepare_rows_int8: inner dimension");
+    Int8Product { b, kind: kind() }.prepare(a.view(), buf, info);
+}
+
+/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows_int8`]
+/// (`c.nrows()` of them): the same bits as [`matmul_int8`].
+pub(crate) fn matmul_int8_prepared(
+    c: &mut ArrayViewMut2<'_, f32>,
+    buf: &[u8],
+    info: &[RowQuant],
+    b: &PackedInt8,
+    accumulate: bool,
+) {
+    assert_eq!(c.ncols(), b.n(), "matmul_int8_prepared: output shape");
+    let prod = Int8Product { b, kind: kind() };
+    if b.k() == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    lowp::serial_prepared(&prod, c.view_mut(), buf, info, accumulate);
+}
+
 /// An int8 product for the driver: `A` rows quantized to u8 (or widened to i16).
 struct Int8Product<'b> {
     b: &'b PackedInt8,

@@ -80,12 +80,27 @@ pub struct RowQuant {
 /// Quantizes `row` to u8 into `out` (same length) and returns its scale and zero point.
 pub fn quantize_row(row: &[f32], out: &mut [u8]) -> RowQuant {
     assert_eq!(row.len(), out.len(), "quantize_row: lengths differ");
-    let (mut lo, mut hi, mut bad) = (0.0f32, 0.0f32, 0.0f32);
-    for &x in row {
-        lo = lo.min(x);
-        hi = hi.max(x);
-        bad += x * 0.0; // NaN for a NaN or an infinity
+    // 16 independent lanes (min, max and the NaN test are exact whatever the order), so
+    // that the loop vectorises instead of waiting on one chain per value.
+    const L: usize = 16;
+    let (mut lo_l, mut hi_l, mut bad_l) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    let chunks = row.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..L {
+            lo_l[j] = lo_l[j].min(c[j]);
+            hi_l[j] = hi_l[j].max(c[j]);
+            bad_l[j] += c[j] * 0.0; // NaN for a NaN or an infinity
+        }
     }
+    for (j, &x) in tail.iter().enumerate() {
+        lo_l[j] = lo_l[j].min(x);
+        hi_l[j] = hi_l[j].max(x);
+        bad_l[j] += x * 0.0;
+    }
+    let lo = lo_l.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = hi_l.iter().fold(0.0f32, |m, &v| m.max(v));
+    let bad: f32 = bad_l.iter().sum();
     if hi == lo || bad.is_nan() {
         out.fill(0);
         let scale = if bad.is_nan() { f32::NAN } else { 0.0 };

@@ -394,3 +394,63 @@ fn one_step_equals_the_reduced_precision_products_by_hand() {
         assert!(d < 1e-5, "{precision}: {d}");
     }
 }
+
+/// The prepared rows are per row and the kernels' sums run in one order, so the results do
+/// not depend on how the threads share the work (blocks, or rows each) nor on the layout.
+#[test]
+fn reduced_precision_results_do_not_depend_on_threads_or_layout() {
+    rnn::manual_seed(21);
+    let config = RecurrentConfig::new(rnn::CellKind::Lstm, 32, 48).with_bidirectional(true);
+    let f32_layer = Recurrent::new(config.clone()).unwrap();
+    let bf_layer = Recurrent::new(config.with_batch_first(true)).unwrap();
+    load_state_dict(
+        &bf_layer,
+        &f32_layer
+            .named_parameters()
+            .into_iter()
+            .map(|(k, t)| (k, TensorData::F32(t.to_array())))
+            .collect(),
+        true,
+    )
+    .unwrap();
+    let x = input(&[7, 64, 32]);
+    let x_bf = Tensor::new(
+        x.to_array()
+            .permuted_axes(vec![1, 0, 2])
+            .as_standard_layout()
+            .to_owned(),
+    );
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let (a, b) = (
+            f32_layer.to_precision(precision).unwrap(),
+            bf_layer.to_precision(precision).unwrap(),
+        );
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                no_grad(|| {
+                    let y = a.forward_states(&x, None, None).unwrap().output.to_array();
+                    let y_bf = b
+                        .forward_states(&x_bf, None, None)
+                        .unwrap()
+                        .output
+                        .to_array();
+                    (
+                        y,
+                        y_bf.permuted_axes(vec![1, 0, 2])
+                            .as_standard_layout()
+                            .to_owned(),
+                    )
+                })
+            })
+        };
+        let (one, one_bf) = run(1);
+        let (two, two_bf) = run(2);
+        assert_eq!(one, two, "{precision}: 1 vs 2 threads");
+        assert_eq!(one, one_bf, "{precision}: batch_first");
+        assert_eq!(one, two_bf, "{precision}: batch_first, 2 threads");
+    }
+}

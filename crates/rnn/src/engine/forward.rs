@@ -8,6 +8,10 @@
 //! so that a block can write its part of the new state while others still read the old one.
 //! With `proj_size` a second phase per step computes `h = m W_hr^T` by blocks of output
 //! columns. When the threads take rows each instead, they never meet.
+//!
+//! In reduced precision ([`super::lowp`]) the operands of the products are rounded (bf16) or
+//! quantized (int8) once rather than by every block: `x` before the loop, and `h` in a phase
+//! of its own at the start of each step, its rows split between the blocks.
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 

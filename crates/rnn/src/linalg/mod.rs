@@ -149,13 +149,13 @@ impl Float for f32 {
         self as f64
     }
     fn as_f32<'a>(w: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>> {
-        Some(w.clone())
+        Some(*w)
     }
     fn as_f32_operands<'c, 'a>(
         c: &'c mut ArrayViewMut2<'_, Self>,
         a: &ArrayView2<'a, Self>,
     ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)> {
-        Some((c.view_mut(), a.clone()))
+        Some((c.view_mut(), *a))
     }
 }
 

@@ -49,7 +49,7 @@
 //! let x = Tensor::new(Array3::from_shape_fn((5, 2, 8), |(t, n, i)| ((t + n + i) as f32).sin()).into_dyn());
 //! let (y32, _) = no_grad(|| lstm.forward(&x, None))?;
 //! let int8 = rnn::quantize_dynamic(&lstm)?; // inference only
-//! let (y8, _) = int8.forward(&x, None)?;
+//! let (y8, _) = no_grad(|| int8.forward(&x, None))?; // int8 refuses to record gradients
 //! let (y16, _) = rnn::autocast(Precision::Bf16, || no_grad(|| lstm.forward(&x, None)))?;
 //! let err = |y: &Tensor| (&y.to_array() - &y32.to_array()).iter().fold(0.0f32, |m, v| m.max(v.abs()));
 //! assert!(err(&y8) < 2e-2 && err(&y16) < 1e-2);

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args as ClapArgs, ValueEnum};
 use ndarray::{ArrayD, IxDyn};
-use rnn::{CellKind, Module, Recurrent, RecurrentConfig, Rng, Tensor};
+use rnn::{CellKind, Module, Precision, Recurrent, RecurrentConfig, Rng, Tensor};
 
 /// The workloads of the speed issue: (batch, seq, input, hidden).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,6 +92,10 @@ pub struct Args {
     /// infer or train.
     #[arg(long, value_enum, default_value = "infer")]
     mode: Mode,
+    /// Precision of the products: f32, bf16 (bf16 operands, f32 sums) or int8 (dynamic
+    /// quantization; infer only). Gate math and states stay f32.
+    #[arg(long, value_name = "P", default_value_t = Precision::F32)]
+    precision: Precision,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -152,7 +156,15 @@ pub fn main(args: Args) -> Result<()> {
     rnn::budget::check(bytes, || {
         format!("--batch {batch} x --seq {seq} with --input {input} and --hidden {hidden}: one run")
     })?;
-    let model = Recurrent::with_rng(config.clone(), &mut Rng::new(0))?;
+    if args.mode == Mode::Train && !args.precision.trainable() {
+        bail!(
+            "--precision {} is for inference only: use --mode infer, or --precision bf16 to \
+             train with bf16 forward products",
+            args.precision
+        );
+    }
+    let model =
+        Recurrent::with_rng(config.clone(), &mut Rng::new(0))?.to_precision(args.precision)?;
     let mut rng = Rng::new(1);
     let x = ArrayD::from_shape_simple_fn(IxDyn(&[batch, seq, input]), || rng.uniform(-1.0, 1.0));
 
@@ -226,12 +238,13 @@ pub fn main(args: Args) -> Result<()> {
             "max_ms": times[times.len() - 1], "gflops": gflops, "peak_rss_mb": peak_rss_mb,
             "base_rss_mb": base_rss_mb,
             "parameters": model.num_parameters(), "isa": rnn::linalg::isa().name(),
+            "precision": args.precision.name(), "kernel": args.precision.kernel_name(),
         });
         crate::stdout::line(&line.to_string())?;
     } else {
         crate::stdout::line(&format!(
             "{} {mode} batch {batch} seq {seq}{} input {input} hidden {hidden} layers {} {}threads {threads}: \
-             median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s ({})",
+             median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s ({}, {} products on {})",
             cell.torch_name(),
             if args.packed { " (packed, lengths uniform in 1..=seq)" } else { "" },
             args.layers,
@@ -240,6 +253,8 @@ pub fn main(args: Args) -> Result<()> {
             times[times.len() - 1],
             times.len(),
             rnn::linalg::isa().name(),
+            args.precision,
+            args.precision.kernel_name(),
         ))?;
     }
     Ok(())

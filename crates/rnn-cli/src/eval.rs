@@ -25,6 +25,10 @@ pub struct Args {
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Precision of the products (recurrent layers and the linear head): f32, bf16 or int8.
+    /// Gate math, states and the softmax stay f32.
+    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
+    precision: rnn::Precision,
 }
 
 /// Entry point of `rnn eval`.
@@ -53,7 +57,9 @@ pub fn main(args: Args) -> Result<()> {
             crate::train::plural(tokens.len(), "character")
         );
     }
-    let ev = evaluate(&mut model, &tokens, args.seq_len)?;
+    let ev = rnn::autocast(args.precision, || {
+        evaluate(&mut model, &tokens, args.seq_len)
+    })?;
     if !ev.loss.is_finite() {
         bail!(
             "the loss on {} is {}: the model's logits overflow float32 arithmetic (its weights \

@@ -39,6 +39,10 @@ pub struct Args {
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Precision of the products: f32, bf16 or int8 (inference only: an input file with
+    /// "grad_*" tensors is refused). Gate math and states stay f32.
+    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
+    precision: rnn::Precision,
 }
 
 /// Every key an input file may hold.
@@ -218,6 +222,7 @@ pub fn main(args: Args) -> Result<()> {
         load_model(&args.model)?
     };
     model.set_training(false);
+    let model = model.to_precision(args.precision)?;
     let inputs = Inputs::read(&args.input)?;
     check_memory(&model, &inputs)?;
     let out = run(&model, &inputs).with_context(|| {

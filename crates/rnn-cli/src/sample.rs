@@ -50,6 +50,10 @@ pub struct Args {
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Precision of the products (recurrent layers and the linear head): f32, bf16 or int8.
+    /// Gate math, states and the softmax stay f32.
+    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
+    precision: rnn::Precision,
 }
 
 /// Entry point of `rnn sample`.
@@ -92,25 +96,28 @@ pub fn main(args: Args) -> Result<()> {
         .and_then(|()| out.flush())
         .context(STDOUT)?;
     let mut io_error = None;
-    let result = sample(
-        &mut model,
-        &vocab,
-        &args.prime,
-        args.len,
-        options,
-        &mut rng,
-        |c| {
-            let mut buf = [0u8; 4];
-            let written = out
-                .write_all(c.encode_utf8(&mut buf).as_bytes())
-                .and_then(|()| out.flush());
-            written.map_err(|e| {
-                let err = rnn::Error::io("<stdout>", std::io::Error::new(e.kind(), e.to_string()));
-                io_error = Some(e);
-                err
-            })
-        },
-    );
+    let result = rnn::autocast(args.precision, || {
+        sample(
+            &mut model,
+            &vocab,
+            &args.prime,
+            args.len,
+            options,
+            &mut rng,
+            |c| {
+                let mut buf = [0u8; 4];
+                let written = out
+                    .write_all(c.encode_utf8(&mut buf).as_bytes())
+                    .and_then(|()| out.flush());
+                written.map_err(|e| {
+                    let err =
+                        rnn::Error::io("<stdout>", std::io::Error::new(e.kind(), e.to_string()));
+                    io_error = Some(e);
+                    err
+                })
+            },
+        )
+    });
     if let Some(e) = io_error {
         return Err(anyhow::Error::new(e).context(STDOUT));
     }

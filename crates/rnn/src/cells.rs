@@ -54,6 +54,7 @@ use std::fmt;
 use crate::config::{CellKind, Nonlinearity, RecurrentConfig};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
+use crate::precision::{Precision, ToPrecision};
 use crate::recurrent::Recurrent;
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::Tensor;
@@ -348,6 +349,19 @@ macro_rules! cell_type {
             /// `weight_ih_l0`, ...).
             pub fn inner(&self) -> &Recurrent {
                 &self.0.inner
+            }
+
+            /// A copy of the cell whose products run in `precision`
+            /// ([`Recurrent::to_precision`]).
+            pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+                let inner = self.0.inner.to_precision(precision)?;
+                Ok($name(CellCore { inner }))
+            }
+        }
+
+        impl ToPrecision for $name {
+            fn to_precision(&self, precision: Precision) -> Result<Self> {
+                $name::to_precision(self, precision)
             }
         }
 

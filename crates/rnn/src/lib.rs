@@ -52,7 +52,9 @@ pub mod onnx;
 pub mod ops;
 pub mod optim;
 pub mod packed;
+pub mod precision;
 pub mod pytorch;
+pub mod quantized;
 pub mod recurrent;
 pub mod rng;
 pub mod tensor;
@@ -73,6 +75,7 @@ pub use optim::{
     Adagrad, Adam, AdamW, CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, LrScheduler,
     OneCycleLR, Optimizer, ParamGroup, RMSprop, ReduceLROnPlateau, SequentialLR, Sgd, StepLR,
 };
+pub use precision::{autocast, quantize_dynamic, Precision, ToPrecision};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentOutput, Rnn};
 pub use rng::{manual_seed, Rng};
 pub use tensor::{is_grad_enabled, no_grad, Tensor};

@@ -16,14 +16,16 @@
 
 use std::fmt;
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{Array2, ArrayD, Axis, IxDyn};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, Shape};
+use crate::linalg::{matmul_bf16, matmul_int8, PackedBf16, PackedInt8};
 use crate::module::Module;
 use crate::ops::{as_matrix, mm};
+use crate::precision::{check_int8_width, effective, int8_training_error, Precision, ToPrecision};
 use crate::rng::{with_global_rng, Rng};
-use crate::tensor::{Backward, Tensor};
+use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
 /// The configuration of a [`Linear`] layer: the sizes are required, `bias` defaults to true.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,7 @@ impl LinearConfig {
             config: self.clone(),
             weight: Tensor::parameter(weight),
             bias,
+            precision: Precision::F32,
         })
     }
 }
@@ -94,6 +97,8 @@ pub struct Linear {
     weight: Tensor,
     /// `(out_features,)`, if the layer has a bias.
     bias: Option<Tensor>,
+    /// The precision of the product ([`Linear::to_precision`]).
+    precision: Precision,
 }
 
 impl Linear {
@@ -136,6 +141,7 @@ impl Linear {
             config,
             weight,
             bias,
+            precision: Precision::F32,
         })
     }
 
@@ -154,6 +160,25 @@ impl Linear {
         self.bias.as_ref()
     }
 
+    /// The precision of the product; under [`crate::autocast`] an f32 layer runs in
+    /// autocast's.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// A copy of the layer (sharing its parameters) whose product `x W^T` runs in `precision`
+    /// (the bias is added in f32); int8 is for inference only. The weights are rounded or
+    /// quantized at every call (one pass over `W`, as much as one row of the product).
+    pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            check_int8_width("Linear", self.config.in_features)?;
+        }
+        Ok(Linear {
+            precision,
+            ..self.clone()
+        })
+    }
+
     /// `x W^T + b` for `x` of shape `(..., in_features)` (at least 1-D).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (i, o) = (self.config.in_features, self.config.out_features);
@@ -169,12 +194,34 @@ impl Linear {
             ));
         }
         let rows = xs[..xs.len() - 1].iter().product();
+        let precision = effective(self.precision);
+        let record = is_grad_enabled()
+            && (x.requires_grad()
+                || self.weight.requires_grad()
+                || self.bias.as_ref().is_some_and(Tensor::requires_grad));
+        if record && !precision.trainable() {
+            return Err(int8_training_error("Linear"));
+        }
         let out = {
             let xd = x.data();
             let w = self.weight.data();
             let x2 = as_matrix(&xd, rows, i);
             let w2 = as_matrix(&w, o, i);
-            let mut y = mm(x2.view(), w2.t());
+            let mut y = match precision {
+                Precision::F32 => mm(x2.view(), w2.t()),
+                Precision::Bf16 => {
+                    let mut y = Array2::zeros((rows, o));
+                    let b = PackedBf16::transposed(&w2.view());
+                    matmul_bf16(&mut y.view_mut(), &x2.view(), &b, false);
+                    y
+                }
+                Precision::Int8 => {
+                    let mut y = Array2::zeros((rows, o));
+                    let b = PackedInt8::quantize_transposed(&w2.view());
+                    matmul_int8(&mut y.view_mut(), &x2.view(), &b, false);
+                    y
+                }
+            };
             if let Some(b) = &self.bias {
                 let b = b.data();
                 let b1 = b.view().into_shape_with_order(o).expect("(out,)");
@@ -243,6 +290,12 @@ impl Module for Linear {
             p.push(("bias".to_string(), b.clone()));
         }
         p
+    }
+}
+
+impl ToPrecision for Linear {
+    fn to_precision(&self, precision: Precision) -> Result<Self> {
+        Linear::to_precision(self, precision)
     }
 }
 

@@ -46,7 +46,8 @@ const HOW_TO_WRITE: &str = "write the file with save_file(module.state_dict(), p
     giving the module's constructor arguments (absent ones take PyTorch's defaults)";
 
 /// Reads a model file: builds `Recurrent::new(config)` from the `config` metadata and loads the
-/// tensors into it strictly.
+/// tensors into it strictly. A quantized model file (metadata `precision = "int8"`, see
+/// [`crate::quantized`]) gives an int8 layer running its stored weights.
 ///
 /// Every error is an [`Error::Format`] naming `path`, except an unreadable file, which is an
 /// [`Error::Io`] naming it: a malformed safetensors file, no `config` metadata (the message
@@ -71,6 +72,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Recurrent> {
                 ),
             ));
         }
+    }
+    if crate::quantized::is_quantized_file(&file) {
+        return crate::quantized::load_quantized(&file, path);
     }
     let config = config_of(&file, path)?;
     let mismatch = |config: &RecurrentConfig, e: Error| {

@@ -16,6 +16,7 @@
 //!
 //! `batch_first` changes only how the input and output are read; the states keep their layout.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,8 @@ use crate::engine::cells::params::{layer_params, layer_roles, Init};
 use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
+use crate::precision::{check_int8_width, Precision, ToPrecision};
+use crate::quantized::QuantizedMatrix;
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
@@ -76,6 +79,19 @@ pub struct Recurrent {
     params: Vec<DirParams>,
     training: bool,
     packed: PackCache,
+    /// The precision of the products ([`Recurrent::to_precision`]).
+    precision: Precision,
+    /// Int8 weights as a quantized model file stored them, packed as they are while the
+    /// parameters keep the versions they were loaded at ([`crate::quantized`]).
+    quantized: Option<Arc<StoredQuantized>>,
+}
+
+/// The int8 weight matrices of a quantized model file, by parameter name, with the
+/// parameters' `(id, version)` when they were loaded.
+#[derive(Debug)]
+struct StoredQuantized {
+    key: Vec<(u64, u64)>,
+    matrices: BTreeMap<String, QuantizedMatrix>,
 }
 
 /// The packed weights of the last pass without gradients, with the parameters' identities
@@ -86,6 +102,8 @@ struct PackCache(Arc<Mutex<Option<PackedParams>>>);
 struct PackedParams {
     /// `(id, version)` of every parameter, in [`Module::parameters`] order.
     key: Vec<(u64, u64)>,
+    /// The precision the weights were packed in.
+    precision: Precision,
     dirs: Arc<Vec<engine::PackedDir<f32>>>,
 }
 
@@ -98,16 +116,21 @@ impl PackCache {
     fn get(
         &self,
         params: &[Tensor],
+        precision: Precision,
         pack: impl FnOnce() -> Vec<engine::PackedDir<f32>>,
     ) -> Arc<Vec<engine::PackedDir<f32>>> {
         let key: Vec<(u64, u64)> = params.iter().map(|p| (p.id(), p.version())).collect();
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(kept) = lock().as_ref().filter(|k| k.key == key) {
+        if let Some(kept) = lock()
+            .as_ref()
+            .filter(|k| k.key == key && k.precision == precision)
+        {
             return kept.dirs.clone();
         }
         let dirs = Arc::new(pack());
         *lock() = Some(PackedParams {
             key,
+            precision,
             dirs: dirs.clone(),
         });
         dirs
@@ -201,6 +224,8 @@ impl Recurrent {
             params,
             training: true,
             packed: PackCache::default(),
+            precision: Precision::F32,
+            quantized: None,
         })
     }
 
@@ -212,6 +237,98 @@ impl Recurrent {
     /// Whether the module is in training mode (inter-layer dropout active).
     pub fn is_training(&self) -> bool {
         self.training
+    }
+
+    /// The precision of the layer's products ([`Recurrent::to_precision`]); under
+    /// [`crate::autocast`] an f32 layer runs in autocast's.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The stored int8 weights of a layer loaded from a quantized file, while its parameters
+    /// are unchanged since.
+    pub(crate) fn quantized_weights(&self) -> Option<&BTreeMap<String, QuantizedMatrix>> {
+        let stored = self.quantized.as_ref()?;
+        let key: Vec<(u64, u64)> = self
+            .parameters()
+            .iter()
+            .map(|p| (p.id(), p.version()))
+            .collect();
+        (stored.key == key).then_some(&stored.matrices)
+    }
+
+    /// The int8 layer that runs `matrices` (a quantized file's, whose dequantized values the
+    /// parameters hold) as they are.
+    pub(crate) fn with_quantized_weights(
+        self,
+        matrices: BTreeMap<String, QuantizedMatrix>,
+    ) -> Result<Self> {
+        let mut layer = self.to_precision(Precision::Int8)?;
+        let key = layer
+            .parameters()
+            .iter()
+            .map(|p| (p.id(), p.version()))
+            .collect();
+        layer.quantized = Some(Arc::new(StoredQuantized { key, matrices }));
+        Ok(layer)
+    }
+
+    /// The packing of the stored int8 weights, one per layer and direction.
+    fn pack_stored(
+        &self,
+        matrices: &BTreeMap<String, QuantizedMatrix>,
+        weights: &[DirWeights<'_, f32>],
+    ) -> Vec<engine::PackedDir<f32>> {
+        let c = &self.config;
+        let dirs = c.num_directions();
+        weights
+            .iter()
+            .enumerate()
+            .map(|(idx, w)| {
+                let (layer, d) = (idx / dirs, idx % dirs);
+                let suffix = if d == 1 { "_reverse" } else { "" };
+                let pack = |m: engine::Matrix, rows: &[usize]| {
+                    let prefix = match m {
+                        engine::Matrix::Ih => "weight_ih",
+                        engine::Matrix::Hh => "weight_hh",
+                        engine::Matrix::Hr => "weight_hr",
+                    };
+                    let stored = &matrices[&format!("{prefix}_l{layer}{suffix}")];
+                    let q =
+                        ndarray::Array2::from_shape_fn((rows.len(), stored.q.ncols()), |(r, p)| {
+                            stored.q[[rows[r], p]]
+                        });
+                    let scales: Vec<f32> = rows.iter().map(|&r| stored.scales[r]).collect();
+                    engine::PackedBlock::Int8(crate::linalg::PackedInt8::from_quantized(
+                        &q.t(),
+                        &scales,
+                    ))
+                };
+                engine::PackedDir::with_packer(engine::Cell::of(c), w, &pack)
+            })
+            .collect()
+    }
+
+    /// A copy of the layer whose matrix products run in `precision` (PyTorch's
+    /// `module.to(torch.bfloat16)` for inference, or `quantize_dynamic` for int8); gate math
+    /// and states stay f32. The copy shares the f32 parameters; the weights are rounded or
+    /// quantized when a pass first packs them, and again after they change. Error bounds:
+    /// [`crate::precision`].
+    ///
+    /// Int8 is for inference only: a pass that would record gradients is an error. Bf16
+    /// trains with bf16 forward products and an f32 backward. Errors if int8 cannot hold
+    /// the layer's widths exactly (over [`crate::linalg::INT8_MAX_K`] inputs per output).
+    pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            let c = &self.config;
+            let widest = c.input_size.max(c.hidden_size).max(c.output_size());
+            check_int8_width(self.name(), widest)?;
+        }
+        Ok(Recurrent {
+            packed: PackCache::default(),
+            precision,
+            ..self.clone()
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -383,18 +500,27 @@ impl Recurrent {
         let params = self.parameters();
         inputs.extend(params.iter().cloned());
         let record = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let precision = crate::precision::effective(self.precision);
+        if record && !precision.trainable() {
+            return Err(crate::precision::int8_training_error(self.name()));
+        }
 
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
         let weights = dir_weights(c, &guards);
         // Packed once for as many passes without gradients as run the same weights.
         let packed = if record {
             self.packed.clear();
-            None
+            // bf16 forward products in training; backward runs in f32.
+            (precision != Precision::F32)
+                .then(|| Arc::new(engine::pack_weights(c, &weights, precision)))
         } else {
-            Some(
-                self.packed
-                    .get(&params, || engine::pack_weights(c, &weights)),
-            )
+            let stored = (precision == Precision::Int8)
+                .then(|| self.quantized_weights())
+                .flatten();
+            Some(self.packed.get(&params, precision, || match stored {
+                Some(matrices) => self.pack_stored(matrices, &weights),
+                None => engine::pack_weights(c, &weights, precision),
+            }))
         };
         let packed = packed.as_deref().map(Vec::as_slice);
         // batch_first input as it is: the engine reads its rows batch-major.
@@ -604,6 +730,12 @@ impl Module for Recurrent {
     }
 }
 
+impl ToPrecision for Recurrent {
+    fn to_precision(&self, precision: Precision) -> Result<Self> {
+        Recurrent::to_precision(self, precision)
+    }
+}
+
 impl fmt::Display for Recurrent {
     /// PyTorch's repr, then the parameter count: `LSTM(4, 8, num_layers=2)  # 1000 parameters`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -686,6 +818,18 @@ macro_rules! layer_type {
             /// The shared implementation (configuration, packed input, states).
             pub fn inner(&self) -> &Recurrent {
                 &self.0
+            }
+
+            /// A copy of the layer whose products run in `precision`
+            /// ([`Recurrent::to_precision`]).
+            pub fn to_precision(&self, precision: Precision) -> Result<Self> {
+                self.0.to_precision(precision).map($name)
+            }
+        }
+
+        impl ToPrecision for $name {
+            fn to_precision(&self, precision: Precision) -> Result<Self> {
+                $name::to_precision(self, precision)
             }
         }
 

@@ -320,6 +320,7 @@ fn mutate_values(g: &mut Gen, file: &TensorFile) -> Vec<u8> {
                 }
                 TensorData::F64(a) => TensorData::F32(a.mapv(|v| v as f32)),
                 TensorData::I64(a) => TensorData::F32(a.mapv(|v| v as f32)),
+                TensorData::I8(a) => TensorData::F32(a.mapv(f32::from)),
             },
             _ => match t {
                 TensorData::F32(mut a) => {
@@ -343,6 +344,13 @@ fn mutate_values(g: &mut Gen, file: &TensorFile) -> Vec<u8> {
                             *g.pick(&[0, -1, 1, 3, i64::MAX, i64::MIN, 1 << 40]);
                     }
                     TensorData::I64(a)
+                }
+                TensorData::I8(mut a) => {
+                    if !a.is_empty() {
+                        let i = g.below(a.len());
+                        a.as_slice_mut().unwrap()[i] = *g.pick(&[0, -1, 1, 127, -128]);
+                    }
+                    TensorData::I8(a)
                 }
             },
         };

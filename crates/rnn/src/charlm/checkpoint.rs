@@ -84,6 +84,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<CharLm> {
             ),
         ));
     }
+    if crate::quantized::is_quantized_file(&file) {
+        return Err(crate::quantized::not_a_character_model(path));
+    }
     let Some(json) = file.metadata.get("config") else {
         return Err(Error::format(
             path,

@@ -8,17 +8,21 @@
 //! so that a block can write its part of the new state while others still read the old one.
 //! With `proj_size` a second phase per step computes `h = m W_hr^T` by blocks of output
 //! columns. When the threads take rows each instead, they never meet.
+//!
+//! In reduced precision ([`super::lowp`]) the operands of the products are rounded (bf16) or
+//! quantized (int8) once rather than by every block: `x` before the loop, and `h` in a phase
+//! of its own at the start of each step, its rows split between the blocks.
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use super::blocks::Blocks;
 use super::cells::{forward_block, forward_block_late, Cell, ForwardBlock};
+use super::lowp::Prepared;
 use super::math::Activations;
 use super::packing::{padded_width, PackedDir};
 use super::schedule::{step_rows, time, Sharing};
 use super::views::{Part, Rows, Shared};
 use super::{Batches, DirWeights};
-use crate::linalg::matmul_packed_serial;
 
 /// Steps whose input projection the forward pass computes at once when the threads share each
 /// step by blocks (see [`direction_forward`]): W_ih is then read once per chunk.
@@ -97,7 +101,7 @@ pub(super) fn direction_forward<F: Activations>(
     let packed = match packed {
         Some(p) => p,
         None => {
-            packed_here = PackedDir::new(cell, w);
+            packed_here = PackedDir::new(cell, w, crate::precision::Precision::F32);
             &packed_here
         }
     };
@@ -144,6 +148,35 @@ pub(super) fn direction_forward<F: Activations>(
     let sh_h_prev = Shared::uninit(&mut h_prev);
     let (sh_xw, sh_hw) = (Shared::uninit(&mut xw), Shared::uninit(&mut hw));
     let sh_m = Shared::uninit(&mut m);
+    // Reduced precision: x rounded or quantized once for every block's input projection, and
+    // h once per step (a phase of its own, rows split between the blocks). The row of x at
+    // (t, i) is at `x_row(t, i)` among the prepared rows: time-major.
+    let mut prep_x = Prepared::new(w_ih.first(), rows);
+    let mut prep_h = Prepared::new(w_hh.first(), n);
+    let lowp = prep_x.is_used();
+    let x_row = |t: usize, i: usize| {
+        if batches.is_batch_major() {
+            t * n + i
+        } else {
+            batches.row(t, i)
+        }
+    };
+    if lowp {
+        let sh = prep_x.share();
+        let prepare_step = |t: usize| {
+            if let Some(p) = Part::of_step(batches, t, 0..n) {
+                // SAFETY: each step's rows are its own, prepared by one call.
+                unsafe { sh.prepare(&w_ih[0], x_row(t, 0), &p.of(x)) };
+            }
+        };
+        if rows * x.ncols() >= 1 << 16 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            (0..steps).into_par_iter().for_each(prepare_step);
+        } else {
+            (0..steps).for_each(prepare_step);
+        }
+    }
+    let (sh_prep_x, sh_prep_h) = (prep_x.share(), prep_h.share());
     let sh_c = Shared::new(&mut c);
     let sh_out = Shared::new(&mut out);
 
@@ -177,10 +210,15 @@ pub(super) fn direction_forward<F: Activations>(
             }
         }
     };
-    let phases_per_step = if proj || late { 2 } else { 1 };
+    // Per step: [prepare h (reduced precision)], the products and gate math, [the projection
+    // or the late last gate].
+    let phases_per_step = 1 + usize::from(proj || late) + usize::from(lowp);
     let work = |phase: usize, item: usize, rows: std::ops::Range<usize>| {
         let s = phase / phases_per_step;
-        let Some(part) = Part::of_step(batches, time(batches, reverse, s), rows) else {
+        // 0: prepare h, 1: products and gate math, 2: projection or late last gate.
+        let local = phase % phases_per_step + usize::from(!lowp);
+        let t = time(batches, reverse, s);
+        let Some(part) = Part::of_step(batches, t, rows) else {
             return;
         };
         let (r0, lo, bs) = (part.r0, part.lo, part.len);
@@ -193,7 +231,18 @@ pub(super) fn direction_forward<F: Activations>(
                 m.rows(lo, cols)
             }
         };
-        if phase.is_multiple_of(phases_per_step) {
+        if local == 0 {
+            // This item's share of the part's rows of h.
+            let share = |j: usize| lo + bs * j / nb.max(1);
+            let (a, b) = (share(item), share(item + 1));
+            if item < nb && a < b {
+                // SAFETY: the items prepare disjoint rows of the step; the old state is only
+                // read in this phase.
+                unsafe { sh_prep_h.prepare(&w_hh[0], a, &cur.view(a, b - a, 0..h_out)) };
+            }
+            return;
+        }
+        if local == 1 {
             if item >= nb {
                 return;
             }
@@ -204,10 +253,11 @@ pub(super) fn direction_forward<F: Activations>(
             let xw_row = if chunk == 1 {
                 // SAFETY: this item alone writes the block's columns of these rows of xw.
                 unsafe {
-                    matmul_packed_serial(
+                    sh_prep_x.matmul(
+                        &w_ih[item],
+                        x_row(t, lo),
                         &mut sh_xw.view_mut(lo, bs, cols.clone()),
                         &part.of(x),
-                        &w_ih[item],
                         false,
                     );
                 }
@@ -226,10 +276,11 @@ pub(super) fn direction_forward<F: Activations>(
                             // SAFETY: this item alone writes the block's columns of xw;
                             // the previous chunk's rows are no longer read.
                             unsafe {
-                                matmul_packed_serial(
+                                sh_prep_x.matmul(
+                                    &w_ih[item],
+                                    x_row(t_k, 0),
                                     &mut sh_xw.view_mut(k * n, n, cols.clone()),
                                     &rows_k.of(x),
-                                    &w_ih[item],
                                     false,
                                 );
                             }
@@ -242,10 +293,11 @@ pub(super) fn direction_forward<F: Activations>(
                         // SAFETY: this item alone writes the block's columns of xw; the rows
                         // of the previous chunk are no longer read (their steps are done).
                         unsafe {
-                            matmul_packed_serial(
+                            sh_prep_x.matmul(
+                                &w_ih[item],
+                                chunk_rows.start,
                                 &mut sh_xw.view_mut(0, chunk_rows.len(), cols.clone()),
                                 &x.slice(s![chunk_rows.clone(), ..]),
-                                &w_ih[item],
                                 false,
                             );
                         }
@@ -270,10 +322,11 @@ pub(super) fn direction_forward<F: Activations>(
                 } else {
                     (sh_xw.view_mut(xw_row, bs, hh_cols), true)
                 };
-                matmul_packed_serial(
+                sh_prep_h.matmul(
+                    &w_hh[item],
+                    lo,
                     &mut hw_to,
                     &cur.view(lo, bs, 0..h_out),
-                    &w_hh[item],
                     accumulate,
                 );
                 forward_block(
@@ -346,10 +399,9 @@ pub(super) fn direction_forward<F: Activations>(
             // block's last-gate columns of xw's rows of the step, the block's columns of the
             // new state, of gates, and of the part's output and saved rows.
             unsafe {
-                matmul_packed_serial(
+                packed.w_hh_late[item].matmul_serial(
                     &mut sh_xw.view_mut(xw_row, bs, blocks.gate(item, g, g - 1)),
                     &sh_m.view(lo, bs, 0..hidden),
-                    &packed.w_hh_late[item],
                     true,
                 );
                 forward_block_late(
@@ -384,10 +436,9 @@ pub(super) fn direction_forward<F: Activations>(
             // SAFETY: this item alone writes these columns of the new state; m is complete
             // (previous phase) and only read.
             unsafe {
-                matmul_packed_serial(
+                w_hr[item].matmul_serial(
                     &mut next.view_mut(lo, bs, cols.clone()),
                     &sh_m.view(lo, bs, 0..hidden),
-                    &w_hr[item],
                     false,
                 );
             }

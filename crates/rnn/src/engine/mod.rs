@@ -31,6 +31,7 @@ mod backward;
 mod blocks;
 pub mod cells;
 mod forward;
+mod lowp;
 pub mod math;
 mod packing;
 mod parallel;
@@ -49,8 +50,9 @@ use crate::rng::Rng;
 use backward::{direction_backward, BackwardStates};
 pub use cells::{Cell, Param};
 use forward::{direction_forward, DirPass, DirSaved, ForwardStates};
+pub(crate) use lowp::PackedBlock;
 pub use math::Activations;
-pub(crate) use packing::PackedDir;
+pub(crate) use packing::{Matrix, PackedDir};
 
 /// The packed layout of a batch: how many sequences are active at each step, and the order of
 /// the pass's rows (one per sequence and step) in the input, the output and every per-row
@@ -308,13 +310,15 @@ pub fn forward<F: Activations>(
 }
 
 /// Every layer and direction's weights packed for [`forward_packed`], index layer*D + direction.
+/// The products run in `precision` ([`lowp::PackedBlock`]).
 pub(crate) fn pack_weights<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
+    precision: crate::precision::Precision,
 ) -> Vec<PackedDir<F>> {
     weights
         .iter()
-        .map(|w| PackedDir::new(Cell::of(config), w))
+        .map(|w| PackedDir::new(Cell::of(config), w, precision))
         .collect()
 }
 

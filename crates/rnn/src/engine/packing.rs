@@ -1,15 +1,18 @@
 //! Weights and work buffers laid out for the time loops: the weights of a layer and direction
 //! packed block by block for the per-step products ([`PackedDir`]), and row lengths that keep
-//! the products' operand rows out of each other's cache sets ([`padded_width`]).
+//! the products' operand rows out of each other's cache sets ([`padded_width`]). The blocks are
+//! packed in the layer's precision ([`PackedBlock`]).
 
-use ndarray::{s, Array1, Array2, ArrayView2};
+use ndarray::{s, Array1, Array2};
 
 use super::blocks::{gather, gather_rows, Blocks};
 use super::cells::Cell;
+use super::lowp::PackedBlock;
 use super::math::Activations;
 use super::schedule::weight_bytes;
 use super::DirWeights;
-use crate::linalg::{Float, PackedWeights, PACK_PARALLEL_MIN_BYTES};
+use crate::linalg::{Float, PACK_PARALLEL_MIN_BYTES};
+use crate::precision::Precision;
 
 /// The row length to allocate for a work buffer of `cols` values per row that the products
 /// read as `A` (states, dL/d pre-activations). Rows a multiple of 2 KiB apart put the rows
@@ -66,15 +69,15 @@ pub(crate) struct PackedDir<F> {
     /// The blocks of the state's columns: of `h = m W_hr^T` with a projection, else `blocks`.
     pub(super) out_blocks: Blocks,
     /// `W_ih`'s rows of each block's gate columns, packed.
-    pub(super) w_ih: Vec<PackedWeights<F>>,
+    pub(super) w_ih: Vec<PackedBlock<F>>,
     /// `W_hh`'s rows of each block's gate columns, packed (with a late last gate, of the
     /// other gates only).
-    pub(super) w_hh: Vec<PackedWeights<F>>,
+    pub(super) w_hh: Vec<PackedBlock<F>>,
     /// With a late last gate ([`super::cells::Description::late_last_gate`]): `W_hh`'s rows
     /// of each block's last-gate columns, packed; else empty.
-    pub(super) w_hh_late: Vec<PackedWeights<F>>,
+    pub(super) w_hh_late: Vec<PackedBlock<F>>,
     /// `W_hr`'s rows of each output block, packed; empty without a projection.
-    pub(super) w_hr: Vec<PackedWeights<F>>,
+    pub(super) w_hr: Vec<PackedBlock<F>>,
     /// (G H) the folded biases in block order.
     pub(super) bias: Vec<F>,
     /// (H) the step bias ([`super::cells::Description::step_bias`]), in unit order.
@@ -96,30 +99,54 @@ pub(super) fn blocked_unit_weights<F: Copy>(
     }
 }
 
+/// The weight matrices of a layer and direction that the forward pass multiplies by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Matrix {
+    /// `weight_ih` (G H, I).
+    Ih,
+    /// `weight_hh` (G H, H_out).
+    Hh,
+    /// `weight_hr` (H_out, H), with a projection.
+    Hr,
+}
+
 impl<F: Activations> PackedDir<F> {
-    /// Packs the weights `w` of a `cell` layer and direction.
-    pub(crate) fn new(cell: Cell, w: &DirWeights<'_, F>) -> Self {
+    /// Packs the weights `w` of a `cell` layer and direction, the products' operands in
+    /// `precision` ([`PackedBlock`]).
+    pub(crate) fn new(cell: Cell, w: &DirWeights<'_, F>, precision: Precision) -> Self {
+        Self::with_packer(cell, w, &|m: Matrix, rows: &[usize]| {
+            let matrix = match m {
+                Matrix::Ih => &w.w_ih,
+                Matrix::Hh => &w.w_hh,
+                Matrix::Hr => w.w_hr.as_ref().expect("a projection"),
+            };
+            PackedBlock::transposed(&gather_rows(matrix, rows).view(), precision)
+        })
+    }
+
+    /// Packs the weights `w` of a `cell` layer and direction with `pack(matrix, rows)`, which
+    /// packs `matrix[rows]^T` (the weights `w` give the shapes and the biases): a quantized
+    /// model file packs its stored int8 rows rather than quantizing `w` again.
+    pub(crate) fn with_packer(
+        cell: Cell,
+        w: &DirWeights<'_, F>,
+        pack: &(dyn Fn(Matrix, &[usize]) -> PackedBlock<F> + Sync),
+    ) -> Self {
         let desc = cell.description();
         let g = desc.gates();
         let gh = w.w_ih.nrows();
         let hidden = gh / g;
         let blocks = Blocks::new(g, hidden);
         let order = blocks.order(g);
-        let pack_block = |m: &ArrayView2<'_, F>, b: usize| {
-            PackedWeights::transposed(&gather_rows(m, &order[blocks.columns(b, g)]).view())
-        };
+        let pack_block = |m: Matrix, b: usize| pack(m, &order[blocks.columns(b, g)]);
         // With a late last gate, the block's W_hh rows of the other gates (phase one), and of
         // the last gate (phase two).
         let pack_early = |b: usize| {
             let cols = blocks.columns(b, g);
             let early = cols.start..blocks.gate(b, g, g - 1).start;
-            PackedWeights::transposed(&gather_rows(&w.w_hh, &order[early]).view())
+            pack(Matrix::Hh, &order[early])
         };
-        let pack_late = |b: usize| {
-            PackedWeights::transposed(
-                &gather_rows(&w.w_hh, &order[blocks.gate(b, g, g - 1)]).view(),
-            )
-        };
+        let pack_late = |b: usize| pack(Matrix::Hh, &order[blocks.gate(b, g, g - 1)]);
         let bias = match (&w.b_ih, &w.b_hh) {
             (Some(b_ih), Some(b_hh)) => {
                 let folded = Array1::from(desc.fold_biases(&b_ih.to_vec(), &b_hh.to_vec()));
@@ -130,10 +157,10 @@ impl<F: Activations> PackedDir<F> {
         let b_hh = w.b_hh.as_ref().map(|b| b.to_vec());
         let step_bias = desc.step_bias(b_hh.as_deref(), hidden);
         let (out_blocks, w_hr) = match &w.w_hr {
-            Some(w_hr) => {
+            Some(_) => {
                 let out_blocks = Blocks::new(1, w.w_hh.ncols());
                 let packed = per_block(w, out_blocks.count(), &|b| {
-                    PackedWeights::transposed(&w_hr.slice(s![out_blocks.units(b), ..]))
+                    pack(Matrix::Hr, &out_blocks.units(b).collect::<Vec<_>>())
                 });
                 (out_blocks, packed)
             }
@@ -141,11 +168,11 @@ impl<F: Activations> PackedDir<F> {
         };
         PackedDir {
             unit_weights: blocked_unit_weights(cell, w, &blocks),
-            w_ih: per_block(w, blocks.count(), &|b| pack_block(&w.w_ih, b)),
+            w_ih: per_block(w, blocks.count(), &|b| pack_block(Matrix::Ih, b)),
             w_hh: if desc.late_last_gate {
                 per_block(w, blocks.count(), &pack_early)
             } else {
-                per_block(w, blocks.count(), &|b| pack_block(&w.w_hh, b))
+                per_block(w, blocks.count(), &|b| pack_block(Matrix::Hh, b))
             },
             w_hh_late: if desc.late_last_gate {
                 per_block(w, blocks.count(), &pack_late)

@@ -132,10 +132,11 @@ pub(super) fn decode(
         Dtype::I32 => TensorData::I64(array(name, shape, data, |b| {
             i64::from(i32::from_le_bytes(b))
         })?),
+        Dtype::I8 => TensorData::I8(array(name, shape, data, i8::from_le_bytes)?),
         other => {
             return Err(format!(
                 "tensor \"{name}\" has dtype {other}, which is not supported \
-                 (supported: F32, F64, F16, BF16, I64, I32)"
+                 (supported: F32, F64, F16, BF16, I64, I32, I8)"
             ))
         }
     })

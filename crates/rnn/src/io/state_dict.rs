@@ -69,7 +69,7 @@ pub fn load_state_dict(
         let Some(data) = tensors.get(name) else {
             continue;
         };
-        if let TensorData::I64(_) = data {
+        if let TensorData::I64(_) | TensorData::I8(_) = data {
             problems.push(format!(
                 "dtype mismatch for {name}: copying a param of dtype {} from checkpoint, \
                  the parameter in current model is floating point (F32).",
@@ -151,7 +151,7 @@ pub fn check_state_dict(
         let Some(data) = tensors.get(name) else {
             continue;
         };
-        if let TensorData::I64(_) = data {
+        if let TensorData::I64(_) | TensorData::I8(_) = data {
             problems.push(format!(
                 "dtype mismatch for {name}: copying a param of dtype {} from checkpoint, \
                  the parameter in current model is floating point (F32).",

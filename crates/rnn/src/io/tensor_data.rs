@@ -1,4 +1,4 @@
-//! [`TensorData`]: one tensor of a safetensors file, as f32, f64 or i64, with the casts
+//! [`TensorData`]: one tensor of a safetensors file, as f32, f64, i64 or i8, with the casts
 //! between them and the little-endian bytes it is written as.
 
 use ndarray::ArrayD;
@@ -17,6 +17,9 @@ pub enum TensorData {
     F64(ArrayD<f64>),
     /// `torch.int64` (also `int32`, widened on reading).
     I64(ArrayD<i64>),
+    /// `torch.int8`: the quantized weights of an int8 model file
+    /// ([`crate::quantized`]).
+    I8(ArrayD<i8>),
 }
 
 impl TensorData {
@@ -26,15 +29,17 @@ impl TensorData {
             TensorData::F32(a) => a.shape(),
             TensorData::F64(a) => a.shape(),
             TensorData::I64(a) => a.shape(),
+            TensorData::I8(a) => a.shape(),
         }
     }
 
-    /// The safetensors dtype name: `"F32"`, `"F64"` or `"I64"`.
+    /// The safetensors dtype name: `"F32"`, `"F64"`, `"I64"` or `"I8"`.
     pub fn dtype(&self) -> &'static str {
         match self {
             TensorData::F32(_) => "F32",
             TensorData::F64(_) => "F64",
             TensorData::I64(_) => "I64",
+            TensorData::I8(_) => "I8",
         }
     }
 
@@ -45,6 +50,7 @@ impl TensorData {
             TensorData::F32(a) => a.clone(),
             TensorData::F64(a) => a.mapv(|v| v as f32),
             TensorData::I64(a) => a.mapv(|v| v as f32),
+            TensorData::I8(a) => a.mapv(f32::from),
         }
     }
 
@@ -54,6 +60,7 @@ impl TensorData {
             TensorData::F32(a) => a.mapv(f64::from),
             TensorData::F64(a) => a.clone(),
             TensorData::I64(a) => a.mapv(|v| v as f64),
+            TensorData::I8(a) => a.mapv(f64::from),
         }
     }
 
@@ -62,6 +69,7 @@ impl TensorData {
     pub fn to_i64(&self, key: &str) -> Result<ArrayD<i64>> {
         match self {
             TensorData::I64(a) => Ok(a.clone()),
+            TensorData::I8(a) => Ok(a.mapv(i64::from)),
             other => Err(Error::Invalid(format!(
                 "tensor \"{key}\" has dtype {}, expected an integer tensor (I64 or I32)",
                 other.dtype()
@@ -87,6 +95,9 @@ impl TensorData {
             TensorData::I64(a) => a
                 .iter()
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            TensorData::I8(a) => a
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         }
         out
     }
@@ -101,6 +112,12 @@ impl From<ArrayD<f32>> for TensorData {
 impl From<ArrayD<f64>> for TensorData {
     fn from(a: ArrayD<f64>) -> Self {
         TensorData::F64(a)
+    }
+}
+
+impl From<ArrayD<i8>> for TensorData {
+    fn from(a: ArrayD<i8>) -> Self {
+        TensorData::I8(a)
     }
 }
 

@@ -279,6 +279,44 @@ pub(crate) fn matmul_bf16_with(
     lowp::run(&prod, threads, min_work, c.view_mut(), a.view(), accumulate);
 }
 
+/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
+/// CPU's kernel.
+pub(crate) fn prepared_len(b: &PackedBf16) -> usize {
+    Bf16Product { b, kind: kind() }.a_len()
+}
+
+/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
+/// ([`matmul_bf16_prepared`]): `buf` holds rows [`prepared_len`] apart.
+pub(crate) fn prepare_rows_bf16(
+    b: &PackedBf16,
+    a: &ArrayView2<'_, f32>,
+    buf: &mut [u32],
+    info: &mut [()],
+) {
+    assert_eq!(a.ncols(), b.k(), "prepare_rows_bf16: inner dimension");
+    Bf16Product { b, kind: kind() }.prepare(a.view(), buf, info);
+}
+
+/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows_bf16`]
+/// (`c.nrows()` of them): the same bits as [`matmul_bf16`].
+pub(crate) fn matmul_bf16_prepared(
+    c: &mut ArrayViewMut2<'_, f32>,
+    buf: &[u32],
+    info: &[()],
+    b: &PackedBf16,
+    accumulate: bool,
+) {
+    assert_eq!(c.ncols(), b.n(), "matmul_bf16_prepared: output shape");
+    let prod = Bf16Product { b, kind: kind() };
+    if b.k() == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    lowp::serial_prepared(&prod, c.view_mut(), buf, info, accumulate);
+}
+
 /// A bf16 product for the driver: `A` rows rounded to bf16 (pairs, or widened to f32).
 struct Bf16Product<'b> {
     b: &'b PackedBf16,

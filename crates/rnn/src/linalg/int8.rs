@@ -80,12 +80,27 @@ pub struct RowQuant {
 /// Quantizes `row` to u8 into `out` (same length) and returns its scale and zero point.
 pub fn quantize_row(row: &[f32], out: &mut [u8]) -> RowQuant {
     assert_eq!(row.len(), out.len(), "quantize_row: lengths differ");
-    let (mut lo, mut hi, mut bad) = (0.0f32, 0.0f32, 0.0f32);
-    for &x in row {
-        lo = lo.min(x);
-        hi = hi.max(x);
-        bad += x * 0.0; // NaN for a NaN or an infinity
+    // 16 independent lanes (min, max and the NaN test are exact whatever the order), so
+    // that the loop vectorises instead of waiting on one chain per value.
+    const L: usize = 16;
+    let (mut lo_l, mut hi_l, mut bad_l) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    let chunks = row.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..L {
+            lo_l[j] = lo_l[j].min(c[j]);
+            hi_l[j] = hi_l[j].max(c[j]);
+            bad_l[j] += c[j] * 0.0; // NaN for a NaN or an infinity
+        }
     }
+    for (j, &x) in tail.iter().enumerate() {
+        lo_l[j] = lo_l[j].min(x);
+        hi_l[j] = hi_l[j].max(x);
+        bad_l[j] += x * 0.0;
+    }
+    let lo = lo_l.iter().fold(0.0f32, |m, &v| m.min(v));
+    let hi = hi_l.iter().fold(0.0f32, |m, &v| m.max(v));
+    let bad: f32 = bad_l.iter().sum();
     if hi == lo || bad.is_nan() {
         out.fill(0);
         let scale = if bad.is_nan() { f32::NAN } else { 0.0 };
@@ -132,33 +147,8 @@ impl PackedInt8 {
     /// Quantizes and packs `b` (k, n), one scale per column; any strides. Panics if `k` is
     /// over [`INT8_MAX_K`].
     pub fn quantize(b: &ArrayView2<'_, f32>) -> Self {
-        let (k, n) = b.dim();
-        let scales: Vec<f32> = b
-            .columns()
-            .into_iter()
-            .map(|col| {
-                let max = col.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
-                let bad = col.iter().fold(0.0f32, |s, &x| s + x * 0.0);
-                if bad.is_nan() {
-                    f32::NAN
-                } else {
-                    max / 127.0
-                }
-            })
-            .collect();
-        let q = |kk: usize, j: usize| -> i8 {
-            let s = scales[j];
-            if s > 0.0 {
-                (b[[kk, j]] / s).round().clamp(-127.0, 127.0) as i8
-            } else {
-                0
-            }
-        };
-        let mut q_b = ndarray::Array2::<i8>::zeros((k, n));
-        for ((kk, j), v) in q_b.indexed_iter_mut() {
-            *v = q(kk, j);
-        }
-        Self::from_quantized(&q_b.view(), &scales)
+        let (q, scales) = quantize_rows(&b.t());
+        Self::from_quantized(&q.t(), &scales)
     }
 
     /// Quantizes and packs `w.t()` for `w` (n, k) in PyTorch's (out, in) layout, one scale per
@@ -214,6 +204,35 @@ impl PackedInt8 {
     pub fn bytes(&self) -> usize {
         self.panels.bytes()
     }
+}
+
+/// Quantizes each row of `w` (n, k) symmetric to s8 with its own scale (module docs):
+/// `s_j = max_p |w[j, p]| / 127`, `q[j, p] = round(w[j, p] / s_j)` (0 for a zero row; a NaN
+/// scale for a row with a NaN or an infinity). What [`PackedInt8::quantize_transposed`]
+/// packs, and what a quantized model file stores.
+pub fn quantize_rows(w: &ArrayView2<'_, f32>) -> (ndarray::Array2<i8>, Vec<f32>) {
+    let scales: Vec<f32> = w
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let max = row.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+            let bad = row.iter().fold(0.0f32, |s, &x| s + x * 0.0);
+            if bad.is_nan() {
+                f32::NAN
+            } else {
+                max / 127.0
+            }
+        })
+        .collect();
+    let q = ndarray::Array2::from_shape_fn(w.dim(), |(j, p)| {
+        let s = scales[j];
+        if s > 0.0 {
+            (w[[j, p]] / s).round().clamp(-127.0, 127.0) as i8
+        } else {
+            0
+        }
+    });
+    (q, scales)
 }
 
 /// The int8 kernels, by instruction set.
@@ -332,6 +351,44 @@ pub(crate) fn matmul_int8_with(
     assert_eq!(c.dim(), (m, b.n()), "matmul_int8: output shape");
     let prod = Int8Product { b, kind };
     lowp::run(&prod, threads, min_work, c.view_mut(), a.view(), accumulate);
+}
+
+/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
+/// CPU's kernel.
+pub(crate) fn prepared_len(b: &PackedInt8) -> usize {
+    Int8Product { b, kind: kind() }.a_len()
+}
+
+/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
+/// ([`matmul_int8_prepared`]): `buf` holds rows [`prepared_len`] apart.
+pub(crate) fn prepare_rows_int8(
+    b: &PackedInt8,
+    a: &ArrayView2<'_, f32>,
+    buf: &mut [u8],
+    info: &mut [RowQuant],
+) {
+    assert_eq!(a.ncols(), b.k(), "prepare_rows_int8: inner dimension");
+    Int8Product { b, kind: kind() }.prepare(a.view(), buf, info);
+}
+
+/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows_int8`]
+/// (`c.nrows()` of them): the same bits as [`matmul_int8`].
+pub(crate) fn matmul_int8_prepared(
+    c: &mut ArrayViewMut2<'_, f32>,
+    buf: &[u8],
+    info: &[RowQuant],
+    b: &PackedInt8,
+    accumulate: bool,
+) {
+    assert_eq!(c.ncols(), b.n(), "matmul_int8_prepared: output shape");
+    let prod = Int8Product { b, kind: kind() };
+    if b.k() == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    lowp::serial_prepared(&prod, c.view_mut(), buf, info, accumulate);
 }
 
 /// An int8 product for the driver: `A` rows quantized to u8 (or widened to i16).

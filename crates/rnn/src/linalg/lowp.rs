@@ -232,15 +232,11 @@ fn serial<P: Product>(
     p0: usize,
     accumulate: bool,
 ) {
-    let (m, n) = c.dim();
-    let (rsc, csc) = (c.strides()[0], c.strides()[1]);
-    let c_ptr = c.as_mut_ptr();
+    let m = c.nrows();
     let lda = prod.a_len();
     let mc_max = MC.min(m);
     let mut buf = vec![P::AElem::default(); mc_max * lda];
     let mut info = vec![P::RowInfo::default(); mc_max];
-    let panels = n.div_ceil(NRL);
-    let mr = prod.mr();
     for m0 in (0..m).step_by(MC) {
         let mc = MC.min(m - m0);
         prod.prepare(
@@ -248,30 +244,76 @@ fn serial<P: Product>(
             &mut buf[..mc * lda],
             &mut info[..mc],
         );
-        let group = if mc == 1 { prod.one_row_panels() } else { 1 };
-        for p in (0..panels).step_by(group) {
-            let g = group.min(panels - p);
-            let cols = (n - p * NRL).min(g * NRL);
-            for r0 in (0..mc).step_by(mr) {
-                let rows = mr.min(mc - r0);
-                // SAFETY: rows `r0..r0 + rows` of the prepared block, panels `p0 + p..+g`
-                // of `B` (the caller's share), and the matching tile of `c`, borrowed
-                // mutably so that it aliases neither.
-                unsafe {
-                    prod.tile(
-                        rows,
-                        g,
-                        buf.as_ptr().add(r0 * lda),
-                        info.as_ptr().add(r0),
-                        p0 + p,
-                        c_ptr.offset((m0 + r0) as isize * rsc + (p * NRL) as isize * csc),
-                        rsc,
-                        csc,
-                        cols,
-                        accumulate,
-                    )
-                };
-            }
+        tiles(
+            prod,
+            c.slice_mut(ndarray::s![m0..m0 + mc, ..]),
+            &buf[..mc * lda],
+            &info[..mc],
+            p0,
+            accumulate,
+        );
+    }
+}
+
+/// `C (+)= A B` on this thread for rows of `A` already prepared: `buf` holds `c.nrows()`
+/// rows [`Product::a_len`] apart, `info` their infos.
+pub(crate) fn serial_prepared<P: Product>(
+    prod: &P,
+    c: ArrayViewMut2<'_, f32>,
+    buf: &[P::AElem],
+    info: &[P::RowInfo],
+    accumulate: bool,
+) {
+    let m = c.nrows();
+    assert!(
+        buf.len() >= m * prod.a_len() && info.len() >= m,
+        "prepared rows"
+    );
+    if m == 0 || c.ncols() == 0 {
+        return;
+    }
+    tiles(prod, c, buf, info, 0, accumulate);
+}
+
+/// The tiles of `c` from prepared rows (`buf`, `info`: `c.nrows()` of them) and panels
+/// `p0..` of `B`.
+fn tiles<P: Product>(
+    prod: &P,
+    mut c: ArrayViewMut2<'_, f32>,
+    buf: &[P::AElem],
+    info: &[P::RowInfo],
+    p0: usize,
+    accumulate: bool,
+) {
+    let (mc, n) = c.dim();
+    let (rsc, csc) = (c.strides()[0], c.strides()[1]);
+    let c_ptr = c.as_mut_ptr();
+    let lda = prod.a_len();
+    let panels = n.div_ceil(NRL);
+    let mr = prod.mr();
+    let group = if mc == 1 { prod.one_row_panels() } else { 1 };
+    for p in (0..panels).step_by(group) {
+        let g = group.min(panels - p);
+        let cols = (n - p * NRL).min(g * NRL);
+        for r0 in (0..mc).step_by(mr) {
+            let rows = mr.min(mc - r0);
+            // SAFETY: rows `r0..r0 + rows` of the prepared block (checked by the callers),
+            // panels `p0 + p..+g` of `B` (the caller's share), and the matching tile of `c`,
+            // borrowed mutably so that it aliases neither.
+            unsafe {
+                prod.tile(
+                    rows,
+                    g,
+                    buf.as_ptr().add(r0 * lda),
+                    info.as_ptr().add(r0),
+                    p0 + p,
+                    c_ptr.offset(r0 as isize * rsc + (p * NRL) as isize * csc),
+                    rsc,
+                    csc,
+                    cols,
+                    accumulate,
+                )
+            };
         }
     }
 }

@@ -62,7 +62,9 @@ use std::fmt::Debug;
 use ndarray::{ArrayView2, ArrayViewMut2, LinalgScalar};
 
 pub use bf16::{bf16_bits, bf16_kernel_name, matmul_bf16, round_bf16, PackedBf16};
-pub use int8::{int8_kernel_name, matmul_int8, quantize_row, PackedInt8, RowQuant, INT8_MAX_K};
+pub use int8::{
+    int8_kernel_name, matmul_int8, quantize_row, quantize_rows, PackedInt8, RowQuant, INT8_MAX_K,
+};
 pub use lowp::NRL as PANEL_WIDTH_LOWP;
 pub(crate) use packed::PACK_PARALLEL_MIN_BYTES;
 pub use packed::{matmul_packed, parallel_min_work, set_parallel_min_work, PackedWeights};
@@ -80,6 +82,26 @@ pub(crate) fn matmul_packed_serial<F: Float>(
     accumulate: bool,
 ) {
     packed::matmul_packed_with(&kernel::kernels(), 1, usize::MAX, c, a, b, accumulate);
+}
+
+/// [`matmul_bf16`] on the calling thread only (the engine's unit blocks).
+pub(crate) fn matmul_bf16_serial(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &PackedBf16,
+    accumulate: bool,
+) {
+    bf16::matmul_bf16_with(bf16::kind(), 1, usize::MAX, c, a, b, accumulate);
+}
+
+/// [`matmul_int8`] on the calling thread only (the engine's unit blocks).
+pub(crate) fn matmul_int8_serial(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &PackedInt8,
+    accumulate: bool,
+) {
+    int8::matmul_int8_with(int8::kind(), 1, usize::MAX, c, a, b, accumulate);
 }
 
 /// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx512"`, `"avx2"` or
@@ -107,6 +129,16 @@ pub trait Float:
     fn from_f64(v: f64) -> Self;
     /// Converts to f64.
     fn to_f64(self) -> f64;
+    /// `w` as an f32 view when `Self` is f32 (the weights of the reduced-precision
+    /// products), else `None`.
+    fn as_f32<'a>(w: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>>;
+    /// `c` and `a` as f32 views when `Self` is f32 (the operands of the reduced-precision
+    /// products), else `None`.
+    #[allow(clippy::type_complexity)]
+    fn as_f32_operands<'c, 'a>(
+        c: &'c mut ArrayViewMut2<'_, Self>,
+        a: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)>;
 }
 
 impl Float for f32 {
@@ -116,6 +148,15 @@ impl Float for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn as_f32<'a>(w: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>> {
+        Some(*w)
+    }
+    fn as_f32_operands<'c, 'a>(
+        c: &'c mut ArrayViewMut2<'_, Self>,
+        a: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)> {
+        Some((c.view_mut(), *a))
+    }
 }
 
 impl Float for f64 {
@@ -124,6 +165,15 @@ impl Float for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn as_f32<'a>(_: &ArrayView2<'a, Self>) -> Option<ArrayView2<'a, f32>> {
+        None
+    }
+    fn as_f32_operands<'c, 'a>(
+        _: &'c mut ArrayViewMut2<'_, Self>,
+        _: &ArrayView2<'a, Self>,
+    ) -> Option<(ArrayViewMut2<'c, f32>, ArrayView2<'a, f32>)> {
+        None
     }
 }
 

@@ -1,0 +1,127 @@
+//! `--precision` and `rnn quantize` through the built binary: a quantized model file runs
+//! within the int8 bound of PyTorch's numbers (`crates/rnn/tests/fixtures/cli/`), bf16 within
+//! its bound, `rnn bench` reports the precision and kernel, and misuse is a clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{rnn, TempDir};
+use rnn::io::TensorFile;
+
+fn fixture(case: &str, kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rnn/tests/fixtures/cli")
+        .join(format!("{case}.{kind}.safetensors"))
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The fixture's input without upstream gradients (int8 runs inference only).
+fn inference_input(case: &str, dir: &TempDir) -> String {
+    let mut f = TensorFile::read(fixture(case, "input")).unwrap();
+    f.tensors.retain(|k, _| !k.starts_with("grad"));
+    let path = dir.arg(&format!("{case}.input.safetensors"));
+    f.write(&path).unwrap();
+    path
+}
+
+fn worst(actual: &str, case: &str) -> f32 {
+    let got = TensorFile::read(actual).unwrap();
+    let want = TensorFile::read(fixture(case, "expected")).unwrap();
+    let (g, w) = (got.f32("output").unwrap(), want.f32("output").unwrap());
+    g.iter()
+        .zip(w.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+}
+
+#[test]
+fn quantized_and_bf16_runs_stay_within_their_bounds() {
+    let dir = TempDir::new("precision");
+    for case in ["lstm_bi_proj", "gru_packed_bi", "gru_h0"] {
+        let model = fixture(case, "model").display().to_string();
+        let input = inference_input(case, &dir);
+        let q = dir.arg(&format!("{case}.int8.safetensors"));
+        let o = rnn(&["quantize", &model, "--out", &q]);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let again = rnn(&["quantize", &model, "--out", &q]);
+        assert!(!again.status.success() && stderr(&again).contains("--force"));
+        let out = dir.arg(&format!("{case}.int8.out.safetensors"));
+        let o = rnn(&["run", "--model", &q, "--input", &input, "--output", &out]);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let e8 = worst(&out, case);
+        let out16 = dir.arg(&format!("{case}.bf16.out.safetensors"));
+        let o = rnn(&[
+            "run",
+            "--model",
+            &model,
+            "--input",
+            &input,
+            "--output",
+            &out16,
+            "--precision",
+            "bf16",
+        ]);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let e16 = worst(&out16, case);
+        assert!(e8 > 1e-6 && e8 < 3e-2, "{case}: int8 {e8}");
+        assert!(e16 > 1e-6 && e16 < 2e-2, "{case}: bf16 {e16}");
+    }
+}
+
+#[test]
+fn int8_gradients_and_bad_names_are_clear_errors() {
+    let dir = TempDir::new("precision-errors");
+    let model = fixture("lstm_bi_proj", "model").display().to_string();
+    let input = fixture("lstm_bi_proj", "input").display().to_string();
+    let out = dir.arg("out.safetensors");
+    let o = rnn(&[
+        "run",
+        "--model",
+        &model,
+        "--input",
+        &input,
+        "--output",
+        &out,
+        "--precision",
+        "int8",
+    ]);
+    let has_grads = TensorFile::read(&input).unwrap().contains("grad_output");
+    if has_grads {
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("inference only"), "{}", stderr(&o));
+    }
+    let o = rnn(&["bench", "--precision", "fp4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("f32, bf16, int8"), "{}", stderr(&o));
+    let o = rnn(&["bench", "--precision", "int8", "--mode", "train"]);
+    assert!(!o.status.success() && stderr(&o).contains("inference only"));
+    let o = rnn(&["sample", "--model", &model, "--precision", "int8"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn bench_reports_the_precision_and_its_kernel() {
+    for p in ["f32", "bf16", "int8"] {
+        let o = rnn(&[
+            "bench",
+            "--preset",
+            "seed",
+            "--precision",
+            p,
+            "--json",
+            "--warmup",
+            "0",
+            "--min-reps",
+            "1",
+            "--min-time",
+            "0",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["precision"], p);
+        assert!(v["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    }
+}

@@ -161,7 +161,7 @@ impl Batches {
 }
 
 /// The parameters of one layer and direction, in PyTorch's layout.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DirWeights<'a, F> {
     /// `weight_ih` (G*H, I).
     pub w_ih: ArrayView2<'a, F>,
@@ -173,8 +173,10 @@ pub struct DirWeights<'a, F> {
     pub b_hh: Option<ArrayView1<'a, F>>,
     /// `weight_hr` (H_out, H), LSTM with `proj_size` only.
     pub w_hr: Option<ArrayView2<'a, F>>,
-    /// `weight_ph` (3 H), LSTM with `peephole` only: `[p_i; p_f; p_o]`.
-    pub w_ph: Option<ArrayView1<'a, F>>,
+    /// The cell's per-unit parameters ([`Param::unit_width`]) by role, in `state_dict` order
+    /// (the peephole LSTM's `weight_ph`; the layer-normalised LSTM's gains and shift); empty
+    /// for none.
+    pub per_unit: Vec<(Param, ArrayView1<'a, F>)>,
 }
 
 /// Gradients of one layer and direction, same shapes as [`DirWeights`].
@@ -190,8 +192,8 @@ pub struct DirGrads<F> {
     pub b_hh: Option<Array1<F>>,
     /// d `weight_hr`.
     pub w_hr: Option<Array2<F>>,
-    /// d `weight_ph`.
-    pub w_ph: Option<Array1<F>>,
+    /// d of the per-unit parameters, by role, in the order of [`DirWeights::per_unit`].
+    pub per_unit: Vec<(Param, Array1<F>)>,
 }
 
 impl<'a, F> DirWeights<'a, F> {
@@ -203,7 +205,7 @@ impl<'a, F> DirWeights<'a, F> {
     /// missing: the layers build these lists from the description.
     pub fn from_params(params: impl IntoIterator<Item = (Param, ArrayViewD<'a, F>)>) -> Self {
         let (mut w_ih, mut w_hh, mut b_ih, mut b_hh) = (None, None, None, None);
-        let (mut w_hr, mut w_ph) = (None, None);
+        let (mut w_hr, mut per_unit) = (None, Vec::new());
         let two = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix2>().expect("a 2-D weight");
         let one = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix1>().expect("a 1-D bias");
         for (param, view) in params {
@@ -213,7 +215,7 @@ impl<'a, F> DirWeights<'a, F> {
                 Param::BiasIh => b_ih = Some(one(view)),
                 Param::BiasHh => b_hh = Some(one(view)),
                 Param::WeightHr => w_hr = Some(two(view)),
-                Param::WeightPh => w_ph = Some(one(view)),
+                _ => per_unit.push((param, one(view))),
             }
         }
         DirWeights {
@@ -222,7 +224,7 @@ impl<'a, F> DirWeights<'a, F> {
             b_ih,
             b_hh,
             w_hr,
-            w_ph,
+            per_unit,
         }
     }
 }
@@ -242,7 +244,10 @@ impl<F: Float> DirGrads<F> {
             Param::BiasIh => self.b_ih.take().map(|a| a.into_dyn()),
             Param::BiasHh => self.b_hh.take().map(|a| a.into_dyn()),
             Param::WeightHr => self.w_hr.take().map(|a| a.into_dyn()),
-            Param::WeightPh => self.w_ph.take().map(|a| a.into_dyn()),
+            _ => {
+                let k = self.per_unit.iter().position(|(p, _)| *p == param)?;
+                Some(self.per_unit.remove(k).1.into_dyn())
+            }
         }
     }
 }

@@ -415,8 +415,11 @@ impl RecurrentConfig {
         let u = |v: usize| u64::try_from(v).ok();
         let g = u(self.cell.gates())?;
         let h = u(self.hidden_size)?;
+        // A layer-normalised LSTM keeps 18 H more per vector: both products and c' (9 H)
+        // forward, its row gradients and dL/d(h W_hh^T) (9 H) backward.
+        let extra = if self.layer_norm { 18 } else { 0 };
         let per_dir = g
-            .checked_add(2)?
+            .checked_add(2 + extra)?
             .checked_mul(h)?
             .checked_add(u(self.state_size())?)?;
         let per_layer = per_dir.checked_mul(u(self.num_directions())?)?;

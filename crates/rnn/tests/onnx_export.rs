@@ -153,6 +153,7 @@ fn a_character_model_exports_and_is_not_mistaken_for_a_stack() {
             hidden_size: 5,
             num_layers: 2,
             dropout: 0.0,
+            layer_norm: false,
         })
         .unwrap();
         let vocab = Vocab::from_text("abcde\n").unwrap();

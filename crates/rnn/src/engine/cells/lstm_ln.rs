@@ -42,23 +42,27 @@ use crate::linalg::Float;
 /// `torch.nn.LayerNorm`'s default epsilon.
 const EPS: f64 = 1e-5;
 
-/// Partial sums kept apart in [`sum_by`], so that the loop vectorises.
+/// Partial sums kept apart in [`sum_of`], so that the loops vectorise.
 const LANES: usize = 16;
 
-/// `f(0) + f(1) + ... + f(n - 1)`, in [`LANES`] partial sums (a fixed order, so every caller
-/// gets the same value for the same inputs).
+/// `Σ_j f(v_0[j], v_1[j], ..)` over the `n = v_0.len()` values of the slices `v`, in
+/// [`LANES`] partial sums (a fixed order, so every caller gets the same value for the same
+/// inputs; every slice holds at least `n` values).
 #[inline(always)]
-fn sum_by<F: Float>(n: usize, f: impl Fn(usize) -> F) -> F {
+fn sum_of<F: Float, const N: usize>(v: [&[F]; N], f: impl Fn([F; N]) -> F) -> F {
+    let n = v[0].len();
+    let v = v.map(|s| &s[..n]);
     let mut acc = [F::zero(); LANES];
     let whole = n - n % LANES;
     for j0 in (0..whole).step_by(LANES) {
+        let chunk = v.map(|s| &s[j0..j0 + LANES]);
         for (k, a) in acc.iter_mut().enumerate() {
-            *a += f(j0 + k);
+            *a += f(chunk.map(|c| c[k]));
         }
     }
     let mut total = F::zero();
     for j in whole..n {
-        total += f(j);
+        total += f(v.map(|s| s[j]));
     }
     acc.iter().fold(total, |s, &a| s + a)
 }
@@ -67,8 +71,8 @@ fn sum_by<F: Float>(n: usize, f: impl Fn(usize) -> F) -> F {
 #[inline(always)]
 fn stats<F: Float>(v: &[F]) -> (F, F) {
     let n = <F as Float>::from_f64(v.len() as f64);
-    let mean = sum_by(v.len(), |j| v[j]) / n;
-    let var = sum_by(v.len(), |j| (v[j] - mean) * (v[j] - mean)) / n;
+    let mean = sum_of([v], |[x]| x) / n;
+    let var = sum_of([v], |[x]| (x - mean) * (x - mean)) / n;
     (mean, F::one() / (var + <F as Float>::from_f64(EPS)).sqrt())
 }
 
@@ -79,8 +83,8 @@ fn norm_backward<F: Float>(out: &mut [F], dy: &[F], g: &[F], v: &[F]) {
     let (dy, g, v) = (&dy[..m], &g[..m], &v[..m]);
     let (mean, r) = stats(v);
     let inv = F::one() / <F as Float>::from_f64(m as f64);
-    let m1 = sum_by(m, |k| dy[k] * g[k]) * inv;
-    let m2 = sum_by(m, |k| dy[k] * g[k] * ((v[k] - mean) * r)) * inv;
+    let m1 = sum_of([dy, g], |[d, g]| d * g) * inv;
+    let m2 = sum_of([dy, g, v], |[d, g, v]| d * g * ((v - mean) * r)) * inv;
     for k in 0..m {
         out[k] = r * (dy[k] * g[k] - m1 - (v[k] - mean) * r * m2);
     }
@@ -196,8 +200,8 @@ impl CellMath for LstmLayerNorm {
         }
         let (mc, rc) = stats(c_new);
         let inv_n = one / <F as Float>::from_f64(n as f64);
-        let m1 = sum_by(n, |j| dy[j] * g_c[j]) * inv_n;
-        let m2 = sum_by(n, |j| dy[j] * g_c[j] * ((c_new[j] - mc) * rc)) * inv_n;
+        let m1 = sum_of([&*dy, g_c], |[d, g]| d * g) * inv_n;
+        let m2 = sum_of([&*dy, g_c, c_new], |[d, g, c]| d * g * ((c - mc) * rc)) * inv_n;
         let [di, df, dg, d_o] = parts_mut(dp, n);
         for j in 0..n {
             let (i, f, g, o) = (gi[j], gf[j], gg[j], go[j]);
@@ -235,18 +239,38 @@ impl CellMath for LstmLayerNorm {
         let [g_a, g_b] = parts_mut(g_ab, m);
         let (g_gc, g_beta) = g_c.split_at_mut(n);
         for (d, v) in drow.rows().into_iter().zip(aux.rows()) {
-            let (d, v) = (d.to_vec(), v.to_vec());
+            let (d_copy, v_copy);
+            let d = match d.as_slice() {
+                Some(d) => d,
+                None => {
+                    d_copy = d.to_vec();
+                    &d_copy
+                }
+            };
+            let v = match v.as_slice() {
+                Some(v) => v,
+                None => {
+                    v_copy = v.to_vec();
+                    &v_copy
+                }
+            };
             let (dp, dy) = d.split_at(m);
             let c_new = &v[2 * n..3 * n];
             let [a, b] = parts(&v[3 * n..11 * n], m);
             let ((ma, ra), (mb, rb), (mc, rc)) = (stats(a), stats(b), stats(c_new));
-            for k in 0..m {
-                g_a[k] += dp[k] * ((a[k] - ma) * ra);
-                g_b[k] += dp[k] * ((b[k] - mb) * rb);
+            let dp = &dp[..m];
+            for (k, g) in g_a.iter_mut().enumerate() {
+                *g += dp[k] * ((a[k] - ma) * ra);
             }
-            for j in 0..n {
-                g_gc[j] += dy[j] * ((c_new[j] - mc) * rc);
-                g_beta[j] += dy[j];
+            for (k, g) in g_b.iter_mut().enumerate() {
+                *g += dp[k] * ((b[k] - mb) * rb);
+            }
+            let dy = &dy[..n];
+            for (j, g) in g_gc.iter_mut().enumerate() {
+                *g += dy[j] * ((c_new[j] - mc) * rc);
+            }
+            for (j, g) in g_beta.iter_mut().enumerate() {
+                *g += dy[j];
             }
         }
         Array1::from(grads)
@@ -265,8 +289,8 @@ mod tests {
         assert!((r - 1.0 / (1.25f64 + 1e-5).sqrt()).abs() < 1e-15);
         // Sums in lanes equal the plain sum (of exact integers) for every tail length.
         for n in [0, 1, 15, 16, 17, 40] {
-            let plain = (0..n).map(|j| j as f64).sum::<f64>();
-            assert_eq!(sum_by(n, |j| j as f64), plain);
+            let v: Vec<f64> = (0..n).map(|j| j as f64).collect();
+            assert_eq!(sum_of([&v[..]], |[x]| x), v.iter().sum::<f64>());
         }
     }
 
@@ -291,3 +315,4 @@ mod tests {
         }
     }
 }
+

@@ -17,6 +17,16 @@
 //! all threads work through the whole sequence together and meet once per step
 //! (`engine/parallel.rs`); nothing is spent on a separate pass over an all-steps `X W_ih^T` buffer.
 //!
+//! A cell whose row math needs statistics over all hidden units of a row (the layer-normalised
+//! LSTM, `cells/lstm_ln.rs`) declares `whole_rows`: its layer is one block, so that the row math
+//! sees every unit and no meeting of blocks within a step is needed. The threads then share its
+//! passes by rows of the batch (`schedule.rs`: 16 rows per thread and up to 12 MiB of weights,
+//! which covers the medium and smaller workloads at 2 threads); with fewer rows one thread runs
+//! each step. The alternative, blocks that meet between the phases of a step (the products and
+//! partial sums, then the statistics and the gates, then `c'`'s statistics and `h'`; three
+//! meetings forward and three backward, as the reset-before GRU's two phases generalised), was
+//! not built: by rows, which the workloads that matter take, it would only add the meetings.
+//!
 //! Backward is one sweep back through time that produces the gradients of the gate
 //! pre-activations (`dXW`, and for GRU `dHW`) and of the states (`engine/backward.rs`); the
 //! weight gradients are then a few large GEMMs over all timesteps at once. Work buffers are

@@ -256,15 +256,6 @@ impl CellKind {
         Math::base(self).description()
     }
 
-    /// The options (keys of the `config` JSON) that choose a variant of the kind's cell.
-    pub fn options(self) -> Vec<&'static str> {
-        Math::ALL
-            .iter()
-            .map(|m| m.description())
-            .filter(|d| d.kind == self)
-            .filter_map(|d| d.variant.map(|v| v.option))
-            .collect()
-    }
 }
 
 /// What the engine needs to know about a layer's cell: its kind, variant and options.

@@ -391,7 +391,11 @@ fn resume(args: &mut Args) -> Result<Run> {
     keep!("--hidden", args.hidden, model.hidden_size);
     keep!("--layers", args.layers, model.num_layers);
     keep!("--dropout", args.dropout, model.dropout);
-    keep!("--layer-norm", args.layer_norm.then_some(true), model.layer_norm);
+    keep!(
+        "--layer-norm",
+        args.layer_norm.then_some(true),
+        model.layer_norm
+    );
     keep!("--embed", args.embed, model.embed);
     keep!("--seq-len", args.seq_len, config.seq_len);
     keep!("--batch", args.batch, config.batch);
@@ -703,7 +707,11 @@ fn init_model(args: &Args, dir: &Path) -> Result<(CharLm, Vocab, PathBuf)> {
     keep!("--hidden", args.hidden, c.hidden_size);
     keep!("--layers", args.layers, c.num_layers);
     keep!("--dropout", args.dropout, c.dropout);
-    keep!("--layer-norm", args.layer_norm.then_some(true), c.layer_norm);
+    keep!(
+        "--layer-norm",
+        args.layer_norm.then_some(true),
+        c.layer_norm
+    );
     keep!("--embed", args.embed, c.embed);
     debug_assert_eq!(MODEL_FORMAT, "rnn.charlm/1");
     Ok((model, vocab, dir.to_path_buf()))

@@ -175,10 +175,16 @@ fn layer_norm_lstm_is_configured_named_and_initialised() {
         ]
     );
     assert_eq!(names[9..].len(), 9);
-    assert!(names[9..].iter().all(|n| n.ends_with("_reverse")), "{names:?}");
+    assert!(
+        names[9..].iter().all(|n| n.ends_with("_reverse")),
+        "{names:?}"
+    );
     let value = |name: &str| {
         let p = &params.iter().find(|(n, _)| n == name).unwrap().1;
-        (p.shape(), p.to_array().iter().copied().collect::<Vec<f32>>())
+        (
+            p.shape(),
+            p.to_array().iter().copied().collect::<Vec<f32>>(),
+        )
     };
     for (name, len, v) in [
         ("ln_ih_weight_l0", 16, 1.0),
@@ -257,13 +263,17 @@ fn layer_norm_lstm_model_files_round_trip_strictly() {
     save_model(&path, &model).unwrap();
     let back = load_model(&path).unwrap();
     assert_eq!(back.config(), &config);
-    for ((ka, a), (kb, b)) in model.named_parameters().iter().zip(&back.named_parameters()) {
+    for ((ka, a), (kb, b)) in model
+        .named_parameters()
+        .iter()
+        .zip(&back.named_parameters())
+    {
         assert_eq!(ka, kb);
         assert_eq!(a.to_array(), b.to_array(), "{ka}");
     }
     // A plain LSTM's tensors under a config that asks for layer norms: refused by name.
-    let plain = Recurrent::new(RecurrentConfig::new(CellKind::Lstm, 3, 4).with_num_layers(2))
-        .unwrap();
+    let plain =
+        Recurrent::new(RecurrentConfig::new(CellKind::Lstm, 3, 4).with_num_layers(2)).unwrap();
     let wrong = dir.join("wrong.safetensors");
     let meta = [("config".to_string(), config.to_json())].into();
     rnn::io::save_state_dict(&plain, &wrong, meta).unwrap();

@@ -95,7 +95,11 @@ pub(super) fn blocked_unit_weights<F: Copy>(
     if k == 0 || w.per_unit.is_empty() {
         return Vec::new();
     }
-    let all: Vec<F> = w.per_unit.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let all: Vec<F> = w
+        .per_unit
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
     debug_assert_eq!(all.len(), k * blocks.units(blocks.count() - 1).end);
     blocks.order(k).iter().map(|&r| all[r]).collect()
 }

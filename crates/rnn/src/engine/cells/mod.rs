@@ -255,7 +255,6 @@ impl CellKind {
     pub fn description(self) -> &'static Description {
         Math::base(self).description()
     }
-
 }
 
 /// What the engine needs to know about a layer's cell: its kind, variant and options.

@@ -207,7 +207,7 @@ pub struct Description {
     pub products_apart: bool,
     /// Per-row gradient values, in units of `hidden_size`, that the backward row math writes
     /// (`drow`) and that are kept for all rows, for the gradients of the unit weights
-    /// ([`CellMath::unit_weight_grads`]) and, with [`Description::products_apart`], of the
+    /// (the row math's `unit_weight_grads`) and, with [`Description::products_apart`], of the
     /// biases (the first `G` units: `dL/d` the pre-activations, biases included); 0 for none.
     pub row_grads: usize,
     /// The parameters of a layer and direction, in `state_dict` order (those a configuration

@@ -586,6 +586,10 @@ fn layer_norm_trains_and_samples() {
     assert!(file.tensors.contains_key("rnn.ln_c_bias_l0"));
     let model = run.display().to_string();
     ok(rnn(&["sample", "--model", &model, "--len", "5"]));
-    let e = fails(train(&dir, "gru", &["--steps", "1", "--cell", "gru", "--layer-norm"]));
+    let e = fails(train(
+        &dir,
+        "gru",
+        &["--steps", "1", "--cell", "gru", "--layer-norm"],
+    ));
     assert!(e.contains("--layer-norm is an option of LSTM only"), "{e}");
 }

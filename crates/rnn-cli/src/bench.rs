@@ -85,6 +85,9 @@ pub struct Args {
     /// LSTM with peephole connections (the model file's `"peephole": true`).
     #[arg(long)]
     peephole: bool,
+    /// Layer-normalised LSTM (the model file's `"layer_norm": true`).
+    #[arg(long)]
+    layer_norm: bool,
     /// GRU with the reset gate applied before the recurrent product
     /// (`"linear_before_reset": false`).
     #[arg(long)]
@@ -144,6 +147,7 @@ pub fn main(args: Args) -> Result<()> {
         .with_num_layers(args.layers)
         .with_bidirectional(args.bidirectional)
         .with_peephole(args.peephole)
+        .with_layer_norm(args.layer_norm)
         .with_linear_before_reset(!args.reset_before)
         .with_batch_first(true);
     config

@@ -141,6 +141,9 @@ pub struct Args {
     /// Stacked recurrent layers [default: 1]
     #[arg(long, value_name = "N")]
     layers: Option<usize>,
+    /// Layer-normalised LSTM layers (Ba et al. 2016; the model file's `"layer_norm": true`)
+    #[arg(long)]
+    layer_norm: bool,
     /// Dropout between layers and before the output layer, in [0, 1) [default: 0]
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     dropout: Option<f64>,
@@ -290,6 +293,7 @@ fn fresh(args: &Args) -> Result<Run> {
             hidden_size: args.hidden.unwrap_or(defaults::HIDDEN),
             num_layers: args.layers.unwrap_or(defaults::LAYERS),
             dropout: args.dropout.unwrap_or(defaults::DROPOUT),
+            layer_norm: args.layer_norm,
         },
         |(m, _, _)| m.config().clone(),
     );
@@ -387,6 +391,11 @@ fn resume(args: &mut Args) -> Result<Run> {
     keep!("--hidden", args.hidden, model.hidden_size);
     keep!("--layers", args.layers, model.num_layers);
     keep!("--dropout", args.dropout, model.dropout);
+    keep!(
+        "--layer-norm",
+        args.layer_norm.then_some(true),
+        model.layer_norm
+    );
     keep!("--embed", args.embed, model.embed);
     keep!("--seq-len", args.seq_len, config.seq_len);
     keep!("--batch", args.batch, config.batch);
@@ -698,6 +707,11 @@ fn init_model(args: &Args, dir: &Path) -> Result<(CharLm, Vocab, PathBuf)> {
     keep!("--hidden", args.hidden, c.hidden_size);
     keep!("--layers", args.layers, c.num_layers);
     keep!("--dropout", args.dropout, c.dropout);
+    keep!(
+        "--layer-norm",
+        args.layer_norm.then_some(true),
+        c.layer_norm
+    );
     keep!("--embed", args.embed, c.embed);
     debug_assert_eq!(MODEL_FORMAT, "rnn.charlm/1");
     Ok((model, vocab, dir.to_path_buf()))
@@ -912,6 +926,7 @@ fn option_message(e: &rnn::Error) -> String {
         .replace("seq_len (", "--seq-len (")
         .replace("hidden_size", "--hidden")
         .replace("num_layers", "--layers")
+        .replace("layer_norm", "--layer-norm")
         .replace("seq_len", "--seq-len")
         .replace("dropout must", "--dropout must")
         .replace("clip must", "--clip must")

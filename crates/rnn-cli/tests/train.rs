@@ -569,3 +569,27 @@ fn an_existing_checkpoint_is_never_overwritten_by_accident() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `--layer-norm` trains a layer-normalised LSTM: the model file says so in its config and
+/// holds the layer norms' weights, `rnn sample` reads them back; other cells refuse the flag.
+#[test]
+fn layer_norm_trains_and_samples() {
+    let dir = setup("layer-norm");
+    ok(train(&dir, "run", &["--steps", "4", "--layer-norm"]));
+    let run = dir.path("run");
+    let file = weights(&run);
+    assert!(
+        file.metadata["config"].contains("\"layer_norm\":true"),
+        "{:?}",
+        file.metadata
+    );
+    assert!(file.tensors.contains_key("rnn.ln_c_bias_l0"));
+    let model = run.display().to_string();
+    ok(rnn(&["sample", "--model", &model, "--len", "5"]));
+    let e = fails(train(
+        &dir,
+        "gru",
+        &["--steps", "1", "--cell", "gru", "--layer-norm"],
+    ));
+    assert!(e.contains("--layer-norm is an option of LSTM only"), "{e}");
+}

@@ -142,6 +142,15 @@ pub struct RecurrentConfig {
     /// (absent from JSON).
     #[serde(default, skip_serializing_if = "is_false")]
     pub peephole: bool,
+    /// LSTM only: layer normalisation (Ba et al. 2016, Haste's LayerNormLSTM): `gates =
+    /// LN(x W_ih^T; g_ih) + LN(h W_hh^T; g_hh) + b_ih + b_hh`, `c' = f c + i g` (carried
+    /// unnormalised), `h' = o tanh(LN(c'; g_c, beta_c))`, each `LN` over all units of a row
+    /// (mean, biased variance, eps 1e-5, as `torch.nn.LayerNorm`). Parameters
+    /// `ln_ih_weight_l{k}` and `ln_hh_weight_l{k}` (4 * hidden_size), `ln_c_weight_l{k}` and
+    /// `ln_c_bias_l{k}` (hidden_size), initialised to ones and zeros. Default false (absent
+    /// from JSON).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub layer_norm: bool,
 }
 
 fn one() -> usize {
@@ -174,6 +183,7 @@ impl RecurrentConfig {
             proj_size: 0,
             linear_before_reset: true,
             peephole: false,
+            layer_norm: false,
         }
     }
 
@@ -223,6 +233,12 @@ impl RecurrentConfig {
     /// Sets `peephole` (LSTM only).
     pub fn with_peephole(mut self, peephole: bool) -> Self {
         self.peephole = peephole;
+        self
+    }
+
+    /// Sets `layer_norm` (LSTM only).
+    pub fn with_layer_norm(mut self, layer_norm: bool) -> Self {
+        self.layer_norm = layer_norm;
         self
     }
 
@@ -344,7 +360,8 @@ impl RecurrentConfig {
     /// ([`crate::engine::cells::params::layer_params`]): `weight_ih_l{k}` `(G*H, H_in or D*H_out)`,
     /// `weight_hh_l{k}` `(G*H, H_out)`, `bias_ih_l{k}` and `bias_hh_l{k}` `(G*H,)` when `bias`,
     /// `weight_hr_l{k}` `(proj_size, H)` when `proj_size > 0`, and a variant's own (LSTM
-    /// `peephole`: `weight_ph_l{k}` `(3*H,)`). Computed from the configuration alone, so that a
+    /// `peephole`: `weight_ph_l{k}` `(3*H,)`; `layer_norm`: `ln_ih_weight_l{k}`, `ln_hh_weight_l{k}`
+    /// `(4*H,)`, `ln_c_weight_l{k}`, `ln_c_bias_l{k}` `(H,)`). Computed from the configuration alone, so that a
     /// file's tensors can be checked before a layer is built; call it on a validated
     /// configuration (the list has `num_layers * D` entries per key).
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
@@ -379,6 +396,9 @@ impl RecurrentConfig {
             if self.peephole {
                 n = n.checked_add(u(self.hidden_size)?.checked_mul(3)?)?;
             }
+            if self.layer_norm {
+                n = n.checked_add(u(self.hidden_size)?.checked_mul(10)?)?;
+            }
             Some(n)
         };
         let first = per_dir(u(self.input_size)?)?;
@@ -395,8 +415,11 @@ impl RecurrentConfig {
         let u = |v: usize| u64::try_from(v).ok();
         let g = u(self.cell.gates())?;
         let h = u(self.hidden_size)?;
+        // A layer-normalised LSTM keeps 18 H more per vector: both products and c' (9 H)
+        // forward, its row gradients and dL/d(h W_hh^T) (9 H) backward.
+        let extra = if self.layer_norm { 18 } else { 0 };
         let per_dir = g
-            .checked_add(2)?
+            .checked_add(2 + extra)?
             .checked_mul(h)?
             .checked_add(u(self.state_size())?)?;
         let per_layer = per_dir.checked_mul(u(self.num_directions())?)?;

@@ -51,6 +51,7 @@ impl DirParams {
                         ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.uniform(-k, k))
                     }
                     Init::Zeros => ArrayD::zeros(IxDyn(&shape)),
+                    Init::Ones => ArrayD::ones(IxDyn(&shape)),
                 };
                 (param, Tensor::parameter(values))
             })
@@ -773,6 +774,9 @@ impl fmt::Display for Recurrent {
         }
         if c.peephole {
             write!(f, ", peephole=True")?;
+        }
+        if c.layer_norm {
+            write!(f, ", layer_norm=True")?;
         }
         write!(f, ")  # {} parameters", self.num_parameters())
     }

@@ -33,7 +33,7 @@ fn weights<'a>(c: &RecurrentConfig, p: &'a [Vec<ArrayD<f64>>]) -> Vec<DirWeights
                 b_ih: c.bias.then(|| w1(&v[2])),
                 b_hh: c.bias.then(|| w1(&v[3])),
                 w_hr: (c.proj_size > 0).then(|| w2(v.last().unwrap())),
-                w_ph: None,
+                per_unit: Vec::new(),
             }
         })
         .collect()

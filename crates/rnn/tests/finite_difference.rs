@@ -176,7 +176,7 @@ fn check(case: &Case, seed: u64) {
             if let Some(w) = &gd.w_hr {
                 v.push(w.clone().into_dyn());
             }
-            if let Some(w) = &gd.w_ph {
+            for (_, w) in &gd.per_unit {
                 v.push(w.clone().into_dyn());
             }
             v
@@ -281,6 +281,10 @@ fn variants_match_finite_differences() {
         RecurrentConfig::new(CellKind::Lstm, 3, 4).with_peephole(true),
         RecurrentConfig::new(CellKind::Lstm, 3, 4)
             .with_peephole(true)
+            .with_proj_size(2),
+        RecurrentConfig::new(CellKind::Lstm, 3, 4).with_layer_norm(true),
+        RecurrentConfig::new(CellKind::Lstm, 3, 4)
+            .with_layer_norm(true)
             .with_proj_size(2),
     ];
     let mut seed = 300;

@@ -596,6 +596,7 @@ fn char_seeds(scratch: &Scratch) -> CharSeeds {
         hidden_size: 6,
         num_layers: 2,
         dropout: 0.25,
+        layer_norm: false,
     };
     let train = TrainConfig {
         seq_len: 8,

@@ -71,7 +71,7 @@ fn count(cell: CellKind, proj: usize, steps: usize) -> (usize, usize) {
             b_ih: Some(biases[2 * i].view()),
             b_hh: Some(biases[2 * i + 1].view()),
             w_hr: (proj > 0).then(|| p[2].view()),
-            w_ph: None,
+            per_unit: Vec::new(),
         })
         .collect();
     let n = 3;

@@ -128,6 +128,21 @@ fn proj_size_is_a_clear_error() {
 }
 
 #[test]
+fn layer_norm_is_a_clear_error() {
+    let config = RecurrentConfig::new(CellKind::Lstm, 3, 5).with_layer_norm(true);
+    let model = Recurrent::with_rng(config, &mut Rng::new(0)).unwrap();
+    let path = temp("ln.onnx");
+    let e = rnn::onnx::export_recurrent(&model, &path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer_norm has no ONNX form") && e.contains("LSTM"),
+        "{e}"
+    );
+    assert!(!path.exists());
+}
+
+#[test]
 fn a_character_model_exports_and_is_not_mistaken_for_a_stack() {
     for (cell, embed) in [(CellKind::Lstm, 4), (CellKind::Gru, 0)] {
         rnn::manual_seed(3);
@@ -138,6 +153,7 @@ fn a_character_model_exports_and_is_not_mistaken_for_a_stack() {
             hidden_size: 5,
             num_layers: 2,
             dropout: 0.0,
+            layer_norm: false,
         })
         .unwrap();
         let vocab = Vocab::from_text("abcde\n").unwrap();

@@ -310,6 +310,13 @@ fn packed_lstm_peephole_matches_onnx() {
     run_layer_fixture("variants_lstm_peephole_packed.safetensors", 8);
 }
 
+/// The layer-normalised LSTM (with a projection in one case), against the loop module of
+/// tools/fixtures/variants.py (ONNX has no such operator).
+#[test]
+fn packed_lstm_layer_norm_matches_loop() {
+    run_layer_fixture("variants_lstm_layer_norm_packed.safetensors", 9);
+}
+
 /// Checks a PackedSequence's fields and its unpacked forms against a `packed_sequence` case.
 fn check_packed_fields(fx: &Fixture, name: &str, packed: &PackedSequence, batch_first: bool) {
     let key = |k: &str| format!("{name}.{k}");

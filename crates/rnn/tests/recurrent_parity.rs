@@ -224,7 +224,11 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
                 b_ih: c.bias.then(|| w1("bias_ih")),
                 b_hh: c.bias.then(|| w1("bias_hh")),
                 w_hr: (c.proj_size > 0).then(|| w2("weight_hr")),
-                w_ph: c.peephole.then(|| w1("weight_ph")),
+                // The cell's per-unit parameters (peepholes, layer-norm gains), by role.
+                per_unit: rnn::engine::cells::params::layer_roles(c)
+                    .filter(|p| p.unit_width().is_some())
+                    .map(|p| (p, w1(p.name())))
+                    .collect(),
             }
         })
         .collect();
@@ -306,8 +310,8 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         if let Some(w) = g.w_hr {
             close("grad.weight_hr", w.into_dyn(), e("weight_hr"));
         }
-        if let Some(w) = g.w_ph {
-            close("grad.weight_ph", w.into_dyn(), e("weight_ph"));
+        for (p, w) in g.per_unit {
+            close(&format!("grad.{}", p.name()), w.into_dyn(), e(p.name()));
         }
     }
 }
@@ -337,4 +341,7 @@ parity_tests! {
     gru_reset_before_engine_matches_onnx_f64: "variants_gru.safetensors", run_f64_engine_case;
     lstm_peephole_matches_onnx_f32: "variants_lstm_peephole.safetensors", run_f32_case;
     lstm_peephole_engine_matches_onnx_f64: "variants_lstm_peephole.safetensors", run_f64_engine_case;
+    // The layer-normalised LSTM, against the loop module alone (ONNX has no such operator).
+    lstm_layer_norm_matches_loop_f32: "variants_lstm_layer_norm.safetensors", run_f32_case;
+    lstm_layer_norm_engine_matches_loop_f64: "variants_lstm_layer_norm.safetensors", run_f64_engine_case;
 }

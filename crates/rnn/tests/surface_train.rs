@@ -20,6 +20,7 @@ fn setup(
         hidden_size: 16,
         num_layers: 1,
         dropout: 0.0,
+        layer_norm: false,
     };
     let lr = match optimizer {
         OptimizerKind::Sgd => 0.5,

@@ -133,7 +133,7 @@ fn wide_layers_match_the_step_by_step_reference_on_any_thread_count() {
                     b_ih: Some(d.b_ih.view()),
                     b_hh: Some(d.b_hh.view()),
                     w_hr: d.w_hr.as_ref().map(|w| w.view()),
-                    w_ph: None,
+                    per_unit: Vec::new(),
                 })
                 .collect();
             let is_lstm = cell == CellKind::Lstm;

@@ -48,6 +48,10 @@ pub struct CharLmConfig {
     pub num_layers: usize,
     /// Dropout probability between recurrent layers and before the linear head (training only).
     pub dropout: f64,
+    /// LSTM only: layer-normalised recurrent layers (see [`RecurrentConfig::layer_norm`]);
+    /// absent from the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_norm: bool,
 }
 
 impl CharLmConfig {
@@ -66,6 +70,7 @@ impl CharLmConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
+        crate::engine::Cell::of_options(&self.recurrent()).map_err(Error::Config)?;
         let bytes = self.parameter_count().and_then(|n| n.checked_mul(4));
         crate::budget::check(bytes, || {
             format!(
@@ -146,6 +151,7 @@ impl CharLmConfig {
         RecurrentConfig::new(self.cell, input, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_dropout(self.dropout)
+            .with_layer_norm(self.layer_norm)
     }
 
     /// The JSON text.
@@ -355,6 +361,7 @@ mod tests {
             hidden_size: 6,
             num_layers: 2,
             dropout: 0.0,
+            layer_norm: false,
         }
     }
 

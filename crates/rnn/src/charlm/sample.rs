@@ -237,6 +237,7 @@ mod tests {
             hidden_size: 8,
             num_layers: 1,
             dropout: 0.0,
+            layer_norm: false,
         })
         .unwrap();
         let opts = SampleOptions::default();

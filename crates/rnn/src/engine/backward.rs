@@ -70,6 +70,11 @@ pub(super) fn direction_backward<F: Activations>(
     let aw = desc.aux_width;
     let apart = desc.last_gate_recurrent_apart;
     let late = desc.late_last_gate;
+    // dHW differs from dXW: in GRU's last gate, or in every gate (a cell normalising the
+    // products apart); `kept` of its gates (the last ones) are kept for the weight gradients.
+    let hw_apart = apart || desc.products_apart;
+    let kept = kept_gates(desc);
+    let rg = desc.row_grads;
     let proj = w.w_hr.is_some();
     let blocks = &saved.blocks;
     let order = blocks.order(g);
@@ -118,12 +123,14 @@ pub(super) fn direction_backward<F: Activations>(
     // that gate (GRU: times r). The sweep needs the whole dHW of one step (two buffers: one
     // step's is read while the next one's is written); only that gate's part is kept for the
     // weight gradients, which saves (R, (G-1) H) of memory.
-    let apart_rows = |r: usize| if apart { r } else { 0 };
+    let apart_rows = |r: usize| if hw_apart { r } else { 0 };
     let mut dhw_steps = [
         padded_uninit::<F>(apart_rows(n), gh),
         padded_uninit::<F>(apart_rows(n), gh),
     ];
-    let mut dhn = Array2::<F>::uninit((apart_rows(rows), hidden));
+    let mut dhn = Array2::<F>::uninit((apart_rows(rows), kept * hidden));
+    // The cell's row gradients for its parameters, kept for all rows.
+    let mut drow = Array2::<F>::uninit((if rg > 0 { rows } else { 0 }, rg * hidden));
     // With a projection: dL/dh per row (for dW_hr) and dL/dm for the current step.
     let mut dh_all = Array2::<F>::uninit((if proj { rows } else { 0 }, h_out));
     // dL/dm of the current step, with a projection or a late last gate; and dXW of a late
@@ -137,6 +144,7 @@ pub(super) fn direction_backward<F: Activations>(
     let [a, b] = &mut dhw_steps;
     let sh_dhw_steps = [Shared::uninit(a), Shared::uninit(b)];
     let sh_dhn = Shared::uninit(&mut dhn);
+    let sh_drow = Shared::uninit(&mut drow);
     let (sh_dh_all, sh_dm) = (Shared::uninit(&mut dh_all), Shared::uninit(&mut dm));
     let sh_d_late = Shared::uninit(&mut d_late);
     let (sh_dh, sh_dc) = (Shared::new(&mut dh), Shared::new(&mut dc));
@@ -154,7 +162,7 @@ pub(super) fn direction_backward<F: Activations>(
         // SAFETY: dHW of the step is complete (previous phase) and only read; this item alone
         // writes these columns of dh.
         unsafe {
-            let a = if apart {
+            let a = if hw_apart {
                 sh_dhw_steps[s % 2].view(lo, bs, 0..gh)
             } else {
                 part.view(sh_dxw, 0..gh)
@@ -172,15 +180,15 @@ pub(super) fn direction_backward<F: Activations>(
     let gates_back = |s: usize, b: usize, part: &Part, d_state: Shared<F>| {
         let (lo, bs) = (part.lo, part.len);
         let (cols, units) = (blocks.columns(b, g), blocks.units(b));
-        // SAFETY: this item alone writes the block's columns of dxw, dhw (rows of the step),
-        // of d_state and dc; the saved values are only read.
+        // SAFETY: this item alone writes the block's columns of dxw, dhw, drow (rows of the
+        // step), of d_state and dc; the saved values are only read.
         unsafe {
             backward_block(
                 cell,
                 &BackwardBlock {
                     rows: bs,
                     dxw: part.rows(sh_dxw, cols.clone()),
-                    dhw: if apart {
+                    dhw: if hw_apart {
                         sh_dhw_steps[s % 2].rows(lo, cols.clone())
                     } else {
                         Rows::empty()
@@ -200,12 +208,17 @@ pub(super) fn direction_backward<F: Activations>(
                     },
                     dm: Rows::empty(),
                     unit_weights: Rows::broadcast(&unit_weights[blocks.columns(b, uw)]),
+                    drow: if rg > 0 {
+                        part.rows(sh_drow, blocks.columns(b, rg))
+                    } else {
+                        Rows::empty()
+                    },
                 },
             );
-            if apart {
-                let n_gate = blocks.gate(b, g, g - 1);
-                part.view_mut(sh_dhn, units)
-                    .assign(&sh_dhw_steps[s % 2].view(lo, bs, n_gate));
+            if kept > 0 {
+                let kept_cols = blocks.gate(b, g, g - kept).start..cols.end;
+                part.view_mut(sh_dhn, blocks.columns(b, kept))
+                    .assign(&sh_dhw_steps[s % 2].view(lo, bs, kept_cols));
             } else if late {
                 sh_d_late
                     .view_mut(lo, bs, units)
@@ -240,6 +253,7 @@ pub(super) fn direction_backward<F: Activations>(
                     h_prev: part.rows(sh_h_prev, units.clone()),
                     dm: sh_dm.rows(lo, units),
                     unit_weights: Rows::empty(),
+                    drow: Rows::empty(),
                 },
             );
         }
@@ -327,10 +341,16 @@ pub(super) fn direction_backward<F: Activations>(
         sharing.run(steps + 1, items, &work_plain);
     }
 
-    // SAFETY: every row of each step was written by the gate math (dxw, dhn) or with dL/dh
-    // (dh_all), and every row belongs to one step.
-    let (dxw_padded, dhn, dh_all) =
-        unsafe { (dxw.assume_init(), dhn.assume_init(), dh_all.assume_init()) };
+    // SAFETY: every row of each step was written by the gate math (dxw, dhn, drow) or with
+    // dL/dh (dh_all), and every row belongs to one step.
+    let (dxw_padded, dhn, dh_all, drow) = unsafe {
+        (
+            dxw.assume_init(),
+            dhn.assume_init(),
+            dh_all.assume_init(),
+            drow.assume_init(),
+        )
+    };
     weight_gradients(
         pass,
         saved,
@@ -338,17 +358,34 @@ pub(super) fn direction_backward<F: Activations>(
             dxw: dxw_padded.slice(s![.., ..gh]),
             dhn: dhn.view(),
             dh_all: dh_all.view(),
+            drow: drow.view(),
         },
         d_input,
     )
+}
+
+/// The last gates whose `dL/d(h W_hh^T)` differs from `dL/d(x W_ih^T)` and is kept for
+/// `dW_hh`: GRU's last gate (whose recurrent part `r` scales), every gate of a cell that
+/// normalises the products apart, else none.
+fn kept_gates(desc: &super::cells::Description) -> usize {
+    if desc.products_apart {
+        desc.gates()
+    } else if desc.last_gate_recurrent_apart {
+        1
+    } else {
+        0
+    }
 }
 
 /// What the backward sweep leaves for the weight gradients, per row of all steps.
 struct StepGradients<'a, F> {
     /// (R, G H) blocked: dL/d the pre-activations.
     dxw: ArrayView2<'a, F>,
-    /// (R, H): dL/d the last gate's recurrent part where it stays apart; else no rows.
+    /// (R, kept H) blocked: dL/d the recurrent part of the last `kept` gates
+    /// ([`kept_gates`]) where it differs from dXW; else no rows.
     dhn: ArrayView2<'a, F>,
+    /// (R, row_grads H) blocked: the cell's row gradients; else no rows.
+    drow: ArrayView2<'a, F>,
     /// (R, H_out): dL/dh with a projection; else no rows.
     dh_all: ArrayView2<'a, F>,
 }
@@ -363,13 +400,19 @@ fn weight_gradients<F: Activations>(
     d_input: &mut Array2<F>,
 ) -> DirGrads<F> {
     let DirPass { cell, w, x, .. } = *pass;
-    let StepGradients { dxw, dhn, dh_all } = grads;
+    let StepGradients {
+        dxw,
+        dhn,
+        dh_all,
+        drow,
+    } = grads;
     let desc = cell.description();
     let g = desc.gates();
     let (gh, h_out, rows) = (w.w_ih.nrows(), w.w_hh.ncols(), x.nrows());
     let hidden = gh / g;
     let apart = desc.last_gate_recurrent_apart;
     let late = desc.late_last_gate;
+    let kept = kept_gates(desc);
     let blocks = &saved.blocks;
     let order = blocks.order(g);
     let nb = blocks.count();
@@ -386,12 +429,12 @@ fn weight_gradients<F: Activations>(
             x.slice(s![r.clone(), ..]),
             saved.h_prev.slice(s![r.clone(), ..]),
         );
-        if apart || late {
+        if kept > 0 || late {
             let (mut g_ih, mut g_hh) = g_ih_hh.view_mut().split_at(Axis(1), inputs);
             packed_x.repack(&x_r);
             matmul_packed(&mut g_ih, &dxw.slice(s![r.clone(), ..]).t(), &packed_x, acc);
             // Per block: the rows of the other gates come from dXW and H_prev; the last
-            // gate's from dHW's kept part and H_prev, or (late) from dXW and M.
+            // gates' from dHW's kept part and H_prev, or (late) the last gate's from dXW and M.
             packed_h.repack(&h_r);
             if late {
                 let mut m_r = Array2::zeros((r.len(), hidden));
@@ -403,20 +446,24 @@ fn weight_gradients<F: Activations>(
                 }
                 packed_m.repack(&m_r.view());
             }
+            let k = if late { 1 } else { kept };
             for b in 0..nb {
+                let first_last = blocks.gate(b, g, g - k).start;
                 let (rest, last) = (
-                    blocks.gate(b, g, 0).start..blocks.gate(b, g, g - 2).end,
-                    blocks.gate(b, g, g - 1),
+                    blocks.gate(b, g, 0).start..first_last,
+                    first_last..blocks.columns(b, g).end,
                 );
-                let mut g_rest = g_hh.slice_mut(s![rest.clone(), ..]);
-                let dxw_rest = dxw.slice(s![r.clone(), rest]);
-                matmul_packed(&mut g_rest, &dxw_rest.t(), &packed_h, acc);
+                if !rest.is_empty() {
+                    let mut g_rest = g_hh.slice_mut(s![rest.clone(), ..]);
+                    let dxw_rest = dxw.slice(s![r.clone(), rest]);
+                    matmul_packed(&mut g_rest, &dxw_rest.t(), &packed_h, acc);
+                }
                 let mut g_last = g_hh.slice_mut(s![last.clone(), ..]);
                 if late {
                     let dxw_last = dxw.slice(s![r.clone(), last]);
                     matmul_packed(&mut g_last, &dxw_last.t(), &packed_m, acc);
                 } else {
-                    let dhn_b = dhn.slice(s![r.clone(), blocks.units(b)]);
+                    let dhn_b = dhn.slice(s![r.clone(), blocks.columns(b, k)]);
                     matmul_packed(&mut g_last, &dhn_b.t(), &packed_h, acc);
                 }
             }
@@ -430,7 +477,21 @@ fn weight_gradients<F: Activations>(
     drop((packed_x, packed_h, packed_m));
     let (g_ih, g_hh) = g_ih_hh.view().split_at(Axis(1), inputs);
     let (g_bih, g_bhh) = if w.b_ih.is_some() {
-        let d_bias = dxw.sum_axis(Axis(0));
+        let d_bias = if desc.products_apart {
+            // The biases are added after the products' normalisation: their gradients are the
+            // sums of the row gradients' first G units, dL/d the pre-activations.
+            let rg = desc.row_grads;
+            let mut d = ndarray::Array1::zeros(gh);
+            for b in 0..nb {
+                let first = blocks.columns(b, rg).start;
+                let width = blocks.columns(b, g).len();
+                d.slice_mut(s![blocks.columns(b, g)])
+                    .assign(&drow.slice(s![.., first..first + width]).sum_axis(Axis(0)));
+            }
+            d
+        } else {
+            dxw.sum_axis(Axis(0))
+        };
         let mut d_bhh = d_bias.clone();
         if apart {
             for b in 0..nb {
@@ -474,17 +535,46 @@ fn weight_gradients<F: Activations>(
         b_ih: g_bih,
         b_hh: g_bhh,
         w_hr: g_hr,
-        w_ph: (desc.unit_weights > 0 && w.w_ph.is_some()).then(|| {
-            // Per-unit weights: sums over all rows, per block, back to unit order.
-            let uw = desc.unit_weights;
-            let mut grad = ndarray::Array1::zeros(uw * hidden);
-            for b in 0..nb {
-                let dxw_b = dxw.slice(s![.., blocks.columns(b, g)]);
-                let aux_b = saved.aux.slice(s![.., blocks.columns(b, desc.aux_width)]);
-                grad.slice_mut(s![blocks.columns(b, uw)])
-                    .assign(&unit_weight_grads(cell, dxw_b, aux_b));
-            }
-            scatter(&grad, &blocks.order(uw))
-        }),
+        per_unit: per_unit_grads(pass, saved, dxw, drow),
     }
+}
+
+/// The gradients of the per-unit parameters (the cell's unit weights): sums over all rows,
+/// per block, by the cell ([`unit_weight_grads`]), back to unit order and split by parameter.
+fn per_unit_grads<F: Activations>(
+    pass: &DirPass<'_, '_, F>,
+    saved: &DirSaved<F>,
+    dxw: ArrayView2<'_, F>,
+    drow: ArrayView2<'_, F>,
+) -> Vec<(super::cells::Param, ndarray::Array1<F>)> {
+    let DirPass { cell, w, .. } = pass;
+    let desc = cell.description();
+    let uw = desc.unit_weights;
+    if uw == 0 || w.per_unit.is_empty() {
+        return Vec::new();
+    }
+    let (g, rg, blocks) = (desc.gates(), desc.row_grads, &saved.blocks);
+    let hidden = w.w_ih.nrows() / g;
+    let mut grad = ndarray::Array1::zeros(uw * hidden);
+    for b in 0..blocks.count() {
+        let dxw_b = dxw.slice(s![.., blocks.columns(b, g)]);
+        let drow_b = if rg > 0 {
+            drow.slice(s![.., blocks.columns(b, rg)])
+        } else {
+            drow
+        };
+        let aux_b = saved.aux.slice(s![.., blocks.columns(b, desc.aux_width)]);
+        grad.slice_mut(s![blocks.columns(b, uw)])
+            .assign(&unit_weight_grads(*cell, dxw_b, drow_b, aux_b));
+    }
+    let grad = scatter(&grad, &blocks.order(uw));
+    let mut start = 0;
+    w.per_unit
+        .iter()
+        .map(|(param, p)| {
+            let part = grad.slice(s![start..start + p.len()]).to_owned();
+            start += p.len();
+            (*param, part)
+        })
+        .collect()
 }

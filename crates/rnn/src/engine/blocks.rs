@@ -53,6 +53,14 @@ impl Blocks {
         Blocks { starts }
     }
 
+    /// One block of all `hidden` units: for cells whose row math needs a whole row at once
+    /// ([`super::cells::Description::whole_rows`]).
+    pub(crate) fn whole(hidden: usize) -> Self {
+        Blocks {
+            starts: vec![0, hidden],
+        }
+    }
+
     /// Number of blocks.
     pub(crate) fn count(&self) -> usize {
         self.starts.len() - 1

@@ -92,7 +92,8 @@ pub(super) fn direction_forward<F: Activations>(
     let (rows, n, steps) = (batches.rows(), batches.batch(), batches.steps());
     let aw = desc.aux_width;
     let proj = w.w_hr.is_some();
-    let apart = desc.last_gate_recurrent_apart;
+    // h W_hh^T apart from x W_ih^T: for GRU's last gate, or for every gate.
+    let apart = desc.last_gate_recurrent_apart || desc.products_apart;
     let late = desc.late_last_gate;
     debug_assert!(!(late && proj), "a late last gate and a projection");
 
@@ -128,7 +129,7 @@ pub(super) fn direction_forward<F: Activations>(
         INPUT_CHUNK_STEPS
     };
     let mut xw = Array2::<F>::uninit((n * chunk.min(steps.max(1)), gh));
-    // h W_hh^T apart from x W_ih^T: for cells that scale part of it (see the step below).
+    // h W_hh^T apart from x W_ih^T: for cells that scale or normalise it (see the step below).
     let mut hw = Array2::<F>::uninit((if apart { n } else { 0 }, gh));
     // The two state buffers the steps alternate between, both holding the initial states
     // (padded: the products read them).
@@ -310,7 +311,8 @@ pub(super) fn direction_forward<F: Activations>(
             // state are only read in this phase.
             unsafe {
                 // h W_hh^T: added into x W_ih^T (the gate math then reads one pre-activation),
-                // or apart for a cell that scales part of it (GRU's n gate, by r).
+                // or apart for a cell that scales part of it (GRU's n gate, by r) or
+                // normalises it (the layer-normalised LSTM).
                 // With a late last gate, the other gates' columns only.
                 let hh_cols = if late {
                     cols.start..blocks.gate(item, g, g - 1).start
@@ -365,10 +367,10 @@ pub(super) fn direction_forward<F: Activations>(
                             Rows::empty()
                         },
                         bias: &bias[cols],
-                        step_bias: if apart {
-                            &step_bias[units.clone()]
-                        } else {
+                        step_bias: if step_bias.is_empty() {
                             &[]
+                        } else {
+                            &step_bias[units.clone()]
                         },
                         out: if proj || late {
                             Rows::empty()

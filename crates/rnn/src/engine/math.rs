@@ -47,6 +47,14 @@ pub trait Activations: Float {
             *v = v.tanh_fast();
         }
     }
+
+    /// `x[k] = sigmoid(x[k])`.
+    #[inline(always)]
+    fn sigmoid_in_place(x: &mut [Self]) {
+        for v in x.iter_mut() {
+            *v = v.sigmoid();
+        }
+    }
 }
 
 /// `inputs[0][k] + inputs[1][k] + ...`, left to right.
@@ -168,6 +176,13 @@ impl Activations for f32 {
         let p = x.as_mut_ptr();
         // SAFETY: `x` is read and written in place, `x.len()` values.
         unsafe { map_f32::<true, 1>(p, [p.cast_const()], x.len()) };
+    }
+
+    #[inline(always)]
+    fn sigmoid_in_place(x: &mut [f32]) {
+        let p = x.as_mut_ptr();
+        // SAFETY: `x` is read and written in place, `x.len()` values.
+        unsafe { map_f32::<false, 1>(p, [p.cast_const()], x.len()) };
     }
 }
 

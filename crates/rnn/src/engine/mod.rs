@@ -17,6 +17,16 @@
 //! all threads work through the whole sequence together and meet once per step
 //! (`engine/parallel.rs`); nothing is spent on a separate pass over an all-steps `X W_ih^T` buffer.
 //!
+//! A cell whose row math needs statistics over all hidden units of a row (the layer-normalised
+//! LSTM, `cells/lstm_ln.rs`) declares `whole_rows`: its layer is one block, so that the row math
+//! sees every unit and no meeting of blocks within a step is needed. The threads then share its
+//! passes by rows of the batch (`schedule.rs`: 16 rows per thread and up to 12 MiB of weights,
+//! which covers the medium and smaller workloads at 2 threads); with fewer rows one thread runs
+//! each step. The alternative, blocks that meet between the phases of a step (the products and
+//! partial sums, then the statistics and the gates, then `c'`'s statistics and `h'`; three
+//! meetings forward and three backward, as the reset-before GRU's two phases generalised), was
+//! not built: by rows, which the workloads that matter take, it would only add the meetings.
+//!
 //! Backward is one sweep back through time that produces the gradients of the gate
 //! pre-activations (`dXW`, and for GRU `dHW`) and of the states (`engine/backward.rs`); the
 //! weight gradients are then a few large GEMMs over all timesteps at once. Work buffers are
@@ -163,7 +173,7 @@ impl Batches {
 }
 
 /// The parameters of one layer and direction, in PyTorch's layout.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DirWeights<'a, F> {
     /// `weight_ih` (G*H, I).
     pub w_ih: ArrayView2<'a, F>,
@@ -175,8 +185,10 @@ pub struct DirWeights<'a, F> {
     pub b_hh: Option<ArrayView1<'a, F>>,
     /// `weight_hr` (H_out, H), LSTM with `proj_size` only.
     pub w_hr: Option<ArrayView2<'a, F>>,
-    /// `weight_ph` (3 H), LSTM with `peephole` only: `[p_i; p_f; p_o]`.
-    pub w_ph: Option<ArrayView1<'a, F>>,
+    /// The cell's per-unit parameters ([`Param::unit_width`]) by role, in `state_dict` order
+    /// (the peephole LSTM's `weight_ph`; the layer-normalised LSTM's gains and shift); empty
+    /// for none.
+    pub per_unit: Vec<(Param, ArrayView1<'a, F>)>,
 }
 
 /// Gradients of one layer and direction, same shapes as [`DirWeights`].
@@ -192,8 +204,8 @@ pub struct DirGrads<F> {
     pub b_hh: Option<Array1<F>>,
     /// d `weight_hr`.
     pub w_hr: Option<Array2<F>>,
-    /// d `weight_ph`.
-    pub w_ph: Option<Array1<F>>,
+    /// d of the per-unit parameters, by role, in the order of [`DirWeights::per_unit`].
+    pub per_unit: Vec<(Param, Array1<F>)>,
 }
 
 impl<'a, F> DirWeights<'a, F> {
@@ -205,7 +217,7 @@ impl<'a, F> DirWeights<'a, F> {
     /// missing: the layers build these lists from the description.
     pub fn from_params(params: impl IntoIterator<Item = (Param, ArrayViewD<'a, F>)>) -> Self {
         let (mut w_ih, mut w_hh, mut b_ih, mut b_hh) = (None, None, None, None);
-        let (mut w_hr, mut w_ph) = (None, None);
+        let (mut w_hr, mut per_unit) = (None, Vec::new());
         let two = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix2>().expect("a 2-D weight");
         let one = |v: ArrayViewD<'a, F>| v.into_dimensionality::<Ix1>().expect("a 1-D bias");
         for (param, view) in params {
@@ -215,7 +227,7 @@ impl<'a, F> DirWeights<'a, F> {
                 Param::BiasIh => b_ih = Some(one(view)),
                 Param::BiasHh => b_hh = Some(one(view)),
                 Param::WeightHr => w_hr = Some(two(view)),
-                Param::WeightPh => w_ph = Some(one(view)),
+                _ => per_unit.push((param, one(view))),
             }
         }
         DirWeights {
@@ -224,7 +236,7 @@ impl<'a, F> DirWeights<'a, F> {
             b_ih,
             b_hh,
             w_hr,
-            w_ph,
+            per_unit,
         }
     }
 }
@@ -244,7 +256,10 @@ impl<F: Float> DirGrads<F> {
             Param::BiasIh => self.b_ih.take().map(|a| a.into_dyn()),
             Param::BiasHh => self.b_hh.take().map(|a| a.into_dyn()),
             Param::WeightHr => self.w_hr.take().map(|a| a.into_dyn()),
-            Param::WeightPh => self.w_ph.take().map(|a| a.into_dyn()),
+            _ => {
+                let k = self.per_unit.iter().position(|(p, _)| *p == param)?;
+                Some(self.per_unit.remove(k).1.into_dyn())
+            }
         }
     }
 }

@@ -86,17 +86,25 @@ pub(crate) struct PackedDir<F> {
     pub(super) unit_weights: Vec<F>,
 }
 
-/// The cell's per-unit weights (`weight_ph`) in block order: for each block, `[p_0; p_1; ..]`
-/// of its units; empty for none.
+/// The cell's per-unit weights (its per-unit parameters concatenated in `state_dict` order,
+/// `[p_0; p_1; ..]` in units of `hidden_size`) in block order: for each block, `[p_0; p_1;
+/// ..]` of its units; empty for none.
 pub(super) fn blocked_unit_weights<F: Copy>(
     cell: Cell,
     w: &DirWeights<'_, F>,
     blocks: &Blocks,
 ) -> Vec<F> {
-    match (cell.description().unit_weights, &w.w_ph) {
-        (0, _) | (_, None) => Vec::new(),
-        (k, Some(p)) => gather(p, &blocks.order(k)),
+    let k = cell.description().unit_weights;
+    if k == 0 || w.per_unit.is_empty() {
+        return Vec::new();
     }
+    let all: Vec<F> = w
+        .per_unit
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    debug_assert_eq!(all.len(), k * blocks.units(blocks.count() - 1).end);
+    blocks.order(k).iter().map(|&r| all[r]).collect()
 }
 
 /// The weight matrices of a layer and direction that the forward pass multiplies by.
@@ -136,7 +144,11 @@ impl<F: Activations> PackedDir<F> {
         let g = desc.gates();
         let gh = w.w_ih.nrows();
         let hidden = gh / g;
-        let blocks = Blocks::new(g, hidden);
+        let blocks = if desc.whole_rows {
+            Blocks::whole(hidden)
+        } else {
+            Blocks::new(g, hidden)
+        };
         let order = blocks.order(g);
         let pack_block = |m: Matrix, b: usize| pack(m, &order[blocks.columns(b, g)]);
         // With a late last gate, the block's W_hh rows of the other gates (phase one), and of

@@ -189,6 +189,13 @@ fn attr_strings(name: &str, v: &[&str]) -> AttributeProto {
 
 /// Checks that ONNX's operators can express `config`.
 fn expressible(config: &RecurrentConfig) -> Result<()> {
+    if config.layer_norm {
+        return Err(Error::Invalid(format!(
+            "{}: layer_norm has no ONNX form (the LSTM operator normalises nothing); keep \
+             the model in rnn's model file or safetensors, or export a model without layer_norm",
+            config.cell.torch_name()
+        )));
+    }
     if config.proj_size > 0 {
         return Err(Error::Invalid(format!(
             "{}: proj_size = {} has no ONNX form (the LSTM operator has no projection of h); \

@@ -33,7 +33,8 @@
 
 use ndarray::{s, Array2, ArrayView2};
 
-use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param};
+use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param, Variant};
+use crate::config::CellKind;
 use crate::engine::math::Activations;
 use crate::linalg::Float;
 
@@ -43,6 +44,8 @@ pub(crate) struct Gru;
 
 impl CellMath for Gru {
     const DESCRIPTION: Description = Description {
+        kind: CellKind::Gru,
+        variant: None,
         name: "gru",
         torch_name: "GRU",
         torch_cell_name: "GRUCell",
@@ -56,7 +59,9 @@ impl CellMath for Gru {
         direct_state_path: true,
         late_last_gate: false,
         unit_weights: 0,
-        options: &["linear_before_reset"],
+        whole_rows: false,
+        products_apart: false,
+        row_grads: 0,
         params: &[
             Param::WeightIh,
             Param::WeightHh,
@@ -127,6 +132,10 @@ pub(crate) struct GruResetBefore;
 
 impl CellMath for GruResetBefore {
     const DESCRIPTION: Description = Description {
+        variant: Some(Variant {
+            option: "linear_before_reset",
+            chosen: |c| !c.linear_before_reset,
+        }),
         aux_width: 0,
         last_gate_recurrent_apart: false,
         late_last_gate: true,

@@ -28,7 +28,8 @@
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
-use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param};
+use super::{parts, parts_mut, BackwardRow, CellMath, Description, ForwardRow, Param, Variant};
+use crate::config::CellKind;
 use crate::engine::math::Activations;
 use crate::linalg::Float;
 
@@ -38,6 +39,8 @@ pub(crate) struct Lstm;
 
 impl CellMath for Lstm {
     const DESCRIPTION: Description = Description {
+        kind: CellKind::Lstm,
+        variant: None,
         name: "lstm",
         torch_name: "LSTM",
         torch_cell_name: "LSTMCell",
@@ -51,7 +54,9 @@ impl CellMath for Lstm {
         direct_state_path: false,
         late_last_gate: false,
         unit_weights: 0,
-        options: &["peephole"],
+        whole_rows: false,
+        products_apart: false,
+        row_grads: 0,
         params: &[
             Param::WeightIh,
             Param::WeightHh,
@@ -110,6 +115,10 @@ pub(crate) struct LstmPeephole;
 
 impl CellMath for LstmPeephole {
     const DESCRIPTION: Description = Description {
+        variant: Some(Variant {
+            option: "peephole",
+            chosen: |c| c.peephole,
+        }),
         aux_width: 3,
         unit_weights: 3,
         params: &[
@@ -168,6 +177,7 @@ impl CellMath for LstmPeephole {
     fn unit_weight_grads<F: Float>(
         self,
         dxw: ArrayView2<'_, F>,
+        _drow: ArrayView2<'_, F>,
         aux: ArrayView2<'_, F>,
     ) -> Array1<F> {
         let w = dxw.ncols() / 4;

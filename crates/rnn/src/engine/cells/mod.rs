@@ -31,11 +31,15 @@
 //!   and five inputs then needs more runtime checks than the vectoriser will emit.
 //!
 //! **A new cell** is a file here with a type implementing `CellMath` (its `DESCRIPTION` and
-//! row math), a variant of [`CellKind`] (and its entry in [`CellKind::ALL`]), and one line in
-//! the list of the `dispatch!` macro here.
+//! row math), its `mod` line and one line in the `cells!` list here. A variant of a kind is
+//! chosen by a configuration option (its description's `variant`, a field of
+//! [`RecurrentConfig`]); a new kind adds a variant of [`CellKind`] (and its entry in
+//! [`CellKind::ALL`]); a new kind of parameter, a role of [`Param`] (per-unit parameters,
+//! [`Param::unit_width`], reach the row math and the gradients generically).
 
 mod gru;
 mod lstm;
+mod lstm_ln;
 pub mod params;
 mod rnn;
 
@@ -49,88 +53,118 @@ use crate::linalg::Float;
 use crate::linalg::Isa;
 pub use params::Param;
 
-/// The row-math types, one per cell kind and variant: the one list the engine dispatches on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Math {
-    Elman,
-    Lstm,
-    LstmPeephole,
-    Gru,
-    GruResetBefore,
-}
+/// Declares the row-math types, once: the enum [`Math`] of them, its list `Math::ALL`, and
+/// the macro `dispatch!($math, C => body)`, which runs `body` with the type alias `C` naming
+/// the row math of `$math` (so that the body is compiled once per cell kind and variant).
+/// The first token is `$`, which the generated macro needs for its own variables.
+macro_rules! cells {
+    ($d:tt; $($variant:ident => $ty:ty),* $(,)?) => {
+        /// The row-math types, one per cell kind and variant: the one list the engine
+        /// dispatches on.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Math {
+            $($variant),*
+        }
 
-/// Runs `$body` with the type alias `$ty` naming the row math of `$math` (a [`Math`]), so that
-/// the body is compiled once per cell kind and variant.
-macro_rules! dispatch {
-    ($math:expr, $ty:ident => $body:expr) => {
-        match $math {
-            Math::Elman => {
-                type $ty = rnn::Elman;
-                $body
-            }
-            Math::Lstm => {
-                type $ty = lstm::Lstm;
-                $body
-            }
-            Math::LstmPeephole => {
-                type $ty = lstm::LstmPeephole;
-                $body
-            }
-            Math::Gru => {
-                type $ty = gru::Gru;
-                $body
-            }
-            Math::GruResetBefore => {
-                type $ty = gru::GruResetBefore;
-                $body
-            }
+        impl Math {
+            /// Every row-math type.
+            const ALL: &'static [Math] = &[$(Math::$variant),*];
+        }
+
+        macro_rules! dispatch {
+            ($d math:expr, $d alias:ident => $d body:expr) => {
+                match $d math {
+                    $(Math::$variant => {
+                        type $d alias = $ty;
+                        $d body
+                    })*
+                }
+            };
         }
     };
 }
 
+// The list of cells: a new cell is a file here (its `mod` line above) and a line here.
+cells! { $;
+    Elman => rnn::Elman,
+    Lstm => lstm::Lstm,
+    LstmPeephole => lstm::LstmPeephole,
+    LstmLayerNorm => lstm_ln::LstmLayerNorm,
+    Gru => gru::Gru,
+    GruResetBefore => gru::GruResetBefore,
+}
+
+/// A configuration option (a key of the `config` JSON) that chooses a variant of a kind's
+/// cell: its name and whether a configuration sets it.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    /// The key, as in model files: `peephole`.
+    pub option: &'static str,
+    /// Whether `config` chooses the variant.
+    pub chosen: fn(&RecurrentConfig) -> bool,
+}
+
 impl Math {
-    /// The kind's plain cell (PyTorch's).
+    fn description(self) -> &'static Description {
+        dispatch!(self, C => &<C as CellMath>::DESCRIPTION)
+    }
+
+    /// The kind's plain cell (PyTorch's): the one of its kind that no option chooses.
     fn base(kind: CellKind) -> Math {
-        match kind {
-            CellKind::Rnn => Math::Elman,
-            CellKind::Lstm => Math::Lstm,
-            CellKind::Gru => Math::Gru,
-        }
+        *Math::ALL
+            .iter()
+            .find(|m| m.description().kind == kind && m.description().variant.is_none())
+            .expect("every kind has a plain cell")
     }
 
     /// The cell of `config`: its kind with the variant its options choose, or why the options
-    /// do not apply to the kind.
+    /// do not apply to the kind or do not combine.
     fn of(config: &RecurrentConfig) -> Result<Math, String> {
-        let base = Math::base(config.cell);
-        let options = dispatch!(base, C => C::DESCRIPTION.options);
-        let accepting = |option: &str| -> String {
-            let kinds: Vec<&str> = CellKind::ALL
-                .iter()
-                .filter(|k| k.description().options.contains(&option))
-                .map(|k| k.torch_name())
-                .collect();
-            format!("{option} is an option of {} only", kinds.join(", "))
-        };
-        let chosen = [
-            (!config.linear_before_reset, "linear_before_reset"),
-            (config.peephole, "peephole"),
-        ];
-        for (set, option) in chosen {
-            if set && !options.contains(&option) {
-                return Err(accepting(option));
+        let mut chosen = Vec::new();
+        for &math in Math::ALL {
+            let desc = math.description();
+            let Some(variant) = desc.variant else {
+                continue;
+            };
+            if !(variant.chosen)(config) {
+                continue;
+            }
+            if desc.kind != config.cell {
+                let kinds: Vec<&str> = Math::ALL
+                    .iter()
+                    .map(|m| m.description())
+                    .filter(|d| d.variant.is_some_and(|v| v.option == variant.option))
+                    .map(|d| d.torch_name)
+                    .collect();
+                return Err(format!(
+                    "{} is an option of {} only",
+                    variant.option,
+                    kinds.join(", ")
+                ));
+            }
+            chosen.push((math, variant.option));
+        }
+        match chosen[..] {
+            [] => Ok(Math::base(config.cell)),
+            [(math, _)] => Ok(math),
+            _ => {
+                let options: Vec<&str> = chosen.iter().map(|&(_, o)| o).collect();
+                Err(format!(
+                    "{} do not combine: choose one of them",
+                    options.join(" and ")
+                ))
             }
         }
-        Ok(match base {
-            Math::Gru if !config.linear_before_reset => Math::GruResetBefore,
-            Math::Lstm if config.peephole => Math::LstmPeephole,
-            other => other,
-        })
     }
 }
 
 /// Everything the engine and the layers know about a cell kind, apart from its row math.
 #[derive(Clone, Copy, Debug)]
 pub struct Description {
+    /// The kind of layer the cell is a cell of.
+    pub kind: CellKind,
+    /// `None` for the kind's plain cell (PyTorch's); else the option that chooses this variant.
+    pub variant: Option<Variant>,
     /// The name in model files and on the command line: `lstm`.
     pub name: &'static str,
     /// PyTorch's class name of the layer: `LSTM`.
@@ -167,12 +201,27 @@ pub struct Description {
     /// likewise, with `dL/dm` from that gate's `dXW` columns; that gate's rows of `dW_hh` are
     /// `dXW^T M`, with `M` rebuilt from the saved gates and states.
     pub late_last_gate: bool,
-    /// Per-unit weights of the cell, in units of `hidden_size` (the peephole LSTM's `[p_i;
+    /// Per-unit weights of the cell, in units of `hidden_size`: its per-unit parameters
+    /// ([`Param::unit_width`]) concatenated in `state_dict` order (the peephole LSTM's `[p_i;
     /// p_f; p_o]`: 3): the row math reads the block's, and their gradients are sums over all
     /// rows (the row math's `unit_weight_grads`).
     pub unit_weights: usize,
-    /// The configuration options (keys of the `config` JSON) that choose a variant of the cell.
-    pub options: &'static [&'static str],
+    /// Whether the row math needs every hidden unit of a row at once (statistics over the
+    /// row, as a layer norm's): the layer is then one block of units (`Blocks::whole`), and
+    /// the threads share a pass by rows of the batch only (`schedule.rs`; with too few rows
+    /// for that, one thread runs each step). No meeting of blocks within a step is needed.
+    pub whole_rows: bool,
+    /// Whether the cell transforms `x W_ih^T` and `h W_hh^T` apart before adding them (a layer
+    /// norm of each), with every bias added after. Then `hw` stays apart from `xw` for every
+    /// gate (the biases still fold), backward writes `dL/d(h W_hh^T)` of every gate (`dhw`,
+    /// kept for all rows: `dW_hh = dHW^T H_prev`), and the bias gradients are the sums of the
+    /// row gradients' first `G` units ([`Description::row_grads`]).
+    pub products_apart: bool,
+    /// Per-row gradient values, in units of `hidden_size`, that the backward row math writes
+    /// (`drow`) and that are kept for all rows, for the gradients of the unit weights
+    /// (the row math's `unit_weight_grads`) and, with [`Description::products_apart`], of the
+    /// biases (the first `G` units: `dL/d` the pre-activations, biases included); 0 for none.
+    pub row_grads: usize,
     /// The parameters of a layer and direction, in `state_dict` order (those a configuration
     /// lacks, as biases without `bias`, are skipped).
     pub params: &'static [Param],
@@ -216,7 +265,7 @@ impl CellKind {
     /// The description of the kind's plain cell (PyTorch's; see [`Cell::description`] for a
     /// configuration's variant).
     pub fn description(self) -> &'static Description {
-        dispatch!(Math::base(self), C => &<C as CellMath>::DESCRIPTION)
+        Math::base(self).description()
     }
 }
 
@@ -249,7 +298,7 @@ impl Cell {
 
     /// The description of the cell (with its variant).
     pub fn description(self) -> &'static Description {
-        dispatch!(self.math, C => &<C as CellMath>::DESCRIPTION)
+        self.math.description()
     }
 
     /// Number of gate blocks `G`.
@@ -304,11 +353,13 @@ pub(crate) trait CellMath: Copy {
     }
 
     /// Cells with per-unit weights: their gradients (unit_weights w) for one block, summed
-    /// over all rows, from the block's gradients of the pre-activations (rows, G w) and saved
-    /// auxiliary values (rows, aux_width w).
+    /// over all rows, from the block's gradients of the pre-activations (rows, G w), its row
+    /// gradients (rows, row_grads w; see [`Description::row_grads`]) and saved auxiliary
+    /// values (rows, aux_width w).
     fn unit_weight_grads<F: Float>(
         self,
         _dxw: ArrayView2<'_, F>,
+        _drow: ArrayView2<'_, F>,
         _aux: ArrayView2<'_, F>,
     ) -> ndarray::Array1<F> {
         unreachable!("only cells with per-unit weights")
@@ -338,9 +389,10 @@ pub(crate) fn unprojected_state<F: Float>(
 pub(crate) fn unit_weight_grads<F: Float>(
     cell: Cell,
     dxw: ArrayView2<'_, F>,
+    drow: ArrayView2<'_, F>,
     aux: ArrayView2<'_, F>,
 ) -> ndarray::Array1<F> {
-    dispatch!(cell.math, C => C::new(cell).unit_weight_grads(dxw, aux))
+    dispatch!(cell.math, C => C::new(cell).unit_weight_grads(dxw, drow, aux))
 }
 
 /// See [`CellMath::late_state`].
@@ -404,6 +456,8 @@ pub(crate) struct BackwardRow<'r, F> {
     pub dm: &'r [F],
     /// (unit_weights w): the block's per-unit weights.
     pub unit_weights: &'r [F],
+    /// (row_grads w) out: the row's gradients for the parameters ([`Description::row_grads`]).
+    pub drow: &'r mut [F],
 }
 
 /// Splits `v` into `K` consecutive slices of `n` values.
@@ -579,6 +633,8 @@ pub(crate) struct BackwardBlock<F> {
     pub dm: Rows<F>,
     /// (unit_weights w), the same for every row: the block's per-unit weights.
     pub unit_weights: Rows<F>,
+    /// (row_grads w) per row, out; empty for none.
+    pub drow: Rows<F>,
 }
 
 /// One step backward of one block of units, row by row, compiled for the cell's kind and for
@@ -660,6 +716,7 @@ unsafe fn backward_row_at<F: Activations, C: CellMath, const LATE: bool>(
         h_prev: op.h_prev.get(i),
         dm: op.dm.get(i),
         unit_weights: op.unit_weights.get(i),
+        drow: op.drow.row(i),
     };
     if LATE {
         cell.backward_row_late(row);

@@ -23,6 +23,15 @@ pub enum Param {
     /// `weight_ph`: (3 * hidden_size), the peephole weights `[p_i; p_f; p_o]` (LSTM with
     /// `peephole`).
     WeightPh,
+    /// `ln_ih_weight`: (4 * hidden_size), the gain of the layer norm of `x W_ih^T` (LSTM with
+    /// `layer_norm`).
+    LnIhWeight,
+    /// `ln_hh_weight`: (4 * hidden_size), the gain of the layer norm of `h W_hh^T`.
+    LnHhWeight,
+    /// `ln_c_weight`: (hidden_size), the gain of the layer norm of `c'`.
+    LnCWeight,
+    /// `ln_c_bias`: (hidden_size), the shift of the layer norm of `c'`.
+    LnCBias,
 }
 
 /// How a parameter starts.
@@ -33,6 +42,8 @@ pub enum Init {
     Uniform,
     /// Zeros (a variant's extra weights: the layer starts as the plain cell).
     Zeros,
+    /// Ones (a layer norm's gain, as `torch.nn.LayerNorm`).
+    Ones,
 }
 
 impl Param {
@@ -45,6 +56,10 @@ impl Param {
             Param::BiasHh => "bias_hh",
             Param::WeightHr => "weight_hr",
             Param::WeightPh => "weight_ph",
+            Param::LnIhWeight => "ln_ih_weight",
+            Param::LnHhWeight => "ln_hh_weight",
+            Param::LnCWeight => "ln_c_weight",
+            Param::LnCBias => "ln_c_bias",
         }
     }
 
@@ -59,7 +74,11 @@ impl Param {
             Param::WeightHr => {
                 (config.proj_size > 0).then(|| vec![config.proj_size, config.hidden_size])
             }
-            Param::WeightPh => config.peephole.then(|| vec![3 * config.hidden_size]),
+            _ => {
+                let width = self.unit_width().expect("a per-unit parameter");
+                self.present(config)
+                    .then(|| vec![width * config.hidden_size])
+            }
         }
     }
 
@@ -71,13 +90,31 @@ impl Param {
             Param::BiasIh | Param::BiasHh => config.bias,
             Param::WeightHr => config.proj_size > 0,
             Param::WeightPh => config.peephole,
+            Param::LnIhWeight | Param::LnHhWeight | Param::LnCWeight | Param::LnCBias => {
+                config.layer_norm
+            }
+        }
+    }
+
+    /// Per-unit parameters (vectors of `k * hidden_size` values that the row math reads a
+    /// block's part of): `Some(k)`; `None` for the matrices and the biases. A cell's per-unit
+    /// parameters are its unit weights ([`super::Description::unit_weights`]), concatenated in
+    /// `state_dict` order.
+    pub fn unit_width(self) -> Option<usize> {
+        match self {
+            Param::WeightPh => Some(3),
+            Param::LnIhWeight | Param::LnHhWeight => Some(4),
+            Param::LnCWeight | Param::LnCBias => Some(1),
+            Param::WeightIh | Param::WeightHh | Param::BiasIh | Param::BiasHh => None,
+            Param::WeightHr => None,
         }
     }
 
     /// How the parameter starts.
     pub fn init(self) -> Init {
         match self {
-            Param::WeightPh => Init::Zeros,
+            Param::WeightPh | Param::LnCBias => Init::Zeros,
+            Param::LnIhWeight | Param::LnHhWeight | Param::LnCWeight => Init::Ones,
             _ => Init::Uniform,
         }
     }

@@ -6,7 +6,7 @@
 //! and `relu' = [h' > 0]`. Nothing auxiliary is saved; both biases fold into the product.
 
 use super::{BackwardRow, CellMath, Description, ForwardRow, Param};
-use crate::config::Nonlinearity;
+use crate::config::{CellKind, Nonlinearity};
 use crate::engine::math::Activations;
 
 /// The Elman cell's math: its activation.
@@ -17,6 +17,8 @@ pub(crate) struct Elman {
 
 impl CellMath for Elman {
     const DESCRIPTION: Description = Description {
+        kind: CellKind::Rnn,
+        variant: None,
         name: "rnn",
         torch_name: "RNN",
         torch_cell_name: "RNNCell",
@@ -30,7 +32,9 @@ impl CellMath for Elman {
         direct_state_path: false,
         late_last_gate: false,
         unit_weights: 0,
-        options: &[],
+        whole_rows: false,
+        products_apart: false,
+        row_grads: 0,
         params: &[
             Param::WeightIh,
             Param::WeightHh,

@@ -54,6 +54,7 @@ pub mod optim;
 pub mod packed;
 pub mod pytorch;
 pub mod recurrent;
+pub mod regularisers;
 pub mod rng;
 pub mod tensor;
 

@@ -26,6 +26,7 @@ use crate::engine::cells::params::{layer_params, layer_roles, Init};
 use crate::engine::{self, Batches, DirWeights, Param, Saved};
 use crate::error::{Error, Result, Shape};
 use crate::module::Module;
+use crate::regularisers::{drop_weights, weight_drop_grad, Masks};
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
@@ -226,6 +227,16 @@ impl Recurrent {
         h0: Option<&Tensor>,
         c0: Option<&Tensor>,
     ) -> Result<RecurrentOutput> {
+        self.forward_inner(input, h0, c0, None)
+    }
+
+    fn forward_inner(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        masks: Option<Masks<f32>>,
+    ) -> Result<RecurrentOutput> {
         let c = &self.config;
         let name = self.name();
         let shape = input.shape();
@@ -280,7 +291,21 @@ impl Recurrent {
                 "the sequence length and the batch size must be at least 1",
             ));
         }
-        self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape)
+        self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape, masks)
+    }
+
+    /// [`Recurrent::forward_states`] with the regularisers' masks given rather than drawn
+    /// (their layout: [`Masks`]; rows in the input's order, batch-major with `batch_first`),
+    /// whatever the mode: for tests and for reproducing a pass. Masks of the wrong count or
+    /// shape are an error.
+    pub fn forward_masked(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        masks: Masks<f32>,
+    ) -> Result<RecurrentOutput> {
+        self.forward_inner(input, h0, c0, Some(masks))
     }
 
     /// Runs the layer on packed rows (R, H_in) laid out by `batches`: time-major, sorted by
@@ -302,7 +327,7 @@ impl Recurrent {
                 &shape,
             ));
         }
-        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape)
+        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape, None)
     }
 
     fn check_state(
@@ -347,6 +372,7 @@ impl Recurrent {
         Ok(Some(a))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         input: &Tensor,
@@ -355,6 +381,7 @@ impl Recurrent {
         h0: Option<&Tensor>,
         c0: Option<&Tensor>,
         input_shape: &[usize],
+        masks: Option<Masks<f32>>,
     ) -> Result<RecurrentOutput> {
         let c = &self.config;
         let has_c = c.cell.description().cell_state;
@@ -384,10 +411,39 @@ impl Recurrent {
         inputs.extend(params.iter().cloned());
         let record = is_grad_enabled() && inputs.iter().any(|t| t.requires_grad());
 
+        // batch_first input as it is: the engine reads its rows batch-major.
+        let batches = match layout {
+            Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
+            _ => batches,
+        };
+        // The regularisers' masks: given, drawn in training mode, or evaluation's.
+        let masks = match masks {
+            Some(m) => {
+                m.check(c, &batches)?;
+                m
+            }
+            None if self.training && c.has_noise() => {
+                with_global_rng(|rng| Masks::draw(c, &batches, Some(rng)))
+            }
+            None => Masks::draw(c, &batches, None),
+        };
+        let Masks {
+            weight_drop,
+            pass: pass_masks,
+        } = masks;
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
-        let weights = dir_weights(c, &guards);
+        // DropConnect: the pass runs W_hh * mask.
+        let dropped: Vec<Array2<f32>> = weight_drop
+            .iter()
+            .zip(dir_weights(c, &guards))
+            .map(|(m, w)| drop_weights(w.w_hh, m))
+            .collect();
+        let mut weights = dir_weights(c, &guards);
+        for (w, d) in weights.iter_mut().zip(&dropped) {
+            w.w_hh = d.view();
+        }
         // Packed once for as many passes without gradients as run the same weights.
-        let packed = if record {
+        let packed = if record || !dropped.is_empty() {
             self.packed.clear();
             None
         } else {
@@ -397,41 +453,19 @@ impl Recurrent {
             )
         };
         let packed = packed.as_deref().map(Vec::as_slice);
-        // batch_first input as it is: the engine reads its rows batch-major.
-        let batches = match layout {
-            Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
-            _ => batches,
-        };
         let input_data = input.data();
         let x_rows = layout.to_rows(&input_data, &batches);
-        let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
-        let fwd = if dropout {
-            with_global_rng(|rng| {
-                engine::forward_packed(
-                    c,
-                    &weights,
-                    packed,
-                    x_rows.view(),
-                    &batches,
-                    h0a.view(),
-                    c0a.as_ref().map(|a| a.view()),
-                    Some(rng),
-                    record,
-                )
-            })
-        } else {
-            engine::forward_packed(
-                c,
-                &weights,
-                packed,
-                x_rows.view(),
-                &batches,
-                h0a.view(),
-                c0a.as_ref().map(|a| a.view()),
-                None,
-                record,
-            )
-        };
+        let fwd = engine::forward_packed(
+            c,
+            &weights,
+            packed,
+            x_rows.view(),
+            &batches,
+            h0a.view(),
+            c0a.as_ref().map(|a| a.view()),
+            pass_masks,
+            record,
+        );
         drop((guards, x_rows));
         drop(input_data);
 
@@ -453,6 +487,7 @@ impl Recurrent {
             layout,
             batches,
             saved: fwd.saved,
+            weight_drop: if record { weight_drop } else { Vec::new() },
             has_h0: h0.is_some(),
             has_c0: c0.is_some(),
             input_shape: input_shape.to_vec(),
@@ -498,6 +533,8 @@ struct RecurrentBackward {
     layout: Layout,
     batches: Batches,
     saved: Option<Saved<f32>>,
+    /// The DropConnect masks of `weight_hh` the pass ran with (empty: none).
+    weight_drop: Vec<Array2<f32>>,
     has_h0: bool,
     has_c0: bool,
     input_shape: Vec<usize>,
@@ -533,7 +570,16 @@ impl Backward for RecurrentBackward {
         let dc_n = grads.get(2).and_then(|g| state(g, c.hidden_size));
         let param_start = 1 + self.has_h0 as usize + self.has_c0 as usize;
         let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
-        let weights = dir_weights(c, &guards);
+        let dropped: Vec<Array2<f32>> = self
+            .weight_drop
+            .iter()
+            .zip(dir_weights(c, &guards))
+            .map(|(m, w)| drop_weights(w.w_hh, m))
+            .collect();
+        let mut weights = dir_weights(c, &guards);
+        for (w, d) in weights.iter_mut().zip(&dropped) {
+            w.w_hh = d.view();
+        }
         // The input rows are rebuilt from the input tensor rather than kept twice.
         let input_data = inputs[0].data();
         let x_rows = self.layout.to_rows(&input_data, &self.batches);
@@ -567,7 +613,10 @@ impl Backward for RecurrentBackward {
         if self.has_c0 {
             out.push(b.c0.map(state_grad));
         }
-        for mut g in b.weights {
+        for (k, mut g) in b.weights.into_iter().enumerate() {
+            if let Some(mask) = self.weight_drop.get(k) {
+                weight_drop_grad(&mut g.w_hh, mask);
+            }
             for param in layer_roles(c) {
                 out.push(Some(g.take(param).expect("a gradient per parameter")));
             }
@@ -641,6 +690,15 @@ impl fmt::Display for Recurrent {
         }
         if c.peephole {
             write!(f, ", peephole=True")?;
+        }
+        if c.weight_drop != 0.0 {
+            write!(f, ", weight_drop={}", c.weight_drop)?;
+        }
+        if c.zoneout != 0.0 {
+            write!(f, ", zoneout={}", c.zoneout)?;
+        }
+        if c.variational_dropout {
+            write!(f, ", variational_dropout=True")?;
         }
         write!(f, ")  # {} parameters", self.num_parameters())
     }

@@ -588,6 +588,10 @@ fn char_seeds(scratch: &Scratch) -> CharSeeds {
         hidden_size: 6,
         num_layers: 2,
         dropout: 0.25,
+        peephole: false,
+        weight_drop: 0.0,
+        zoneout: 0.0,
+        variational_dropout: false,
     };
     let train = TrainConfig {
         seq_len: 8,

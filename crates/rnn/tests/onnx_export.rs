@@ -138,6 +138,10 @@ fn a_character_model_exports_and_is_not_mistaken_for_a_stack() {
             hidden_size: 5,
             num_layers: 2,
             dropout: 0.0,
+            peephole: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         })
         .unwrap();
         let vocab = Vocab::from_text("abcde\n").unwrap();

@@ -20,6 +20,10 @@ fn setup(
         hidden_size: 16,
         num_layers: 1,
         dropout: 0.0,
+        peephole: false,
+        weight_drop: 0.0,
+        zoneout: 0.0,
+        variational_dropout: false,
     };
     let lr = match optimizer {
         OptimizerKind::Sgd => 0.5,

@@ -237,6 +237,10 @@ mod tests {
             hidden_size: 8,
             num_layers: 1,
             dropout: 0.0,
+            peephole: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         })
         .unwrap();
         let opts = SampleOptions::default();

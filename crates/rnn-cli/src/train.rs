@@ -97,12 +97,19 @@ fn sample_len(args: &Args) -> usize {
 /// the regularisers' probabilities, `--variational-dropout` without `--dropout`, and
 /// `--peephole` with a cell other than LSTM.
 fn check_flags(args: &Args) -> Result<()> {
-    for (flag, p) in [("--weight-drop", args.weight_drop), ("--zoneout", args.zoneout)] {
+    for (flag, p) in [
+        ("--weight-drop", args.weight_drop),
+        ("--zoneout", args.zoneout),
+    ] {
         if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
             bail!("{flag} {p}: expected a probability in [0, 1) (0 turns it off)");
         }
     }
-    if args.variational_dropout && args.dropout.unwrap_or(defaults::DROPOUT) == 0.0 && args.init.is_none() && !args.resume {
+    if args.variational_dropout
+        && args.dropout.unwrap_or(defaults::DROPOUT) == 0.0
+        && args.init.is_none()
+        && !args.resume
+    {
         bail!(
             "--variational-dropout makes the --dropout masks the same at every time step, so it \
              needs --dropout P with P > 0 (e.g. --dropout 0.2 --variational-dropout)"

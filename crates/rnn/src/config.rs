@@ -544,6 +544,44 @@ mod tests {
     }
 
     #[test]
+    fn regularisers_are_checked_and_absent_from_json_when_off() {
+        let plain = RecurrentConfig::new(CellKind::Lstm, 4, 8).with_num_layers(2);
+        let json = plain.to_json();
+        for key in ["weight_drop", "zoneout", "variational_dropout"] {
+            assert!(!json.contains(key), "{json}");
+        }
+        let on = plain
+            .clone()
+            .with_dropout(0.3)
+            .with_variational_dropout(true)
+            .with_weight_drop(0.5)
+            .with_zoneout(0.1);
+        on.validate().unwrap();
+        assert_eq!(RecurrentConfig::from_json(&on.to_json()).unwrap(), on);
+        for (c, message) in [
+            (
+                plain.clone().with_weight_drop(1.0),
+                "weight_drop is a probability in [0, 1)",
+            ),
+            (
+                plain.clone().with_zoneout(-0.1),
+                "zoneout is a probability in [0, 1)",
+            ),
+            (
+                plain.clone().with_zoneout(f64::NAN),
+                "zoneout is a probability",
+            ),
+            (
+                plain.clone().with_variational_dropout(true),
+                "variational_dropout makes the inter-layer dropout's mask the same",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(message), "{e}");
+        }
+    }
+
+    #[test]
     fn parameter_shapes_and_count_agree_with_the_layer() {
         let configs = [
             RecurrentConfig::new(CellKind::Lstm, 3, 5)

@@ -291,7 +291,15 @@ impl Recurrent {
                 "the sequence length and the batch size must be at least 1",
             ));
         }
-        self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape, masks)
+        self.run(
+            input,
+            layout,
+            Batches::uniform(len, batch),
+            h0,
+            c0,
+            &shape,
+            masks,
+        )
     }
 
     /// [`Recurrent::forward_states`] with the regularisers' masks given rather than drawn
@@ -432,13 +440,9 @@ impl Recurrent {
             pass: pass_masks,
         } = masks;
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
-        // DropConnect: the pass runs W_hh * mask.
-        let dropped: Vec<Array2<f32>> = weight_drop
-            .iter()
-            .zip(dir_weights(c, &guards))
-            .map(|(m, w)| drop_weights(w.w_hh, m))
-            .collect();
         let mut weights = dir_weights(c, &guards);
+        // DropConnect: the pass runs W_hh * mask.
+        let dropped = dropped_weights(&weights, &weight_drop);
         for (w, d) in weights.iter_mut().zip(&dropped) {
             w.w_hh = d.view();
         }
@@ -527,6 +531,15 @@ fn dir_weights<'a>(
         .collect()
 }
 
+/// `weight_hh * mask` of every layer and direction with a DropConnect mask (none without).
+fn dropped_weights(weights: &[DirWeights<'_, f32>], masks: &[Array2<f32>]) -> Vec<Array2<f32>> {
+    masks
+        .iter()
+        .zip(weights)
+        .map(|(m, w)| drop_weights(w.w_hh, m))
+        .collect()
+}
+
 /// The autograd node of a whole recurrent pass.
 struct RecurrentBackward {
     config: RecurrentConfig,
@@ -570,13 +583,8 @@ impl Backward for RecurrentBackward {
         let dc_n = grads.get(2).and_then(|g| state(g, c.hidden_size));
         let param_start = 1 + self.has_h0 as usize + self.has_c0 as usize;
         let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
-        let dropped: Vec<Array2<f32>> = self
-            .weight_drop
-            .iter()
-            .zip(dir_weights(c, &guards))
-            .map(|(m, w)| drop_weights(w.w_hh, m))
-            .collect();
         let mut weights = dir_weights(c, &guards);
+        let dropped = dropped_weights(&weights, &self.weight_drop);
         for (w, d) in weights.iter_mut().zip(&dropped) {
             w.w_hh = d.view();
         }

@@ -53,7 +53,10 @@ impl<F: Float> Masks<F> {
     pub fn draw(config: &RecurrentConfig, batches: &Batches, mut rng: Option<&mut Rng>) -> Self {
         let mut weight_drop = Vec::new();
         if let Some(rng) = rng.as_deref_mut().filter(|_| config.weight_drop > 0.0) {
-            let dim = (config.cell.gates() * config.hidden_size, config.state_size());
+            let dim = (
+                config.cell.gates() * config.hidden_size,
+                config.state_size(),
+            );
             for _ in 0..config.num_layers * config.num_directions() {
                 weight_drop.push(engine::dropout_mask(rng, dim, config.weight_drop));
             }
@@ -87,7 +90,10 @@ impl<F: Float> Masks<F> {
                     self.weight_drop.len()
                 )));
             }
-            let dim = (config.cell.gates() * config.hidden_size, config.state_size());
+            let dim = (
+                config.cell.gates() * config.hidden_size,
+                config.state_size(),
+            );
             for (k, m) in self.weight_drop.iter().enumerate() {
                 shape(format!("weight_drop[{k}]"), m, dim)?;
             }

@@ -36,9 +36,8 @@ fn run_weights<'a>(
         .enumerate()
         .map(|(idx, v)| {
             let roles = layer_params(c, idx / c.num_directions());
-            let mut w = DirWeights::from_params(
-                roles.into_iter().zip(v).map(|((r, _), a)| (r, a.view())),
-            );
+            let mut w =
+                DirWeights::from_params(roles.into_iter().zip(v).map(|((r, _), a)| (r, a.view())));
             if let Some(d) = dropped.get(idx) {
                 w.w_hh = d.view();
             }
@@ -169,7 +168,10 @@ fn check(c: &RecurrentConfig, b: Batches, training: bool, seed: u64) {
     // The masks do something: the loss differs from a pass without them.
     let plain = case.loss(&params, &case.x, &Masks::default());
     let with = case.loss(&params, &case.x, &masks);
-    assert!((plain - with).abs() > 1e-3, "{c:?}: the masks changed nothing");
+    assert!(
+        (plain - with).abs() > 1e-3,
+        "{c:?}: the masks changed nothing"
+    );
 
     let eps = 1e-6;
     let assert_fd = |what: &str, analytic: f64, plus: f64, minus: f64| {
@@ -341,4 +343,62 @@ fn drawn_masks_are_scaled_locked_and_deterministic() {
     );
     let d = plain.pass.dropout[0].as_ref().unwrap();
     assert_ne!(d.row(0), d.row(4));
+}
+
+#[test]
+fn the_layers_alone_take_regularisers_and_onnx_refuses_zoneout() {
+    // A cell is one step: a DropConnect mask per step, or zoneout, belong to the layer.
+    for c in [
+        RecurrentConfig::new(CellKind::Lstm, 3, 4).with_zoneout(0.1),
+        RecurrentConfig::new(CellKind::Lstm, 3, 4).with_weight_drop(0.1),
+    ] {
+        let e = rnn::LstmCell::from_config(c).unwrap_err().to_string();
+        assert!(e.contains("has no argument"), "{e}");
+    }
+    let dir = std::env::temp_dir().join(format!("rnn_regularisers_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let layer =
+        rnn::Recurrent::new(RecurrentConfig::new(CellKind::Gru, 3, 4).with_zoneout(0.2)).unwrap();
+    let e = rnn::onnx::export_recurrent(&layer, dir.join("z.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("zoneout = 0.2 has no ONNX form"), "{e}");
+    // Weight drop and dropout are the identity at evaluation: exported as the plain layer.
+    let layer = rnn::Recurrent::new(
+        RecurrentConfig::new(CellKind::Gru, 3, 4)
+            .with_num_layers(2)
+            .with_dropout(0.5)
+            .with_variational_dropout(true)
+            .with_weight_drop(0.2),
+    )
+    .unwrap();
+    rnn::onnx::export_recurrent(&layer, dir.join("w.onnx")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn evaluation_applies_no_mask_and_training_draws_from_the_global_generator() {
+    use rnn::{Module, Tensor};
+    let c = RecurrentConfig::new(CellKind::Lstm, 3, 4)
+        .with_num_layers(2)
+        .with_dropout(0.5)
+        .with_variational_dropout(true)
+        .with_weight_drop(0.5);
+    let mut layer = rnn::Recurrent::with_rng(c.clone(), &mut Rng::new(1)).unwrap();
+    let plain = rnn::Recurrent::with_rng(
+        RecurrentConfig::new(CellKind::Lstm, 3, 4).with_num_layers(2),
+        &mut Rng::new(1),
+    )
+    .unwrap();
+    let x = Tensor::new(ArrayD::from_shape_simple_fn(IxDyn(&[5, 2, 3]), || 0.7f32));
+    let run = |l: &rnn::Recurrent| l.forward_states(&x, None, None).unwrap().output.to_array();
+    // Training: masks drawn from the global generator, the same for the same seed.
+    rnn::manual_seed(9);
+    let a = run(&layer);
+    rnn::manual_seed(9);
+    assert_eq!(run(&layer), a);
+    assert_ne!(a, run(&plain));
+    // Evaluation: weight drop and dropout are the identity.
+    layer.set_training(false);
+    assert_eq!(run(&layer), run(&plain));
 }

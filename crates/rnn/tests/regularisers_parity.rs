@@ -141,7 +141,8 @@ fn run_case(file: &TensorFile, case: &Case) {
 
 #[test]
 fn regularisers_match_a_pytorch_loop_fed_the_same_masks() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regularisers.safetensors");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/regularisers.safetensors");
     let file = TensorFile::read(&path).unwrap();
     let cases: Vec<Case> = serde_json::from_str(&file.metadata["cases"]).unwrap();
     assert_eq!(cases.len(), 28);
@@ -166,7 +167,10 @@ fn given_masks_of_the_wrong_shape_are_an_error() {
         .forward_masked(&x, None, None, bad)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("weight_drop[0] mask: expected shape (16, 4)"), "{e}");
+    assert!(
+        e.contains("weight_drop[0] mask: expected shape (16, 4)"),
+        "{e}"
+    );
     let bad = Masks {
         weight_drop: Vec::new(),
         pass: PassMasks {

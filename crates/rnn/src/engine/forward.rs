@@ -304,9 +304,11 @@ pub(super) fn direction_forward<F: Activations>(
                     accumulate,
                 );
                 if zone_c {
-                    sh_c_old
-                        .view_mut(lo, bs, units.clone())
-                        .assign(&sh_c.view(lo, bs, units.clone()));
+                    sh_c_old.view_mut(lo, bs, units.clone()).assign(&sh_c.view(
+                        lo,
+                        bs,
+                        units.clone(),
+                    ));
                 }
                 forward_block(
                     cell,

@@ -78,8 +78,8 @@ impl<F: Float> Masks<F> {
             if config.zoneout > 0.0 {
                 for _ in 0..dirs {
                     let h = bernoulli(rng, (rows, config.state_size()), config.zoneout);
-                    let c = has_c
-                        .then(|| bernoulli(rng, (rows, config.hidden_size), config.zoneout));
+                    let c =
+                        has_c.then(|| bernoulli(rng, (rows, config.hidden_size), config.zoneout));
                     zoneout.push(ZoneoutMasks { h, c });
                 }
             }
@@ -110,8 +110,7 @@ pub fn locked_mask<F: Float>(rng: &mut Rng, batches: &Batches, width: usize, p: 
     let mut mask = Array2::zeros((batches.rows(), width));
     for t in 0..batches.steps() {
         for i in 0..batches.active(t) {
-            mask.row_mut(batches.row(t, i))
-                .assign(&per_sequence.row(i));
+            mask.row_mut(batches.row(t, i)).assign(&per_sequence.row(i));
         }
     }
     mask

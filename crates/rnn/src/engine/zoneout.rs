@@ -36,7 +36,11 @@ impl<'a, F: Float> Mask<'a, F> {
     ///
     /// # Safety
     /// The mask matrix outlives the view and nothing writes it.
-    pub(super) unsafe fn view(&self, part: &Part, cols: std::ops::Range<usize>) -> ArrayView2<'a, F> {
+    pub(super) unsafe fn view(
+        &self,
+        part: &Part,
+        cols: std::ops::Range<usize>,
+    ) -> ArrayView2<'a, F> {
         match *self {
             Mask::Rows(m) => part.view(m, cols),
             Mask::Expectation(p) => {

@@ -86,6 +86,6 @@ pub(super) fn split_grad<F: Float>(
         .and(&m)
         .for_each(|d, k, &m| {
             *k = m * *d;
-            *d = *d - *k;
+            *d -= *k;
         });
 }

@@ -92,6 +92,24 @@ pub struct Args {
     /// (`"linear_before_reset": false`).
     #[arg(long)]
     reset_before: bool,
+    /// DropConnect on the recurrent weights with probability P (the model file's
+    /// `"weight_drop"`): a fresh mask on W_hh at every run, as in training.
+    #[arg(
+        long = "weight-drop",
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    weight_drop: f64,
+    /// Zoneout with probability P (the model file's `"zoneout"`): masks drawn at every run,
+    /// as in training.
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    zoneout: f64,
     /// infer or train.
     #[arg(long, value_enum, default_value = "infer")]
     mode: Mode,
@@ -149,6 +167,8 @@ pub fn main(args: Args) -> Result<()> {
         .with_peephole(args.peephole)
         .with_layer_norm(args.layer_norm)
         .with_linear_before_reset(!args.reset_before)
+        .with_weight_drop(args.weight_drop)
+        .with_zoneout(args.zoneout)
         .with_batch_first(true);
     config
         .validate()
@@ -275,6 +295,8 @@ fn flags(e: &rnn::Error) -> String {
         .replace("input_size", "--input")
         .replace("hidden_size", "--hidden")
         .replace("num_layers", "--layers")
+        .replace("weight_drop", "--weight-drop")
+        .replace("zoneout", "--zoneout")
 }
 
 /// Multiply-adds x 2 of one forward pass over all layers and directions.

@@ -93,8 +93,37 @@ fn sample_len(args: &Args) -> usize {
     args.sample_len.unwrap_or(300)
 }
 
-/// Checks the flags no other check covers: `--sample-len` against [`crate::sample::MAX_LEN`].
+/// Checks the flags no other check covers: `--sample-len` against [`crate::sample::MAX_LEN`];
+/// the regularisers' probabilities, `--variational-dropout` without `--dropout`, and
+/// `--peephole` with a cell other than LSTM.
 fn check_flags(args: &Args) -> Result<()> {
+    for (flag, p) in [
+        ("--weight-drop", args.weight_drop),
+        ("--zoneout", args.zoneout),
+    ] {
+        if let Some(p) = p.filter(|p| !(0.0..1.0).contains(p)) {
+            bail!("{flag} {p}: expected a probability in [0, 1) (0 turns it off)");
+        }
+    }
+    if args.variational_dropout
+        && args.dropout.unwrap_or(defaults::DROPOUT) == 0.0
+        && args.init.is_none()
+        && !args.resume
+    {
+        bail!(
+            "--variational-dropout makes the --dropout masks the same at every time step, so it \
+             needs --dropout P with P > 0 (e.g. --dropout 0.2 --variational-dropout)"
+        );
+    }
+    if args.peephole {
+        if let Some(cell) = args.cell.filter(|c| *c != CellKind::Lstm) {
+            bail!(
+                "--peephole is an option of --cell lstm only (peepholes connect an LSTM's cell \
+                 state to its gates), got --cell {}",
+                cell.name()
+            );
+        }
+    }
     if sample_len(args) > crate::sample::MAX_LEN {
         bail!(
             "--sample-len {} is more than the {} characters a sample may have",
@@ -147,6 +176,27 @@ pub struct Args {
     /// Dropout between layers and before the output layer, in [0, 1) [default: 0]
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     dropout: Option<f64>,
+    /// LSTM with peephole connections: the input and forget gates also see the previous cell
+    /// state c, the output gate the new one, through per-unit weights that start at zero
+    /// (ONNX's LSTM; Gers and Schmidhuber 2000)
+    #[arg(long)]
+    peephole: bool,
+    /// DropConnect on the recurrent weights W_hh with probability P in [0, 1): one random mask
+    /// per training step, the same at every time step, so that the recurrence itself is
+    /// regularised (AWD-LSTM's weight drop; 0.2-0.5 is usual); none at evaluation [default: 0]
+    #[arg(long = "weight-drop", value_name = "P", allow_negative_numbers = true)]
+    weight_drop: Option<f64>,
+    /// Zoneout with probability P in [0, 1): at each time step each unit of h (and of c for
+    /// an LSTM) keeps its previous value with probability P instead of updating, so that
+    /// gradients and information flow further back in time (Krueger et al. 2016; 0.05-0.15 is
+    /// usual); at evaluation every unit moves the expected (1 - P) of the way [default: 0]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    zoneout: Option<f64>,
+    /// Variational (locked) dropout: the --dropout masks, between the layers and before the
+    /// output layer, are drawn once per stream and chunk and kept at every time step, rather
+    /// than redrawn at each step (Gal and Ghahramani 2016; AWD-LSTM); needs --dropout P > 0
+    #[arg(long = "variational-dropout")]
+    variational_dropout: bool,
     /// Embedding width; 0 feeds one-hot vectors instead [default: 64]
     #[arg(long, value_name = "E")]
     embed: Option<usize>,
@@ -294,6 +344,10 @@ fn fresh(args: &Args) -> Result<Run> {
             num_layers: args.layers.unwrap_or(defaults::LAYERS),
             dropout: args.dropout.unwrap_or(defaults::DROPOUT),
             layer_norm: args.layer_norm,
+            peephole: args.peephole,
+            weight_drop: args.weight_drop.unwrap_or(0.0),
+            zoneout: args.zoneout.unwrap_or(0.0),
+            variational_dropout: args.variational_dropout,
         },
         |(m, _, _)| m.config().clone(),
     );
@@ -397,6 +451,14 @@ fn resume(args: &mut Args) -> Result<Run> {
         model.layer_norm
     );
     keep!("--embed", args.embed, model.embed);
+    keep!("--weight-drop", args.weight_drop, model.weight_drop);
+    keep!("--zoneout", args.zoneout, model.zoneout);
+    keep!("--peephole", args.peephole.then_some(true), model.peephole);
+    keep!(
+        "--variational-dropout",
+        args.variational_dropout.then_some(true),
+        model.variational_dropout
+    );
     keep!("--seq-len", args.seq_len, config.seq_len);
     keep!("--batch", args.batch, config.batch);
     keep!("--lr", args.lr, config.lr);
@@ -713,6 +775,14 @@ fn init_model(args: &Args, dir: &Path) -> Result<(CharLm, Vocab, PathBuf)> {
         c.layer_norm
     );
     keep!("--embed", args.embed, c.embed);
+    keep!("--weight-drop", args.weight_drop, c.weight_drop);
+    keep!("--zoneout", args.zoneout, c.zoneout);
+    keep!("--peephole", args.peephole.then_some(true), c.peephole);
+    keep!(
+        "--variational-dropout",
+        args.variational_dropout.then_some(true),
+        c.variational_dropout
+    );
     debug_assert_eq!(MODEL_FORMAT, "rnn.charlm/1");
     Ok((model, vocab, dir.to_path_buf()))
 }

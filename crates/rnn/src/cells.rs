@@ -90,6 +90,17 @@ impl CellCore {
                 config.proj_size != 0,
                 config.proj_size.to_string(),
             ),
+            (
+                "weight_drop",
+                config.weight_drop != 0.0,
+                config.weight_drop.to_string(),
+            ),
+            ("zoneout", config.zoneout != 0.0, config.zoneout.to_string()),
+            (
+                "variational_dropout",
+                config.variational_dropout,
+                "True".to_string(),
+            ),
         ];
         if let Some((arg, _, value)) = layer_only.into_iter().find(|(_, set, _)| *set) {
             return Err(Error::Config(format!(

@@ -151,6 +151,26 @@ pub struct RecurrentConfig {
     /// from JSON).
     #[serde(default, skip_serializing_if = "is_false")]
     pub layer_norm: bool,
+    /// DropConnect on the recurrent weights (AWD-LSTM's `WeightDrop`, Merity et al. 2017): in
+    /// training mode each pass multiplies every `weight_hh_l{k}` by one Bernoulli mask, each
+    /// element zeroed with this probability and the kept ones scaled by `1 / (1 - p)`, the
+    /// same mask at every step; identity at evaluation. In `[0, 1)`; default 0 (absent from
+    /// JSON). Any cell. See [`crate::regularisers`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_drop: f64,
+    /// Zoneout (Krueger et al. 2016): in training mode each unit of each row keeps its previous
+    /// state with this probability at each step, `h_t = m h_{t-1} + (1 - m) h~_t` (and `c`
+    /// likewise for LSTM, with its own mask), `m ~ Bernoulli(p)`; at evaluation the expectation
+    /// `p h_{t-1} + (1 - p) h~_t`. With `proj_size` it applies to the projected `h` and to
+    /// `c`. In `[0, 1)`; default 0 (absent from JSON). Any cell. See
+    /// [`crate::regularisers`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zoneout: f64,
+    /// Makes the inter-layer `dropout` variational (locked, Gal and Ghahramani 2016): one mask
+    /// per sequence and feature, the same at every step, instead of a mask per element.
+    /// Requires `dropout > 0`; default false (absent from JSON).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub variational_dropout: bool,
 }
 
 fn one() -> usize {
@@ -164,6 +184,9 @@ fn is_true(v: &bool) -> bool {
 }
 fn is_false(v: &bool) -> bool {
     !*v
+}
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl RecurrentConfig {
@@ -184,6 +207,9 @@ impl RecurrentConfig {
             linear_before_reset: true,
             peephole: false,
             layer_norm: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         }
     }
 
@@ -242,6 +268,30 @@ impl RecurrentConfig {
         self
     }
 
+    /// Sets `weight_drop`: DropConnect on `weight_hh` with this probability.
+    pub fn with_weight_drop(mut self, p: f64) -> Self {
+        self.weight_drop = p;
+        self
+    }
+
+    /// Sets `zoneout`: the probability that a unit keeps its previous state at a step.
+    pub fn with_zoneout(mut self, p: f64) -> Self {
+        self.zoneout = p;
+        self
+    }
+
+    /// Sets `variational_dropout`: the inter-layer dropout mask is the same at every step.
+    pub fn with_variational_dropout(mut self, variational: bool) -> Self {
+        self.variational_dropout = variational;
+        self
+    }
+
+    /// Whether a pass in training mode draws random masks (dropout between layers, weight
+    /// drop, zoneout).
+    pub fn has_noise(&self) -> bool {
+        (self.dropout > 0.0 && self.num_layers > 1) || self.weight_drop > 0.0 || self.zoneout > 0.0
+    }
+
     /// `D`: 2 if bidirectional, else 1.
     pub fn num_directions(&self) -> usize {
         if self.bidirectional {
@@ -298,6 +348,19 @@ impl RecurrentConfig {
                 "{name}: dropout should be a number in range [0, 1] representing the probability \
                  of an element being zeroed, got {}",
                 self.dropout
+            )));
+        }
+        for (p, key) in [(self.weight_drop, "weight_drop"), (self.zoneout, "zoneout")] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Config(format!(
+                    "{name}: {key} is a probability in [0, 1) (0 turns it off), got {p}"
+                )));
+            }
+        }
+        if self.variational_dropout && self.dropout == 0.0 {
+            return Err(Error::Config(format!(
+                "{name}: variational_dropout makes the inter-layer dropout's mask the same at \
+                 every step, so it needs dropout > 0 (and num_layers > 1)"
             )));
         }
         if self.proj_size > 0 {
@@ -501,6 +564,44 @@ mod tests {
             .with_nonlinearity(Nonlinearity::Relu)
             .validate()
             .is_err());
+    }
+
+    #[test]
+    fn regularisers_are_checked_and_absent_from_json_when_off() {
+        let plain = RecurrentConfig::new(CellKind::Lstm, 4, 8).with_num_layers(2);
+        let json = plain.to_json();
+        for key in ["weight_drop", "zoneout", "variational_dropout"] {
+            assert!(!json.contains(key), "{json}");
+        }
+        let on = plain
+            .clone()
+            .with_dropout(0.3)
+            .with_variational_dropout(true)
+            .with_weight_drop(0.5)
+            .with_zoneout(0.1);
+        on.validate().unwrap();
+        assert_eq!(RecurrentConfig::from_json(&on.to_json()).unwrap(), on);
+        for (c, message) in [
+            (
+                plain.clone().with_weight_drop(1.0),
+                "weight_drop is a probability in [0, 1)",
+            ),
+            (
+                plain.clone().with_zoneout(-0.1),
+                "zoneout is a probability in [0, 1)",
+            ),
+            (
+                plain.clone().with_zoneout(f64::NAN),
+                "zoneout is a probability",
+            ),
+            (
+                plain.clone().with_variational_dropout(true),
+                "variational_dropout makes the inter-layer dropout's mask the same",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(message), "{e}");
+        }
     }
 
     #[test]

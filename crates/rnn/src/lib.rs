@@ -56,6 +56,7 @@ pub mod precision;
 pub mod pytorch;
 pub mod quantized;
 pub mod recurrent;
+pub mod regularisers;
 pub mod rng;
 pub mod tensor;
 

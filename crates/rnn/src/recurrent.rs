@@ -29,6 +29,7 @@ use crate::error::{Error, Result, Shape};
 use crate::module::Module;
 use crate::precision::{check_int8_width, Precision, ToPrecision};
 use crate::quantized::QuantizedMatrix;
+use crate::regularisers::{drop_weights, weight_drop_grad, Masks};
 use crate::rng::{with_global_rng, Rng};
 use crate::tensor::{is_grad_enabled, Backward, Tensor};
 
@@ -344,6 +345,16 @@ impl Recurrent {
         h0: Option<&Tensor>,
         c0: Option<&Tensor>,
     ) -> Result<RecurrentOutput> {
+        self.forward_inner(input, h0, c0, None)
+    }
+
+    fn forward_inner(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        masks: Option<Masks<f32>>,
+    ) -> Result<RecurrentOutput> {
         let c = &self.config;
         let name = self.name();
         let shape = input.shape();
@@ -398,7 +409,29 @@ impl Recurrent {
                 "the sequence length and the batch size must be at least 1",
             ));
         }
-        self.run(input, layout, Batches::uniform(len, batch), h0, c0, &shape)
+        self.run(
+            input,
+            layout,
+            Batches::uniform(len, batch),
+            h0,
+            c0,
+            &shape,
+            masks,
+        )
+    }
+
+    /// [`Recurrent::forward_states`] with the regularisers' masks given rather than drawn
+    /// (their layout: [`Masks`]; rows in the input's order, batch-major with `batch_first`),
+    /// whatever the mode: for tests and for reproducing a pass. Masks of the wrong count or
+    /// shape are an error.
+    pub fn forward_masked(
+        &self,
+        input: &Tensor,
+        h0: Option<&Tensor>,
+        c0: Option<&Tensor>,
+        masks: Masks<f32>,
+    ) -> Result<RecurrentOutput> {
+        self.forward_inner(input, h0, c0, Some(masks))
     }
 
     /// Runs the layer on packed rows (R, H_in) laid out by `batches`: time-major, sorted by
@@ -420,7 +453,7 @@ impl Recurrent {
                 &shape,
             ));
         }
-        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape)
+        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape, None)
     }
 
     fn check_state(
@@ -465,6 +498,7 @@ impl Recurrent {
         Ok(Some(a))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         input: &Tensor,
@@ -473,6 +507,7 @@ impl Recurrent {
         h0: Option<&Tensor>,
         c0: Option<&Tensor>,
         input_shape: &[usize],
+        masks: Option<Masks<f32>>,
     ) -> Result<RecurrentOutput> {
         let c = &self.config;
         let has_c = c.cell.description().cell_state;
@@ -506,10 +541,35 @@ impl Recurrent {
             return Err(crate::precision::int8_training_error(self.name()));
         }
 
+        // batch_first input as it is: the engine reads its rows batch-major.
+        let batches = match layout {
+            Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
+            _ => batches,
+        };
+        // The regularisers' masks: given, drawn in training mode, or evaluation's.
+        let masks = match masks {
+            Some(m) => {
+                m.check(c, &batches)?;
+                m
+            }
+            None if self.training && c.has_noise() => {
+                with_global_rng(|rng| Masks::draw(c, &batches, Some(rng)))
+            }
+            None => Masks::draw(c, &batches, None),
+        };
+        let Masks {
+            weight_drop,
+            pass: pass_masks,
+        } = masks;
         let guards: Vec<_> = params.iter().map(|p| p.data()).collect();
-        let weights = dir_weights(c, &guards);
+        let mut weights = dir_weights(c, &guards);
+        // DropConnect: the pass runs W_hh * mask.
+        let dropped = dropped_weights(&weights, &weight_drop);
+        for (w, d) in weights.iter_mut().zip(&dropped) {
+            w.w_hh = d.view();
+        }
         // Packed once for as many passes without gradients as run the same weights.
-        let packed = if record {
+        let packed = if record || !dropped.is_empty() {
             self.packed.clear();
             // bf16 forward products in training; backward runs in f32.
             (precision != Precision::F32)
@@ -524,41 +584,19 @@ impl Recurrent {
             }))
         };
         let packed = packed.as_deref().map(Vec::as_slice);
-        // batch_first input as it is: the engine reads its rows batch-major.
-        let batches = match layout {
-            Layout::BatchFirst => batches.batch_major().expect("a padded batch"),
-            _ => batches,
-        };
         let input_data = input.data();
         let x_rows = layout.to_rows(&input_data, &batches);
-        let dropout = self.training && c.dropout > 0.0 && c.num_layers > 1;
-        let fwd = if dropout {
-            with_global_rng(|rng| {
-                engine::forward_packed(
-                    c,
-                    &weights,
-                    packed,
-                    x_rows.view(),
-                    &batches,
-                    h0a.view(),
-                    c0a.as_ref().map(|a| a.view()),
-                    Some(rng),
-                    record,
-                )
-            })
-        } else {
-            engine::forward_packed(
-                c,
-                &weights,
-                packed,
-                x_rows.view(),
-                &batches,
-                h0a.view(),
-                c0a.as_ref().map(|a| a.view()),
-                None,
-                record,
-            )
-        };
+        let fwd = engine::forward_packed(
+            c,
+            &weights,
+            packed,
+            x_rows.view(),
+            &batches,
+            h0a.view(),
+            c0a.as_ref().map(|a| a.view()),
+            pass_masks,
+            record,
+        );
         drop((guards, x_rows));
         drop(input_data);
 
@@ -580,6 +618,7 @@ impl Recurrent {
             layout,
             batches,
             saved: fwd.saved,
+            weight_drop: if record { weight_drop } else { Vec::new() },
             has_h0: h0.is_some(),
             has_c0: c0.is_some(),
             input_shape: input_shape.to_vec(),
@@ -619,12 +658,23 @@ fn dir_weights<'a>(
         .collect()
 }
 
+/// `weight_hh * mask` of every layer and direction with a DropConnect mask (none without).
+fn dropped_weights(weights: &[DirWeights<'_, f32>], masks: &[Array2<f32>]) -> Vec<Array2<f32>> {
+    masks
+        .iter()
+        .zip(weights)
+        .map(|(m, w)| drop_weights(w.w_hh, m))
+        .collect()
+}
+
 /// The autograd node of a whole recurrent pass.
 struct RecurrentBackward {
     config: RecurrentConfig,
     layout: Layout,
     batches: Batches,
     saved: Option<Saved<f32>>,
+    /// The DropConnect masks of `weight_hh` the pass ran with (empty: none).
+    weight_drop: Vec<Array2<f32>>,
     has_h0: bool,
     has_c0: bool,
     input_shape: Vec<usize>,
@@ -660,7 +710,11 @@ impl Backward for RecurrentBackward {
         let dc_n = grads.get(2).and_then(|g| state(g, c.hidden_size));
         let param_start = 1 + self.has_h0 as usize + self.has_c0 as usize;
         let guards: Vec<_> = inputs[param_start..].iter().map(|p| p.data()).collect();
-        let weights = dir_weights(c, &guards);
+        let mut weights = dir_weights(c, &guards);
+        let dropped = dropped_weights(&weights, &self.weight_drop);
+        for (w, d) in weights.iter_mut().zip(&dropped) {
+            w.w_hh = d.view();
+        }
         // The input rows are rebuilt from the input tensor rather than kept twice.
         let input_data = inputs[0].data();
         let x_rows = self.layout.to_rows(&input_data, &self.batches);
@@ -694,7 +748,10 @@ impl Backward for RecurrentBackward {
         if self.has_c0 {
             out.push(b.c0.map(state_grad));
         }
-        for mut g in b.weights {
+        for (k, mut g) in b.weights.into_iter().enumerate() {
+            if let Some(mask) = self.weight_drop.get(k) {
+                weight_drop_grad(&mut g.w_hh, mask);
+            }
             for param in layer_roles(c) {
                 out.push(Some(g.take(param).expect("a gradient per parameter")));
             }
@@ -777,6 +834,15 @@ impl fmt::Display for Recurrent {
         }
         if c.layer_norm {
             write!(f, ", layer_norm=True")?;
+        }
+        if c.weight_drop != 0.0 {
+            write!(f, ", weight_drop={}", c.weight_drop)?;
+        }
+        if c.zoneout != 0.0 {
+            write!(f, ", zoneout={}", c.zoneout)?;
+        }
+        if c.variational_dropout {
+            write!(f, ", variational_dropout=True")?;
         }
         write!(f, ")  # {} parameters", self.num_parameters())
     }

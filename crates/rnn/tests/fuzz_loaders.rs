@@ -597,6 +597,10 @@ fn char_seeds(scratch: &Scratch) -> CharSeeds {
         num_layers: 2,
         dropout: 0.25,
         layer_norm: false,
+        peephole: false,
+        weight_drop: 0.0,
+        zoneout: 0.0,
+        variational_dropout: false,
     };
     let train = TrainConfig {
         seq_len: 8,

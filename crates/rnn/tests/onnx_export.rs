@@ -154,6 +154,10 @@ fn a_character_model_exports_and_is_not_mistaken_for_a_stack() {
             num_layers: 2,
             dropout: 0.0,
             layer_norm: false,
+            peephole: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         })
         .unwrap();
         let vocab = Vocab::from_text("abcde\n").unwrap();

@@ -21,6 +21,10 @@ fn setup(
         num_layers: 1,
         dropout: 0.0,
         layer_norm: false,
+        peephole: false,
+        weight_drop: 0.0,
+        zoneout: 0.0,
+        variational_dropout: false,
     };
     let lr = match optimizer {
         OptimizerKind::Sgd => 0.5,

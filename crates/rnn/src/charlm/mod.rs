@@ -21,7 +21,8 @@
 //! let tokens = vocab.encode(&text).unwrap();
 //! let model = CharLmConfig {
 //!     cell: CellKind::Lstm, vocab_size: vocab.len(), embed: 8, hidden_size: 16,
-//!     num_layers: 1, dropout: 0.0, layer_norm: false,
+//!     num_layers: 1, dropout: 0.0, layer_norm: false, peephole: false, weight_drop: 0.0,
+//!     zoneout: 0.0, variational_dropout: false,
 //! };
 //! let train = TrainConfig {
 //!     seq_len: 16, batch: 4, lr: 0.01, clip: 5.0, seed: 0, steps: 30,

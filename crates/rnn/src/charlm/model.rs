@@ -52,6 +52,28 @@ pub struct CharLmConfig {
     /// absent from the JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub layer_norm: bool,
+    /// LSTM only: peephole connections (see [`RecurrentConfig::peephole`]). Absent: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub peephole: bool,
+    /// DropConnect on the recurrent weights (see [`RecurrentConfig::weight_drop`]). Absent: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_drop: f64,
+    /// Zoneout of the states (see [`RecurrentConfig::zoneout`]). Absent: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zoneout: f64,
+    /// Variational (locked) dropout: the masks of `dropout`, between the recurrent layers and
+    /// before the linear head, are drawn once per stream and feature for a whole chunk (see
+    /// [`RecurrentConfig::variational_dropout`]). Absent: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub variational_dropout: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl CharLmConfig {
@@ -71,6 +93,7 @@ impl CharLmConfig {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         crate::engine::Cell::of_options(&self.recurrent()).map_err(Error::Config)?;
+        self.recurrent().validate()?;
         let bytes = self.parameter_count().and_then(|n| n.checked_mul(4));
         crate::budget::check(bytes, || {
             format!(
@@ -152,6 +175,10 @@ impl CharLmConfig {
             .with_num_layers(self.num_layers)
             .with_dropout(self.dropout)
             .with_layer_norm(self.layer_norm)
+            .with_peephole(self.peephole)
+            .with_weight_drop(self.weight_drop)
+            .with_zoneout(self.zoneout)
+            .with_variational_dropout(self.variational_dropout)
     }
 
     /// The JSON text.
@@ -250,7 +277,11 @@ impl CharLm {
         let mut o = out.output;
         let p = self.config.dropout as f32;
         if self.training && p > 0.0 {
-            o = with_global_rng(|rng| dropout(&o, p, true, rng))?;
+            o = if self.config.variational_dropout {
+                with_global_rng(|rng| locked_dropout(&o, p, rng))?
+            } else {
+                with_global_rng(|rng| dropout(&o, p, true, rng))?
+            };
         }
         let logits = self
             .fc
@@ -311,6 +342,18 @@ impl CharLm {
     }
 }
 
+/// Variational (locked) dropout of `o` (L, N, H): one mask per stream and feature (N, H),
+/// drawn as [`crate::engine::locked_mask`] draws, the same at every step.
+fn locked_dropout(o: &Tensor, p: f32, rng: &mut crate::Rng) -> Result<Tensor> {
+    let shape = o.shape();
+    let (len, batch, width) = (shape[0], shape[1], shape[2]);
+    let batches = crate::engine::Batches::uniform(len, batch);
+    let mask = crate::engine::locked_mask::<f32>(rng, &batches, width, f64::from(p))
+        .into_shape_with_order(ndarray::IxDyn(&[len, batch, width]))
+        .expect("one row per step and stream");
+    o.mul(&Tensor::new(mask))
+}
+
 impl Module for CharLm {
     /// `embed.weight` (unless one-hot), `rnn.*`, `fc.weight`, `fc.bias`.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
@@ -362,6 +405,10 @@ mod tests {
             num_layers: 2,
             dropout: 0.0,
             layer_norm: false,
+            peephole: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         }
     }
 

@@ -238,6 +238,10 @@ mod tests {
             num_layers: 1,
             dropout: 0.0,
             layer_norm: false,
+            peephole: false,
+            weight_drop: 0.0,
+            zoneout: 0.0,
+            variational_dropout: false,
         })
         .unwrap();
         let opts = SampleOptions::default();

@@ -22,6 +22,7 @@ use super::math::Activations;
 use super::packing::{blocked_unit_weights, padded_uninit, per_block};
 use super::schedule::{time, Sharing};
 use super::views::{Part, Rows, Shared};
+use super::zoneout::split_grad;
 use super::DirGrads;
 use crate::linalg::{matmul, matmul_packed, matmul_packed_serial, PackedWeights};
 
@@ -53,6 +54,7 @@ pub(super) fn direction_backward<F: Activations>(
         w,
         batches,
         reverse,
+        zoneout,
         ..
     } = *pass;
     let BackwardStates {
@@ -139,6 +141,13 @@ pub(super) fn direction_backward<F: Activations>(
     let mut d_late = Array2::<F>::uninit((if late { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut dc = dc.unwrap_or_else(|| no_c.view_mut());
+    // Zoneout: the parts of dL/dh and dL/dc of the step that go straight to the previous
+    // state (see `engine/zoneout.rs`).
+    let zone = zoneout.is_some();
+    let zone_c = zone && desc.cell_state;
+    let mut keep_h = Array2::<F>::uninit((if zone { n } else { 0 }, h_out));
+    let mut keep_c = Array2::<F>::uninit((if zone_c { n } else { 0 }, hidden));
+    let (sh_keep_h, sh_keep_c) = (Shared::uninit(&mut keep_h), Shared::uninit(&mut keep_c));
 
     let sh_dxw = Shared::uninit(&mut dxw);
     let [a, b] = &mut dhw_steps;
@@ -167,13 +176,19 @@ pub(super) fn direction_backward<F: Activations>(
             } else {
                 part.view(sh_dxw, 0..gh)
             };
+            let cols = out_blocks.units(b);
+            let mut dh_b = sh_dh.view_mut(lo, bs, cols.clone());
+            // Zoneout's path from h to h' (kept since the step's dL/dh was split).
+            if zone {
+                let keep = sh_keep_h.view(lo, bs, cols);
+                if desc.direct_state_path {
+                    dh_b += &keep;
+                } else {
+                    dh_b.assign(&keep);
+                }
+            }
             // A direct path from h to h' left its part of dL/dh in dh: add to it.
-            matmul_packed_serial(
-                &mut sh_dh.view_mut(lo, bs, out_blocks.units(b)),
-                &a,
-                &w_hh[b],
-                desc.direct_state_path,
-            );
+            matmul_packed_serial(&mut dh_b, &a, &w_hh[b], desc.direct_state_path || zone);
         }
     };
     // The gate math of loop step `s` for unit block `b`, from dL/dh' in `d_state`.
@@ -181,8 +196,16 @@ pub(super) fn direction_backward<F: Activations>(
         let (lo, bs) = (part.lo, part.len);
         let (cols, units) = (blocks.columns(b, g), blocks.units(b));
         // SAFETY: this item alone writes the block's columns of dxw, dhw, drow (rows of the
-        // step), of d_state and dc; the saved values are only read.
+        // step), of d_state, dc and keep_c; the saved values and masks are only read.
         unsafe {
+            let zone_c = zoneout.filter(|_| zone_c);
+            if let Some(z) = zone_c {
+                split_grad(
+                    sh_dc.view_mut(lo, bs, units.clone()),
+                    sh_keep_c.view_mut(lo, bs, units.clone()),
+                    z.c.view(part, units.clone()),
+                );
+            }
             backward_block(
                 cell,
                 &BackwardBlock {
@@ -215,6 +238,10 @@ pub(super) fn direction_backward<F: Activations>(
                     },
                 },
             );
+            if zone_c.is_some() {
+                let mut dc_b = sh_dc.view_mut(lo, bs, units.clone());
+                dc_b += &sh_keep_c.view(lo, bs, units.clone());
+            }
             if kept > 0 {
                 let kept_cols = blocks.gate(b, g, g - kept).start..cols.end;
                 part.view_mut(sh_dhn, blocks.columns(b, kept))
@@ -258,13 +285,22 @@ pub(super) fn direction_backward<F: Activations>(
             );
         }
     };
-    // dL/dh += dL/d output for columns `cols` of loop step `s`.
+    // dL/dh += dL/d output for columns `cols` of loop step `s`; with zoneout, then split into
+    // the part kept for the previous state and the part the cell reads.
     let add_d_out = |part: &Part, cols: Range<usize>| {
         let (lo, bs) = (part.lo, part.len);
-        // SAFETY: this item alone writes these columns of dh (and of dh_all's rows).
+        // SAFETY: this item alone writes these columns of dh, keep_h (and of dh_all's rows);
+        // the masks are only read.
         unsafe {
             let mut dh_t = sh_dh.view_mut(lo, bs, cols.clone());
             dh_t += &part.of(d_out).slice(s![.., cols.clone()]);
+            if let Some(z) = zoneout {
+                split_grad(
+                    dh_t.view_mut(),
+                    sh_keep_h.view_mut(lo, bs, cols.clone()),
+                    z.h.view(part, cols.clone()),
+                );
+            }
             if proj {
                 part.view_mut(sh_dh_all, cols).assign(&dh_t);
             }

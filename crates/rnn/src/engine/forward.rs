@@ -22,6 +22,7 @@ use super::math::Activations;
 use super::packing::{padded_width, PackedDir};
 use super::schedule::{step_rows, time, Sharing};
 use super::views::{Part, Rows, Shared};
+use super::zoneout::{keep_old, DirZoneout};
 use super::{Batches, DirWeights};
 
 /// Steps whose input projection the forward pass computes at once when the threads share each
@@ -40,6 +41,8 @@ pub(super) struct DirPass<'p, 'w, F> {
     pub batches: &'p Batches,
     /// Whether this is the reverse-time direction.
     pub reverse: bool,
+    /// Zoneout's masks, if the layer applies it (see `engine/zoneout.rs`).
+    pub zoneout: Option<DirZoneout<'p, F>>,
 }
 
 /// The states and output a forward pass of one layer and direction writes.
@@ -82,6 +85,7 @@ pub(super) fn direction_forward<F: Activations>(
         x,
         batches,
         reverse,
+        zoneout,
     } = *pass;
     let ForwardStates { mut h, c, mut out } = states;
     let desc = cell.description();
@@ -140,6 +144,9 @@ pub(super) fn direction_forward<F: Activations>(
     let mut m = Array2::<F>::uninit((if proj || late { n } else { 0 }, hidden));
     let mut no_c = Array2::zeros((n, 0));
     let mut c = c.unwrap_or_else(|| no_c.view_mut());
+    // Zoneout of c: the cell state entering the step, which the cell updates in place.
+    let zone_c = zoneout.is_some() && desc.cell_state;
+    let mut c_old = Array2::<F>::uninit((if zone_c { n } else { 0 }, hidden));
 
     let states = [
         Shared::new(&mut h_a.view_mut()),
@@ -180,6 +187,26 @@ pub(super) fn direction_forward<F: Activations>(
     let (sh_prep_x, sh_prep_h) = (prep_x.share(), prep_h.share());
     let sh_c = Shared::new(&mut c);
     let sh_out = Shared::new(&mut out);
+    let sh_c_old = Shared::uninit(&mut c_old);
+
+    // Zoneout of h for the new state's columns `cols` of loop step `s` (complete there): mixes
+    // in the old state, and writes the result to the output rows too.
+    let zone_h = |s: usize, part: &Part, cols: std::ops::Range<usize>| {
+        let Some(z) = zoneout else { return };
+        let (lo, len) = (part.lo, part.len);
+        // SAFETY: this item alone writes these columns of the new state and of the part's
+        // output rows; the old state is only read in this phase; the masks are read-only.
+        unsafe {
+            let (cur, next) = (states[s % 2], states[(s + 1) % 2]);
+            keep_old(
+                next.view_mut(lo, len, cols.clone()),
+                cur.view(lo, len, cols.clone()),
+                z.h.view(part, cols.clone()),
+            );
+            part.view_mut(sh_out, cols.clone())
+                .assign(&next.view(lo, len, cols));
+        }
+    };
 
     // With a projection: copies the new state's columns `cols` of the step into the output
     // (and the old state into the saved inputs); without, the gate math does.
@@ -331,6 +358,13 @@ pub(super) fn direction_forward<F: Activations>(
                     &cur.view(lo, bs, 0..h_out),
                     accumulate,
                 );
+                if zone_c {
+                    sh_c_old.view_mut(lo, bs, units.clone()).assign(&sh_c.view(
+                        lo,
+                        bs,
+                        units.clone(),
+                    ));
+                }
                 forward_block(
                     cell,
                     &ForwardBlock {
@@ -390,6 +424,16 @@ pub(super) fn direction_forward<F: Activations>(
                         unit_weights: &unit_weights[blocks.columns(item, uw)],
                     },
                 );
+                if let Some(z) = zoneout.filter(|_| zone_c) {
+                    keep_old(
+                        sh_c.view_mut(lo, bs, units.clone()),
+                        sh_c_old.view(lo, bs, units.clone()),
+                        z.c.view(&part, units.clone()),
+                    );
+                }
+            }
+            if !(proj || late) {
+                zone_h(s, &part, units);
             }
         } else if late {
             if item >= nb {
@@ -430,6 +474,7 @@ pub(super) fn direction_forward<F: Activations>(
                     },
                 );
             }
+            zone_h(s, &part, units);
         } else {
             if item >= out_blocks.count() {
                 return;
@@ -444,6 +489,7 @@ pub(super) fn direction_forward<F: Activations>(
                     false,
                 );
             }
+            zone_h(s, &part, cols.clone());
             emit(s, &part, cols);
         }
     };

@@ -42,11 +42,13 @@ mod blocks;
 pub mod cells;
 mod forward;
 mod lowp;
+mod masks;
 pub mod math;
 mod packing;
 mod parallel;
 mod schedule;
 mod views;
+mod zoneout;
 
 use ndarray::{
     s, Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayViewD,
@@ -61,6 +63,7 @@ use backward::{direction_backward, BackwardStates};
 pub use cells::{Cell, Param};
 use forward::{direction_forward, DirPass, DirSaved, ForwardStates};
 pub(crate) use lowp::PackedBlock;
+pub use masks::{locked_mask, Masks, Zoneout, ZoneoutMasks};
 pub use math::Activations;
 pub(crate) use packing::{Matrix, PackedDir};
 
@@ -273,6 +276,8 @@ pub struct Saved<F> {
     masks: Vec<Option<Array2<F>>>,
     /// Index layer*D + direction.
     dirs: Vec<DirSaved<F>>,
+    /// The zoneout masks the pass applied.
+    zoneout: Zoneout<F>,
 }
 
 /// Result of [`forward()`].
@@ -306,7 +311,8 @@ pub struct Backward<F> {
 /// * `x`: (R, I) rows in the packed layout of `batches`.
 /// * `weights`: one entry per layer and direction, index layer*D + direction.
 /// * `h0`: (num_layers*D, N, H_out); `c0`: (num_layers*D, N, H) for LSTM.
-/// * `dropout_rng`: draw inter-layer dropout masks from it (training mode with `dropout > 0`).
+/// * `dropout_rng`: training mode: draw the masks of inter-layer dropout and zoneout from it
+///   ([`Masks::draw`]); `None`: evaluation (zoneout's expectation).
 /// * `save`: keep what [`backward()`] needs.
 ///
 /// Shapes must already have been checked by the caller (the layer modules check user input).
@@ -321,7 +327,23 @@ pub fn forward<F: Activations>(
     dropout_rng: Option<&mut Rng>,
     save: bool,
 ) -> Forward<F> {
-    forward_packed(config, weights, None, x, batches, h0, c0, dropout_rng, save)
+    let masks = Masks::draw(config, batches, dropout_rng);
+    forward_packed(config, weights, None, x, batches, h0, c0, masks, save)
+}
+
+/// [`forward()`] with the regularisers' masks given (drawn by [`Masks::draw`], or fixed).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_masked<F: Activations>(
+    config: &RecurrentConfig,
+    weights: &[DirWeights<'_, F>],
+    x: ArrayView2<'_, F>,
+    batches: &Batches,
+    h0: ArrayView3<'_, F>,
+    c0: Option<ArrayView3<'_, F>>,
+    masks: Masks<F>,
+    save: bool,
+) -> Forward<F> {
+    forward_packed(config, weights, None, x, batches, h0, c0, masks, save)
 }
 
 /// Every layer and direction's weights packed for [`forward_packed`], index layer*D + direction.
@@ -348,9 +370,13 @@ pub(crate) fn forward_packed<F: Activations>(
     batches: &Batches,
     h0: ArrayView3<'_, F>,
     c0: Option<ArrayView3<'_, F>>,
-    mut dropout_rng: Option<&mut Rng>,
+    masks: Masks<F>,
     save: bool,
 ) -> Forward<F> {
+    let Masks {
+        dropout: mut dropout_masks,
+        zoneout,
+    } = masks;
     if let Some(p) = packed {
         assert_eq!(
             p.len(),
@@ -368,7 +394,9 @@ pub(crate) fn forward_packed<F: Activations>(
         layer_inputs: Vec::new(),
         masks: Vec::new(),
         dirs: Vec::new(),
+        zoneout: Zoneout::Off,
     });
+    let expectation = zoneout_expectation(&zoneout, config);
     let mut layer_input: Option<Array2<F>> = None;
     let mut output = Array2::zeros((0, 0));
     for layer in 0..config.num_layers {
@@ -410,6 +438,7 @@ pub(crate) fn forward_packed<F: Activations>(
                     x: input,
                     batches,
                     reverse: d == 1,
+                    zoneout: dir_zoneout(&zoneout, &expectation, layer * dirs + d),
                 },
                 ForwardStates { h, c, out: o },
                 save,
@@ -457,14 +486,10 @@ pub(crate) fn forward_packed<F: Activations>(
         // SAFETY: the passes wrote every value (above).
         let mut out = unsafe { out.assume_init() };
         if layer + 1 < config.num_layers {
-            let mask = match dropout_rng.as_deref_mut() {
-                Some(rng) if config.dropout > 0.0 => {
-                    let mask = dropout_mask(rng, out.dim(), config.dropout);
-                    out *= &mask;
-                    Some(mask)
-                }
-                _ => None,
-            };
+            let mask = dropout_masks.get_mut(layer).and_then(Option::take);
+            if let Some(mask) = &mask {
+                out *= mask;
+            }
             if let Some(saved) = saved.as_mut() {
                 saved.masks.push(mask);
                 saved.layer_inputs.push(out.clone());
@@ -474,6 +499,9 @@ pub(crate) fn forward_packed<F: Activations>(
             output = out;
         }
     }
+    if let Some(saved) = saved.as_mut() {
+        saved.zoneout = zoneout;
+    }
     Forward {
         output,
         h_n,
@@ -482,8 +510,39 @@ pub(crate) fn forward_packed<F: Activations>(
     }
 }
 
+/// The expectation masks `p` of zoneout at evaluation, as wide as the widest state.
+fn zoneout_expectation<F: Float>(zoneout: &Zoneout<F>, config: &RecurrentConfig) -> Vec<F> {
+    match zoneout {
+        Zoneout::Expectation(p) => vec![*p; config.hidden_size.max(config.state_size())],
+        _ => Vec::new(),
+    }
+}
+
+/// How the pass of layer and direction `index` reads its zoneout masks.
+fn dir_zoneout<'a, F: Float>(
+    zoneout: &'a Zoneout<F>,
+    expectation: &'a [F],
+    index: usize,
+) -> Option<zoneout::DirZoneout<'a, F>> {
+    match zoneout {
+        Zoneout::Off => None,
+        Zoneout::Expectation(_) => Some(zoneout::DirZoneout {
+            h: zoneout::Mask::Expectation(expectation),
+            c: zoneout::Mask::Expectation(expectation),
+        }),
+        Zoneout::Masks(masks) => {
+            let m = &masks[index];
+            let rows = |a: &'a Array2<F>| zoneout::Mask::Rows(views::Shared::read_only(&a.view()));
+            Some(zoneout::DirZoneout {
+                h: rows(&m.h),
+                c: m.c.as_ref().map_or(zoneout::Mask::Expectation(&[]), rows),
+            })
+        }
+    }
+}
+
 /// A dropout mask: 0 with probability p, else 1/(1-p).
-fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<F> {
+pub(crate) fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64) -> Array2<F> {
     let keep = F::from_f64(if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) });
     Array2::from_shape_simple_fn(dim, || if rng.next_f64() < p { F::zero() } else { keep })
 }
@@ -519,6 +578,7 @@ pub fn backward<F: Activations>(
     // dL/d(this layer's output): the caller's d_output for the top layer (not copied), then
     // each layer's input gradient.
     let mut d_top = ndarray::CowArray::from(d_output);
+    let expectation = zoneout_expectation(&saved.zoneout, config);
     for layer in (0..config.num_layers).rev() {
         let input = if layer == 0 {
             x.view()
@@ -549,6 +609,7 @@ pub fn backward<F: Activations>(
                     x: input,
                     batches,
                     reverse: d == 1,
+                    zoneout: dir_zoneout(&saved.zoneout, &expectation, layer * dirs + d),
                 },
                 &saved.dirs[layer * dirs + d],
                 BackwardStates {

@@ -204,6 +204,15 @@ fn expressible(config: &RecurrentConfig) -> Result<()> {
             config.proj_size
         )));
     }
+    if config.zoneout > 0.0 {
+        return Err(Error::Invalid(format!(
+            "{}: zoneout = {} has no ONNX form (at evaluation each unit moves only 1 - zoneout \
+             of the way to its new state, which ONNX's operators do not do); export a model \
+             without zoneout",
+            config.cell.torch_name(),
+            config.zoneout
+        )));
+    }
     Ok(())
 }
 

@@ -97,6 +97,13 @@ fn sample_len(args: &Args) -> usize {
 /// the regularisers' probabilities, `--variational-dropout` without `--dropout`, and
 /// `--peephole` with a cell other than LSTM.
 fn check_flags(args: &Args) -> Result<()> {
+    if args.precision == rnn::Precision::Int8 {
+        bail!(
+            "--precision int8 is for inference (int8 products have no gradient): train with \
+             --precision f32 or bf16, then run the model in int8 with `rnn sample --precision \
+             int8`, `rnn eval --precision int8` or `rnn quantize`"
+        );
+    }
     for (flag, p) in [
         ("--weight-drop", args.weight_drop),
         ("--zoneout", args.zoneout),
@@ -234,6 +241,12 @@ pub struct Args {
     /// Worker threads [default: one per core]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Precision of the products: f32, or bf16 for mixed precision as PyTorch's autocast (the
+    /// forward products in bf16 with f32 sums; weights, optimizer state, gate math, states and
+    /// the backward pass stay f32, and the bf16 copy of the weights is made anew after each
+    /// step). int8 is for inference: train in f32 or bf16, then `rnn quantize`
+    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
+    precision: rnn::Precision,
     /// Directory for the model, vocabulary, checkpoint, metrics.csv and loss.svg
     #[arg(long, value_name = "DIR", default_value = "runs/charlm")]
     out: PathBuf,
@@ -294,7 +307,7 @@ pub fn main(mut args: Args) -> Result<()> {
     } else {
         fresh(&args)?
     };
-    train(&args, &mut run)
+    rnn::autocast(args.precision, || train(&args, &mut run))
 }
 
 /// A new run: reads and checks everything before the first write to `--out`.
@@ -555,7 +568,7 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         "model: {arch}, {} parameters\n\
          data:  {}, {} characters ({} training, {} validation), vocabulary of {}\n\
          plan:  {total} steps ({epochs:.2} epochs) of {} x {}; {} lr {}{}, \
-         clip {}, seed {}; writing {}",
+         clip {}, seed {}{}; writing {}",
         model.num_parameters(),
         run.label,
         run.trainer.streams().len() + run.val.len(),
@@ -572,6 +585,10 @@ fn train(args: &Args, run: &mut Run) -> Result<()> {
         },
         cfg.clip,
         cfg.seed,
+        match args.precision {
+            rnn::Precision::F32 => String::new(),
+            p => format!(", {p} products"),
+        },
         run.out.display()
     ));
     if start_step > 0 {

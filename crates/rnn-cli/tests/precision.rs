@@ -125,3 +125,45 @@ fn bench_reports_the_precision_and_its_kernel() {
         assert!(v["kernel"].as_str().is_some_and(|k| !k.is_empty()));
     }
 }
+
+#[test]
+fn training_takes_bf16_and_refuses_int8() {
+    let dir = TempDir::new("precision-train");
+    let out = dir.arg("run");
+    let args = |precision: &'static str| {
+        [
+            "train",
+            "--steps",
+            "3",
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+            "--threads",
+            "1",
+            "--force",
+            "--out",
+            &out,
+            "--precision",
+            precision,
+        ]
+        .map(String::from)
+    };
+    let run = |precision| {
+        let a = args(precision);
+        rnn(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let o = run("int8");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("for inference"), "{}", stderr(&o));
+    assert!(!Path::new(&out).join("model.safetensors").exists());
+    let o = run("bf16");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bf16 products")
+            || String::from_utf8_lossy(&o.stdout).contains("bf16 products")
+    );
+    assert!(Path::new(&out).join("model.safetensors").exists());
+}

@@ -18,7 +18,7 @@ rnn LSTM (the cost of the layer norms).
 
 Usage:
     cargo build --release -p rnn-cli
-    /work/pyenv/bin/python tools/bench_layer_norm.py [--threads 2] [--presets medium]
+    python tools/bench_layer_norm.py [--threads 2] [--presets medium]
         [--modes infer,train] [--rounds 3]
 """
 import argparse

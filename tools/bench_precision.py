@@ -22,7 +22,7 @@ Each peer's "err" is the largest absolute difference of its output from the f64 
 same module on the same input (`module.double()`). Training rows time forward, loss = sum of
 outputs, backward to every weight and the input; their error is the forward output's.
 
-Usage (in /work/pyenv: torch, onnx, onnxruntime, openvino):
+Usage (in a virtual environment with tools/requirements.txt: torch, onnx, onnxruntime, openvino):
     cargo build --release -p rnn-cli
     python tools/bench_precision.py [--threads 2] [--cells lstm,gru,rnn]
         [--presets small,medium,large] [--modes infer,train] [--rounds 3] [--no-ov] [--no-ort]
@@ -124,6 +124,7 @@ def rnn_peer(cell, preset, mode, threads, precision):
     if precision == "f32" or B.rnn_bench.__name__ == "<lambda>":  # f32, or --errors-only
         return B.rnn_bench(cell, preset, mode, threads)
     b, t, i, h = B.PRESETS[preset]
+    B.settle()
     out = subprocess.run([B.RNN_BIN, "bench", "--cell", cell, "--batch", str(b), "--seq", str(t),
                           "--input", str(i), "--hidden", str(h), "--mode", mode,
                           "--threads", str(threads), "--precision", precision, "--json"],

@@ -117,8 +117,16 @@ def ort_bench(cell, preset, threads):
         return timed(lambda: sess.run(None, feed))
 
 
+def settle():
+    """Lets the peers' worker threads, which spin for a while after their last task (OpenMP,
+    ONNX Runtime's pool), park before `rnn` starts in its own process: without this pause the
+    spinning threads of this process took CPU from the first runs of `rnn bench` on 2 cores."""
+    time.sleep(0.3)
+
+
 def rnn_bench(cell, preset, mode, threads):
     b, t, i, h = PRESETS[preset]
+    settle()
     out = subprocess.run([RNN_BIN, "bench", "--cell", cell, "--batch", str(b), "--seq", str(t),
                           "--input", str(i), "--hidden", str(h), "--mode", mode,
                           "--threads", str(threads), "--json"],

@@ -13,7 +13,7 @@
 
 Run from the repository root after `cargo build --release`:
 
-    /work/pyenv/bin/python tools/check_onnx_export.py [--rnn target/release/rnn] [--keep DIR]
+    python tools/check_onnx_export.py [--rnn target/release/rnn] [--keep DIR]
 """
 
 from __future__ import annotations

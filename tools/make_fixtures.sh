@@ -2,7 +2,7 @@
 # Regenerates the PyTorch reference fixtures: runs every tools/fixtures/*.py (except the shared
 # helpers common.py and files starting with "_") with $PYTHON (default python3).
 #
-#   PYTHON=/work/pyenv/bin/python tools/make_fixtures.sh
+#   PYTHON=path/to/venv/bin/python tools/make_fixtures.sh
 #
 # Needs the packages in tools/requirements.txt. Output is deterministic: re-running gives
 # byte-identical files.

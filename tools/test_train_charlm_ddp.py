@@ -10,7 +10,7 @@ DistributedDataParallel on the gloo backend, and checks that
   3. the 2-process run ends with the weights of a 1-process run of the same steps (the streams
      are split across the ranks, the data order is the same): within 1e-4.
 
-    OMP_NUM_THREADS=1 /work/pyenv/bin/python tools/test_train_charlm_ddp.py
+    OMP_NUM_THREADS=1 python tools/test_train_charlm_ddp.py
 
 Uses $RNN (default target/release/rnn; build it with `cargo build --release -p rnn-cli`) and
 the torchrun beside this Python.

@@ -590,10 +590,14 @@ impl Recurrent {
             c,
             &weights,
             packed,
-            x_rows.view(),
-            &batches,
-            h0a.view(),
-            c0a.as_ref().map(|a| a.view()),
+            engine::Input {
+                x: x_rows.view(),
+                batches: &batches,
+            },
+            engine::InitialStates {
+                h0: h0a.view(),
+                c0: c0a.as_ref().map(|a| a.view()),
+            },
             pass_masks,
             record,
         );
@@ -722,11 +726,15 @@ impl Backward for RecurrentBackward {
             c,
             &weights,
             saved,
-            x_rows.view(),
-            &self.batches,
-            d_output.view(),
-            dh_n.as_ref().map(|a| a.view()),
-            dc_n.as_ref().map(|a| a.view()),
+            engine::Input {
+                x: x_rows.view(),
+                batches: &self.batches,
+            },
+            engine::OutputGrads {
+                d_output: d_output.view(),
+                dh_n: dh_n.as_ref().map(|a| a.view()),
+                dc_n: dc_n.as_ref().map(|a| a.view()),
+            },
         );
         drop((guards, x_rows));
         drop(input_data);

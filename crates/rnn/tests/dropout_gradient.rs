@@ -54,7 +54,20 @@ fn loss(
 ) -> f64 {
     let w = weights(c, p);
     let mut rng = Rng::new(MASK_SEED);
-    let f = engine::forward(c, &w, x.view(), b, h0.view(), None, Some(&mut rng), false);
+    let f = engine::forward(
+        c,
+        &w,
+        engine::Input {
+            x: x.view(),
+            batches: b,
+        },
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: None,
+        },
+        Some(&mut rng),
+        false,
+    );
     (&f.output * go).sum() + (&f.h_n * gh).sum()
 }
 
@@ -76,13 +89,18 @@ fn check(c: &RecurrentConfig, seed: u64) {
 
     let w = weights(c, &params);
     let mut mask_rng = Rng::new(MASK_SEED);
+    let input = engine::Input {
+        x: x.view(),
+        batches: &b,
+    };
     let f = engine::forward(
         c,
         &w,
-        x.view(),
-        &b,
-        h0.view(),
-        None,
+        input,
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: None,
+        },
         Some(&mut mask_rng),
         true,
     );
@@ -90,18 +108,29 @@ fn check(c: &RecurrentConfig, seed: u64) {
         c,
         &w,
         f.saved.as_ref().unwrap(),
-        x.view(),
-        &b,
-        go.view(),
-        Some(gh.view()),
-        None,
+        input,
+        engine::OutputGrads {
+            d_output: go.view(),
+            dh_n: Some(gh.view()),
+            dc_n: None,
+        },
     );
     drop(w);
 
     // The masks do something: the loss differs from the one without dropout.
     let plain = {
         let w = weights(c, &params);
-        let f = engine::forward(c, &w, x.view(), &b, h0.view(), None, None, false);
+        let f = engine::forward(
+            c,
+            &w,
+            input,
+            engine::InitialStates {
+                h0: h0.view(),
+                c0: None,
+            },
+            None,
+            false,
+        );
         (&f.output * &go).sum() + (&f.h_n * &gh).sum()
     };
     let with_masks = loss(c, &params, &x, &b, &h0, &go, &gh);

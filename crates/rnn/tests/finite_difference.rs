@@ -58,10 +58,14 @@ fn loss(
     let f = engine::forward(
         c,
         &w,
-        x.view(),
-        b,
-        h0.view(),
-        c0.as_ref().map(|a| a.view()),
+        engine::Input {
+            x: x.view(),
+            batches: b,
+        },
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: c0.as_ref().map(|a| a.view()),
+        },
         None,
         false,
     );
@@ -93,13 +97,18 @@ fn check(case: &Case, seed: u64) {
     let mut params = random_params(c, &mut rng);
 
     let w = weights(c, &params);
+    let input = engine::Input {
+        x: x.view(),
+        batches: &b,
+    };
     let f = engine::forward(
         c,
         &w,
-        x.view(),
-        &b,
-        h0.view(),
-        c0.as_ref().map(|a| a.view()),
+        input,
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: c0.as_ref().map(|a| a.view()),
+        },
         None,
         true,
     );
@@ -107,11 +116,12 @@ fn check(case: &Case, seed: u64) {
         c,
         &w,
         f.saved.as_ref().unwrap(),
-        x.view(),
-        &b,
-        go.view(),
-        Some(gh.view()),
-        gc.as_ref().map(|a| a.view()),
+        input,
+        engine::OutputGrads {
+            d_output: go.view(),
+            dh_n: Some(gh.view()),
+            dc_n: gc.as_ref().map(|a| a.view()),
+        },
     );
     drop(w);
     let l1 = loss(c, &params, &x, &b, &h0, &c0, &go, &gh, &gc);

@@ -81,14 +81,19 @@ fn count(cell: CellKind, proj: usize, steps: usize) -> (usize, usize) {
     let h0 = Array3::zeros((4, n, c.state_size()));
     let c0 = (cell == CellKind::Lstm).then(|| Array3::zeros((4, n, 6)));
 
+    let input = engine::Input {
+        x: x.view(),
+        batches: &b,
+    };
     let before = allocations();
     let f = engine::forward(
         &c,
         &weights,
-        x.view(),
-        &b,
-        h0.view(),
-        c0.as_ref().map(|a| a.view()),
+        input,
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: c0.as_ref().map(|a| a.view()),
+        },
         None,
         true,
     );
@@ -98,11 +103,12 @@ fn count(cell: CellKind, proj: usize, steps: usize) -> (usize, usize) {
         &c,
         &weights,
         f.saved.as_ref().unwrap(),
-        x.view(),
-        &b,
-        go.view(),
-        None,
-        None,
+        input,
+        engine::OutputGrads {
+            d_output: go.view(),
+            dh_n: None,
+            dc_n: None,
+        },
     );
     let backward = allocations() - before;
     drop(g);

@@ -232,13 +232,18 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
             }
         })
         .collect();
+    let input = engine::Input {
+        x: x.view(),
+        batches: &batches,
+    };
     let fwd = engine::forward(
         c,
         &weights,
-        x.view(),
-        &batches,
-        h0.view(),
-        c0.as_ref().map(|a| a.view()),
+        input,
+        engine::InitialStates {
+            h0: h0.view(),
+            c0: c0.as_ref().map(|a| a.view()),
+        },
         None,
         true,
     );
@@ -277,11 +282,12 @@ fn run_f64_engine_case(file: &TensorFile, case: &Case) {
         c,
         &weights,
         fwd.saved.as_ref().unwrap(),
-        x.view(),
-        &batches,
-        g_out.view(),
-        Some(g_h.view()),
-        g_c.as_ref().map(|a| a.view()),
+        input,
+        engine::OutputGrads {
+            d_output: g_out.view(),
+            dh_n: Some(g_h.view()),
+            dc_n: g_c.as_ref().map(|a| a.view()),
+        },
     );
     close(
         "grad.input",

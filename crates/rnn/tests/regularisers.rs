@@ -85,10 +85,14 @@ impl Case {
         let f = engine::forward_masked(
             &self.c,
             &w,
-            x.view(),
-            &self.b,
-            h0.view(),
-            c0.as_ref().map(|a| a.view()),
+            engine::Input {
+                x: x.view(),
+                batches: &self.b,
+            },
+            engine::InitialStates {
+                h0: h0.view(),
+                c0: c0.as_ref().map(|a| a.view()),
+            },
             masks.pass.clone(),
             false,
         );
@@ -140,13 +144,18 @@ fn check(c: &RecurrentConfig, b: Batches, training: bool, seed: u64) {
     // Analytic gradients.
     let d = dropped(c, &params, &masks);
     let w = run_weights(c, &params, &d);
+    let input = engine::Input {
+        x: case.x.view(),
+        batches: &case.b,
+    };
     let f = engine::forward_masked(
         c,
         &w,
-        case.x.view(),
-        &case.b,
-        case.h0.view(),
-        case.c0.as_ref().map(|a| a.view()),
+        input,
+        engine::InitialStates {
+            h0: case.h0.view(),
+            c0: case.c0.as_ref().map(|a| a.view()),
+        },
         masks.pass.clone(),
         true,
     );
@@ -154,11 +163,12 @@ fn check(c: &RecurrentConfig, b: Batches, training: bool, seed: u64) {
         c,
         &w,
         f.saved.as_ref().unwrap(),
-        case.x.view(),
-        &case.b,
-        case.go.view(),
-        Some(case.gh.view()),
-        case.gc.as_ref().map(|a| a.view()),
+        input,
+        engine::OutputGrads {
+            d_output: case.go.view(),
+            dh_n: Some(case.gh.view()),
+            dc_n: case.gc.as_ref().map(|a| a.view()),
+        },
     );
     drop(w);
     for (k, m) in masks.weight_drop.iter().enumerate() {

@@ -143,13 +143,18 @@ fn wide_layers_match_the_step_by_step_reference_on_any_thread_count() {
                     .build()
                     .unwrap();
                 pool.install(|| {
+                    let input = engine::Input {
+                        x: x.view(),
+                        batches: &b,
+                    };
                     let f = engine::forward(
                         &config,
                         &weights,
-                        x.view(),
-                        &b,
-                        h0.view(),
-                        is_lstm.then(|| c0.view()),
+                        input,
+                        engine::InitialStates {
+                            h0: h0.view(),
+                            c0: is_lstm.then(|| c0.view()),
+                        },
                         None,
                         true,
                     );
@@ -160,11 +165,12 @@ fn wide_layers_match_the_step_by_step_reference_on_any_thread_count() {
                         &config,
                         &weights,
                         f.saved.as_ref().unwrap(),
-                        x.view(),
-                        &b,
-                        go.view(),
-                        None,
-                        None,
+                        input,
+                        engine::OutputGrads {
+                            d_output: go.view(),
+                            dh_n: None,
+                            dc_n: None,
+                        },
                     );
                     (f.output, f.h_n, f.c_n, g.input, g.weights)
                 })

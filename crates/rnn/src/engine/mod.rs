@@ -280,6 +280,40 @@ pub struct Saved<F> {
     zoneout: Zoneout<F>,
 }
 
+/// What a pass runs on: the input rows and their layout, the same for [`forward()`] and for the
+/// [`backward()`] of that pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a, F> {
+    /// (R, I): the input rows, in the packed layout of `batches` (time-major, or batch-major
+    /// for a padded batch, see [`Batches::batch_major`]).
+    pub x: ArrayView2<'a, F>,
+    /// The layout of the rows: how many sequences are active at each step, and in which order.
+    pub batches: &'a Batches,
+}
+
+/// The states a [`forward()`] pass starts from, every layer and direction's.
+#[derive(Clone, Copy, Debug)]
+pub struct InitialStates<'a, F> {
+    /// (num_layers*D, N, H_out): `h_0` by layer and direction (index layer*D + direction),
+    /// then by sequence in the order of the rows' [`Batches`].
+    pub h0: ArrayView3<'a, F>,
+    /// (num_layers*D, N, H): `c_0` for a cell with a cell state (LSTM), `None` for zeros;
+    /// ignored for a cell without one.
+    pub c0: Option<ArrayView3<'a, F>>,
+}
+
+/// The gradients flowing into [`backward()`]: those of the loss with respect to what
+/// [`forward()`] returned ([`Forward`]'s `output`, `h_n` and `c_n`).
+#[derive(Clone, Copy, Debug)]
+pub struct OutputGrads<'a, F> {
+    /// (R, D*H_out): dL/d output, rows in the packed layout of the pass's [`Batches`].
+    pub d_output: ArrayView2<'a, F>,
+    /// (num_layers*D, N, H_out): dL/d h_n; `None` for zeros (`h_n` unused).
+    pub dh_n: Option<ArrayView3<'a, F>>,
+    /// (num_layers*D, N, H): dL/d c_n, for a cell with a cell state; `None` for zeros.
+    pub dc_n: Option<ArrayView3<'a, F>>,
+}
+
 /// Result of [`forward()`].
 #[derive(Clone, Debug)]
 pub struct Forward<F> {
@@ -308,42 +342,37 @@ pub struct Backward<F> {
 
 /// Runs all layers and directions over a packed batch.
 ///
-/// * `x`: (R, I) rows in the packed layout of `batches`.
 /// * `weights`: one entry per layer and direction, index layer*D + direction.
-/// * `h0`: (num_layers*D, N, H_out); `c0`: (num_layers*D, N, H) for LSTM.
+/// * `input`: the rows `x` (R, I) and their layout ([`Input`]).
+/// * `initial`: `h0` (num_layers*D, N, H_out) and, for LSTM, `c0` (num_layers*D, N, H)
+///   ([`InitialStates`]).
 /// * `dropout_rng`: training mode: draw the masks of inter-layer dropout and zoneout from it
 ///   ([`Masks::draw`]); `None`: evaluation (zoneout's expectation).
 /// * `save`: keep what [`backward()`] needs.
 ///
 /// Shapes must already have been checked by the caller (the layer modules check user input).
-#[allow(clippy::too_many_arguments)]
 pub fn forward<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    h0: ArrayView3<'_, F>,
-    c0: Option<ArrayView3<'_, F>>,
+    input: Input<'_, F>,
+    initial: InitialStates<'_, F>,
     dropout_rng: Option<&mut Rng>,
     save: bool,
 ) -> Forward<F> {
-    let masks = Masks::draw(config, batches, dropout_rng);
-    forward_packed(config, weights, None, x, batches, h0, c0, masks, save)
+    let masks = Masks::draw(config, input.batches, dropout_rng);
+    forward_packed(config, weights, None, input, initial, masks, save)
 }
 
 /// [`forward()`] with the regularisers' masks given (drawn by [`Masks::draw`], or fixed).
-#[allow(clippy::too_many_arguments)]
 pub fn forward_masked<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    h0: ArrayView3<'_, F>,
-    c0: Option<ArrayView3<'_, F>>,
+    input: Input<'_, F>,
+    initial: InitialStates<'_, F>,
     masks: Masks<F>,
     save: bool,
 ) -> Forward<F> {
-    forward_packed(config, weights, None, x, batches, h0, c0, masks, save)
+    forward_packed(config, weights, None, input, initial, masks, save)
 }
 
 /// Every layer and direction's weights packed for [`forward_packed`], index layer*D + direction.
@@ -361,18 +390,17 @@ pub(crate) fn pack_weights<F: Activations>(
 
 /// [`forward()`] with the weights already packed by [`pack_weights`] (from the same `weights`),
 /// or packed here when `packed` is `None`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_packed<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
     packed: Option<&[PackedDir<F>]>,
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    h0: ArrayView3<'_, F>,
-    c0: Option<ArrayView3<'_, F>>,
+    input: Input<'_, F>,
+    initial: InitialStates<'_, F>,
     masks: Masks<F>,
     save: bool,
 ) -> Forward<F> {
+    let Input { x, batches } = input;
+    let InitialStates { h0, c0 } = initial;
     let Masks {
         dropout: mut dropout_masks,
         zoneout,
@@ -549,19 +577,21 @@ pub(crate) fn dropout_mask<F: Float>(rng: &mut Rng, dim: (usize, usize), p: f64)
 
 /// Backprop through time over all layers and directions.
 ///
-/// * `saved`: from [`forward()`] with `save = true`; `x`, `batches`, `weights` as given to it.
-/// * `d_output`: dL/d output (R, D*H_out); `dh_n`, `dc_n`: dL/d final states, if any.
-#[allow(clippy::too_many_arguments)]
+/// * `saved`: from [`forward()`] with `save = true`; `weights` and `input` as given to it.
+/// * `output_grads`: dL/d output (R, D*H_out) and dL/d final states, if any ([`OutputGrads`]).
 pub fn backward<F: Activations>(
     config: &RecurrentConfig,
     weights: &[DirWeights<'_, F>],
     saved: &Saved<F>,
-    x: ArrayView2<'_, F>,
-    batches: &Batches,
-    d_output: ArrayView2<'_, F>,
-    dh_n: Option<ArrayView3<'_, F>>,
-    dc_n: Option<ArrayView3<'_, F>>,
+    input: Input<'_, F>,
+    output_grads: OutputGrads<'_, F>,
 ) -> Backward<F> {
+    let Input { x, batches } = input;
+    let OutputGrads {
+        d_output,
+        dh_n,
+        dc_n,
+    } = output_grads;
     let dirs = config.num_directions();
     let h_out = config.state_size();
     let n = batches.batch();

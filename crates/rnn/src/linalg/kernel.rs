@@ -11,7 +11,10 @@
 //! * `avx2::kernel` (x86-64 only): f32 with AVX2 + FMA, 12 `ymm` accumulators for a 6 x 16
 //!   tile.
 //! * `avx512::kernel` (x86-64 only): f32 with AVX-512F, 6 `zmm` accumulators for the same
-//!   tile and packed layout, `A` broadcast from memory inside each FMA.
+//!   tile and packed layout, `A` broadcast from memory inside each FMA; `avx512::pair`, 12
+//!   accumulators for a 6 x 32 tile over two panels ([`Kernels::pair`]), which the driver
+//!   prefers: a CPU with two 512-bit FMA pipes (Intel server cores) needs 8 chains in flight,
+//!   where one pipe (Zen 4's double-pumped AVX-512) needs 4.
 //!
 //! [`kernels`] picks the widest the CPU has ([`super::isa()`]).
 
@@ -85,6 +88,12 @@ pub struct Kernels<F> {
     pub by_rows: [MicroKernel<F>; MR],
     /// One-row kernels by panel count, 1 to [`ONE_ROW_PANELS`].
     pub one_row: [OneRowKernel<F>; ONE_ROW_PANELS],
+    /// Kernels by row count over two adjacent panels of `B` at once (a `rows x 2 NR` tile),
+    /// where the instruction set needs the extra accumulator chains: a [`MicroKernel`] whose
+    /// `b` holds two panels, the second `kc * NR` values after the first, and whose `cols` may
+    /// reach `2 * NR`. Each value is the same sum, in the same order, as [`Kernels::by_rows`]
+    /// gives panel by panel (so the same bits).
+    pub pair: Option<[MicroKernel<F>; MR]>,
     /// The instruction set, for benchmarks and reports.
     pub name: &'static str,
 }
@@ -106,6 +115,7 @@ pub fn portable<F: Float>() -> Kernels<F> {
             portable_one_row::<F, 3>,
             portable_one_row::<F, 4>,
         ],
+        pair: None,
         name: "portable",
     }
 }
@@ -364,6 +374,7 @@ mod avx2 {
                 kernel::<6>,
             ],
             one_row: [one_row::<1>, one_row::<2>, one_row::<3>, one_row::<4>],
+            pair: None,
             name: "avx2",
         }
     }
@@ -507,6 +518,9 @@ mod avx512 {
                 kernel::<6>,
             ],
             one_row: [one_row::<1>, one_row::<2>, one_row::<3>, one_row::<4>],
+            pair: Some([
+                pair::<1>, pair::<2>, pair::<3>, pair::<4>, pair::<5>, pair::<6>,
+            ]),
             name: "avx512",
         }
     }
@@ -618,6 +632,105 @@ mod avx512 {
             }
             // SAFETY: the kernel contract on `c`.
             unsafe { super::store_tile(&tile, c, rsc, csc, cols, accumulate) };
+        }
+    }
+
+    /// See [`super::Kernels::pair`]: a 6 x 32 tile is 12 `zmm` accumulators, two per row, so
+    /// that CPUs with two 512-bit FMA pipes (latency 4: 8 chains in flight) stay busy, where
+    /// the 6 chains of [`kernel`] leave them a quarter idle; each step loads two `zmm` of `B`
+    /// and broadcasts 6 values of `A` for 12 FMAs.
+    ///
+    /// # Safety
+    /// The [`super::Kernels::pair`] contract, and the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pair<const M: usize>(
+        kc: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+        prefetch: Prefetch<f32>,
+    ) {
+        const { assert!(M >= 1 && M <= MR && NR == 16) };
+        tile::prefetch_c::<M>(c, rsc, csc);
+        tile::prefetch_c::<M>(c.wrapping_offset(NR as isize * csc), rsc, csc);
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        let rows = tile::row_pointers::<M>(a, rsa);
+        let mut offset = 0isize;
+        let mut b0 = b;
+        let mut b1 = b.wrapping_add(kc * NR);
+        let mut dealer = tile::Dealer::new(kc, prefetch);
+        let mut steps_left = kc;
+        while steps_left > 0 {
+            let run = dealer.every.min(steps_left);
+            for _ in 0..run {
+                // SAFETY (whole block): `b0` and `b1` walk the two `kc * NR` panels,
+                // `rows[i] + offset` walks `kc` columns of row `i < M`, within the contract.
+                unsafe {
+                    let v0 = _mm512_loadu_ps(b0);
+                    let v1 = _mm512_loadu_ps(b1);
+                    for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                        let ai = _mm512_set1_ps(*row.offset(offset));
+                        acc[0] = _mm512_fmadd_ps(ai, v0, acc[0]);
+                        acc[1] = _mm512_fmadd_ps(ai, v1, acc[1]);
+                    }
+                    offset += csa;
+                    b0 = b0.add(NR);
+                    b1 = b1.add(NR);
+                }
+            }
+            steps_left -= run;
+            dealer.one();
+        }
+        dealer.rest();
+        if csc == 1 {
+            // Columns past `cols` are masked off: no tile on the stack for a narrow edge.
+            let masks: [__mmask16; 2] = std::array::from_fn(|h| {
+                let left = cols.saturating_sub(h * NR);
+                if left >= NR {
+                    !0
+                } else {
+                    (1u16 << left) - 1
+                }
+            });
+            for (i, &[lo, hi]) in acc.iter().enumerate() {
+                for (h, (mask, acc)) in [(masks[0], lo), (masks[1], hi)].into_iter().enumerate() {
+                    // SAFETY: row `i < M` of the tile has `cols` contiguous writable floats;
+                    // the masked load and store touch only those.
+                    unsafe {
+                        let p = c.offset(i as isize * rsc + (h * NR) as isize);
+                        let v = if accumulate {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc)
+                        } else {
+                            acc
+                        };
+                        _mm512_mask_storeu_ps(p, mask, v);
+                    }
+                }
+            }
+        } else {
+            let mut tiles = [[[0.0f32; NR]; M]; 2];
+            for (i, &[lo, hi]) in acc.iter().enumerate() {
+                // SAFETY: row `i` of each tile is 16 floats on the stack.
+                unsafe {
+                    _mm512_storeu_ps(tiles[0][i].as_mut_ptr(), lo);
+                    _mm512_storeu_ps(tiles[1][i].as_mut_ptr(), hi);
+                }
+            }
+            for (h, tile) in tiles.iter().enumerate() {
+                let cols_h = cols.saturating_sub(h * NR).min(NR);
+                // SAFETY: the kernel contract on `c`: columns `h * NR..+cols_h` of the tile.
+                unsafe {
+                    let c_h = c.offset((h * NR) as isize * csc);
+                    super::store_tile(tile, c_h, rsc, csc, cols_h, accumulate)
+                };
+            }
         }
     }
 }

@@ -4,9 +4,10 @@
 //! for the wide per-step products, a range of rows for the tall ones):
 //!
 //! ```text
-//! for k0 in 0..k step KC            // B sub-panels of KC x NR (32 KiB f32): L1 and L2
+//! for k0 in 0..k step KC            // B sub-panels of KC x NR (16 KiB f32): L1
 //!   for m0 in 0..m step MC          // A[m0.., k0..] (MC x KC, 144 KiB f32): stays in L2
-//!     for each B panel (NR columns) // in memory order; the next one prefetched into L2
+//!     for each B panel (NR columns) // or two (pair kernels); in memory order, the next
+//!                                   // ones prefetched into L2
 //!       for each MR-row block of A
 //!         micro-kernel: MR x NR tile of C, kc steps, C touched once
 //! ```
@@ -25,11 +26,14 @@ use ndarray::{s, ArrayView2, ArrayViewMut2, Axis, CowArray};
 use super::kernel::{Kernels, Prefetch, MR, NR, ONE_ROW_PANELS};
 use super::Float;
 
-/// Depth of one pass over the inner dimension: a `KC x NR` panel of `B` is 32 KiB in f32.
-/// 512 rather than 256 (commit 032cef3, Zen 4): the per-step products with `k = 512` then touch `C`
-/// once; 64x512x1024 on one core went from 114.9 to 117.0 GFLOP/s (FMA peak 117.4), the large
-/// LSTM's training +3.6% and the medium LSTM's inference +1.8% (medians of six runs each).
-pub(crate) const KC: usize = 512;
+/// Depth of one pass over the inner dimension: a `KC x NR` panel of `B` is 16 KiB in f32, the
+/// two panels of a pair kernel ([`Kernels::pair`]) 32 KiB, so that they stay in L1 while every
+/// row tile of `A` streams past them. 256 since 2026-12-07 (the pair kernels); 512 before
+/// (commit 032cef3, Zen 4, one-panel kernels: +1.8-3.6%). On the Intel Xeon guest (2 threads,
+/// `tools/bench_ab.py`, 3 rounds, medians), pair kernels with KC 512 against the one-panel
+/// kernels: medium LSTM 1.29x infer / 1.17x train; with KC 256: 1.45x / 1.22x, GRU 1.41x /
+/// 1.56x, RNN 1.33x / 0.97x (within noise), large LSTM 1.66x / 1.30x.
+pub(crate) const KC: usize = 256;
 /// Rows of `A` packed at once (a multiple of [`MR`]); covers a whole batch of 64 in one block.
 pub(crate) const MC: usize = 72;
 /// Default of [`set_parallel_min_work`] (see BENCHMARKS.md, "GEMM choice").
@@ -564,14 +568,20 @@ fn serial_blocks<F: Float>(
                 continue;
             }
             let tile_count = tiles.clone().count();
-            // The next panel in memory, in 64-byte lines, dealt out to this panel's tiles.
-            let lines = kc * NR * size_of::<F>() / 64;
-            for p in 0..panels {
+            // Panels one at a time, or two at once where the kernels have a pair kernel.
+            let mut p = 0;
+            while p < panels {
+                let (width, by_rows) = match &kernels.pair {
+                    Some(pair) if p + 1 < panels => (2, pair),
+                    _ => (1, &kernels.by_rows),
+                };
                 let b_panel = b.sub_panel(k0, p0 + p);
-                let next = b_panel.as_ptr().wrapping_add(kc * NR);
-                let cols = NR.min(n - p * NR);
+                // The panels after these in memory, in 64-byte lines, dealt out to the tiles.
+                let next = b_panel.as_ptr().wrapping_add(width * kc * NR);
+                let lines = width * kc * NR * size_of::<F>() / 64;
+                let cols = (width * NR).min(n - p * NR);
                 for (tile, (r0, rows)) in tiles.clone().enumerate() {
-                    let kernel = kernels.by_rows[rows - 1];
+                    let kernel = by_rows[rows - 1];
                     let first = lines * tile / tile_count;
                     let prefetch = Prefetch {
                         start: next.wrapping_add(first * 64 / size_of::<F>()),
@@ -580,9 +590,11 @@ fn serial_blocks<F: Float>(
                     // SAFETY: `a_ptr + (r0 / MR) * panel_step + (r0 % MR) * rsa + i * rsa
                     // + q * csa` is value (m0 + r0 + i, k0 + q) of `a` (i < rows, q < kc): in
                     // place, by its strides (panel_step = MR * rsa, column stride 1); packed,
-                    // as `pack_a` wrote it (r0 is then a multiple of MR). `b_panel` holds `kc * NR` values. The
-                    // C tile (rows `m0 + r0..+rows`, columns `p*NR..+cols`) lies inside `c`,
-                    // which is borrowed mutably and so aliases neither `a` nor `b`.
+                    // as `pack_a` wrote it (r0 is then a multiple of MR). `b_panel` starts
+                    // `width` panels of `kc * NR` values, consecutive in `b`'s block of rows
+                    // `k0..` ([`PackedWeights::sub_panel`]). The C tile (rows `m0 + r0..+rows`,
+                    // columns `p*NR..+cols`) lies inside `c`, which is borrowed mutably and so
+                    // aliases neither `a` nor `b`.
                     unsafe {
                         let c_tile =
                             c_ptr.offset((m0 + r0) as isize * rsc + (p * NR) as isize * csc);
@@ -602,6 +614,7 @@ fn serial_blocks<F: Float>(
                         );
                     }
                 }
+                p += width;
             }
         }
     }

@@ -103,7 +103,8 @@ fn check_packed<F: Float>(
     }
 }
 
-/// Edge sizes around the tile (6 x 16) and the blocking (KC = 512, MC = 72).
+/// Edge sizes around the tile (6 x 16, or 6 x 32 for a pair kernel: odd panel counts), and
+/// the blocking (KC = 256, MC = 72).
 const SHAPES: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (1, 7, 1),
@@ -116,6 +117,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (7, 1030, 20),
     (73, 19, 5),
     (64, 300, 48),
+    (12, 256, 64),
+    (7, 511, 47),
     (8, 5, 20),
     (32, 40, 35),
     // One row: panels in groups of four, a partial last panel, several blocks of depth.

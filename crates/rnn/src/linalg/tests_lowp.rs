@@ -350,3 +350,21 @@ fn int8_rejects_mismatched_inner_dimension() {
     let mut c = Array2::zeros((2, 5));
     super::matmul_int8(&mut c.view_mut(), &Array2::zeros((2, 3)).view(), &q, false);
 }
+
+/// The SIMD compilations of the row quantization give the portable loop's bits: lengths around
+/// the vector widths, rows of one sign, values on the rounding boundaries.
+#[test]
+fn int8_row_quantization_is_the_portable_loops_bits() {
+    let mut rng = Rng::new(23);
+    for len in [1, 7, 15, 16, 17, 31, 33, 64, 100, 512, 1027] {
+        for shift in [0.0f32, 3.0, -3.0] {
+            let row: Vec<f32> = random(&mut rng, 1, len).iter().map(|x| x + shift).collect();
+            let (mut fast, mut portable) = (vec![0u8; len], vec![0u8; len]);
+            let (a, b) = (
+                quantize_row(&row, &mut fast),
+                int8::quantize_row_loops(&row, &mut portable),
+            );
+            assert_eq!((a, &fast), (b, &portable), "length {len}, shift {shift}");
+        }
+    }
+}

@@ -151,6 +151,15 @@ impl fmt::Debug for PackCache {
     }
 }
 
+/// What a pass runs on, after the entry points' shape checks: the input tensor, how its rows
+/// are laid out, their batches, and the shape the user gave (for the states' error messages).
+struct PassInput<'a> {
+    tensor: &'a Tensor,
+    layout: Layout,
+    batches: Batches,
+    shape: &'a [usize],
+}
+
 /// How the user's input is laid out, to convert to and from the engine's packed rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
@@ -409,15 +418,13 @@ impl Recurrent {
                 "the sequence length and the batch size must be at least 1",
             ));
         }
-        self.run(
-            input,
+        let input = PassInput {
+            tensor: input,
             layout,
-            Batches::uniform(len, batch),
-            h0,
-            c0,
-            &shape,
-            masks,
-        )
+            batches: Batches::uniform(len, batch),
+            shape: &shape,
+        };
+        self.run(input, h0, c0, masks)
     }
 
     /// [`Recurrent::forward_states`] with the regularisers' masks given rather than drawn
@@ -453,7 +460,13 @@ impl Recurrent {
                 &shape,
             ));
         }
-        self.run(rows, Layout::Rows, batches.clone(), h0, c0, &shape, None)
+        let input = PassInput {
+            tensor: rows,
+            layout: Layout::Rows,
+            batches: batches.clone(),
+            shape: &shape,
+        };
+        self.run(input, h0, c0, None)
     }
 
     fn check_state(
@@ -498,17 +511,19 @@ impl Recurrent {
         Ok(Some(a))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
-        input: &Tensor,
-        layout: Layout,
-        batches: Batches,
+        input: PassInput<'_>,
         h0: Option<&Tensor>,
         c0: Option<&Tensor>,
-        input_shape: &[usize],
         masks: Option<Masks<f32>>,
     ) -> Result<RecurrentOutput> {
+        let PassInput {
+            tensor: input,
+            layout,
+            batches,
+            shape: input_shape,
+        } = input;
         let c = &self.config;
         let has_c = c.cell.description().cell_state;
         if c0.is_some() && !has_c {

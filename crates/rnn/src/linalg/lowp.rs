@@ -192,23 +192,34 @@ pub(crate) fn run<P: Product>(
         }
         return;
     }
-    split(prod, threads, min_work, c, a, 0, m * n * k, accumulate);
+    let how = Split {
+        prod,
+        min_work,
+        accumulate,
+    };
+    split(&how, threads, c, a, 0, m * n * k);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn split<P: Product>(
-    prod: &P,
-    threads: usize,
+/// What every share of a split product needs.
+struct Split<'p, P> {
+    prod: &'p P,
     min_work: usize,
+    accumulate: bool,
+}
+
+/// Splits `C` (whose column 0 is column `p0 * NRL` of `B`; `work` multiply-adds) between
+/// `threads` threads by panels of columns; runs shares below `min_work` on the calling thread.
+fn split<P: Product>(
+    how: &Split<'_, P>,
+    threads: usize,
     c: ArrayViewMut2<'_, f32>,
     a: ArrayView2<'_, f32>,
     p0: usize,
     work: usize,
-    accumulate: bool,
 ) {
     let panels = c.ncols().div_ceil(NRL);
-    if threads < 2 || work < min_work || panels < 2 {
-        serial(prod, c, a, p0, accumulate);
+    if threads < 2 || work < how.min_work || panels < 2 {
+        serial(how.prod, c, a, p0, how.accumulate);
         return;
     }
     let left_threads = threads / 2;
@@ -216,11 +227,8 @@ fn split<P: Product>(
     let (cl, cr) = c.split_at(Axis(1), left * NRL);
     let wl = work / panels * left;
     rayon::join(
-        || split(prod, left_threads, min_work, cl, a, p0, wl, accumulate),
-        || {
-            let rt = threads - left_threads;
-            split(prod, rt, min_work, cr, a, p0 + left, work - wl, accumulate)
-        },
+        || split(how, left_threads, cl, a, p0, wl),
+        || split(how, threads - left_threads, cr, a, p0 + left, work - wl),
     );
 }
 

@@ -113,6 +113,15 @@ fn run_f32_case(file: &TensorFile, case: &Case) {
     } else {
         assert!(out.c_n.is_none());
     }
+    // Inference (no gradient bookkeeping: nothing saved for backward) gives the same values.
+    let inferred = rnn::no_grad(|| model.forward_states(&input, h0.as_ref(), c0.as_ref())).unwrap();
+    assert_close(
+        &ctx("output without gradients"),
+        &inferred.output.to_array(),
+        &file.f64(&key("output")).unwrap(),
+        1e-5,
+        0.0,
+    );
 
     // loss = sum(output * g_out) + sum(h_n * g_h) [+ sum(c_n * g_c)]: by linearity, one
     // backward per output accumulates the same gradients.

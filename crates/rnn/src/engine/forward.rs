@@ -422,6 +422,7 @@ pub(super) fn direction_forward<F: Activations>(
                             Rows::empty()
                         },
                         unit_weights: &unit_weights[blocks.columns(item, uw)],
+                        save,
                     },
                 );
                 if let Some(z) = zoneout.filter(|_| zone_c) {
@@ -471,6 +472,7 @@ pub(super) fn direction_forward<F: Activations>(
                         },
                         m: Rows::empty(),
                         unit_weights: &unit_weights[blocks.columns(item, uw)],
+                        save,
                     },
                 );
             }

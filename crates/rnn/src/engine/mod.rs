@@ -11,7 +11,7 @@
 //! through their row stride, so such input and output need no layout copy.
 //!
 //! Per layer and direction the forward pass is, per step, over the rows still active and by
-//! blocks of hidden units (`engine/sweep.rs`, `engine/blocks.rs`): `xw = x_t W_ih^T` and `hw = h W_hh^T` for
+//! blocks of hidden units (`engine/forward.rs`, `engine/blocks.rs`): `xw = x_t W_ih^T` and `hw = h W_hh^T` for
 //! the block's gate columns (weights packed once per call), the fused gate math with the
 //! biases, then (LSTM with `proj_size`) `h = m W_hr^T`. The blocks of a step are independent, so
 //! all threads work through the whole sequence together and meet once per step

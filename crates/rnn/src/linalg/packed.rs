@@ -243,7 +243,7 @@ impl<F: Float> PackedWeights<F> {
 /// Packing splits over rayon's threads from this many bytes of `B`: a single thread copies
 /// ~3 GB/s, so the weight gradients' `[X | H_prev]` (6 MiB per slice at the medium preset)
 /// kept the other thread idle for ~2 ms. The engine packs a layer's blocks of weights on
-/// several threads from the same size (`engine/sweep.rs`).
+/// several threads from the same size (`engine/packing.rs`).
 pub(crate) const PACK_PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// Packs rows `k0..k0 + kc` (all panels) into a block: `pack(k0, kc, block)`.

@@ -135,6 +135,7 @@ impl CellMath for LstmLayerNorm {
             hw,
             bias,
             unit_weights,
+            save,
             ..
         } = row;
         let n = h_new.len();
@@ -143,9 +144,16 @@ impl CellMath for LstmLayerNorm {
         let (g_c, beta_c) = (&unit_weights[8 * n..9 * n], &unit_weights[9 * n..10 * n]);
         let (states, products) = aux[..11 * n].split_at_mut(3 * n);
         let [c_prev, t, c_new] = parts_mut(states, n);
-        let [a, b] = parts_mut(products, m);
-        a.copy_from_slice(&xw[..m]);
-        b.copy_from_slice(&hw[..m]);
+        // The products are kept for backward in training; in inference they are read where
+        // they are (`xw` and `hw` hold them for this step).
+        let (a, b): (&[F], &[F]) = if save {
+            let [a, b] = parts_mut(products, m);
+            a.copy_from_slice(&xw[..m]);
+            b.copy_from_slice(&hw[..m]);
+            (a, b)
+        } else {
+            (&xw[..m], &hw[..m])
+        };
         let ((ma, ra), (mb, rb)) = (stats(a), stats(b));
         let (gates, bias) = (&mut gates[..m], &bias[..m]);
         for k in 0..m {

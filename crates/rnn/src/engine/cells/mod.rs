@@ -431,6 +431,9 @@ pub(crate) struct ForwardRow<'r, F> {
     pub m: &'r mut [F],
     /// (unit_weights w): the block's per-unit weights.
     pub unit_weights: &'r [F],
+    /// Training: what backward reads must be kept in `aux` (a cell may skip copies that only
+    /// backward reads in inference, where `aux` is per-step scratch).
+    pub save: bool,
 }
 
 /// The operands of one row backward, of one block of `w` units; those a cell does not use are
@@ -509,6 +512,8 @@ pub(crate) struct ForwardBlock<'a, F> {
     pub m: Rows<F>,
     /// (unit_weights w): the block's per-unit weights; empty for none.
     pub unit_weights: &'a [F],
+    /// Training: keep what backward reads ([`ForwardRow::save`]).
+    pub save: bool,
 }
 
 /// One step forward of one block of units, row by row, compiled for the cell's kind and for
@@ -594,6 +599,7 @@ unsafe fn forward_row_at<F: Activations, C: CellMath, const LATE: bool>(
         step_bias: op.step_bias,
         m: op.m.row(i),
         unit_weights: op.unit_weights,
+        save: op.save,
     };
     if LATE {
         cell.forward_row_late(row);

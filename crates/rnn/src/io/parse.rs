@@ -125,8 +125,8 @@ pub(super) fn decode(
         Dtype::F16 => TensorData::F32(array(name, shape, data, |b| {
             half::f16::from_bits(u16::from_le_bytes(b)).to_f32()
         })?),
-        Dtype::BF16 => TensorData::F32(array(name, shape, data, |b| {
-            half::bf16::from_bits(u16::from_le_bytes(b)).to_f32()
+        Dtype::BF16 => TensorData::BF16(array(name, shape, data, |b| {
+            half::bf16::from_bits(u16::from_le_bytes(b))
         })?),
         Dtype::I64 => TensorData::I64(array(name, shape, data, i64::from_le_bytes)?),
         Dtype::I32 => TensorData::I64(array(name, shape, data, |b| {
@@ -238,6 +238,7 @@ mod tests {
             f.f32("h").unwrap(),
             array![1.5f32, -0.333_251_95, 65504.0].into_dyn()
         );
+        assert_eq!(f.get("b").unwrap().dtype(), "BF16");
         let b = f.f32("b").unwrap();
         assert_eq!(b[[0, 0]], 3.0);
         // bf16 keeps 8 bits of mantissa: -1e30 rounds to -1.0000001e30 or so, not exactly.

@@ -28,6 +28,11 @@
 //!
 //! Loading is strict, as `load_state_dict(strict=True)`: every parameter the configuration
 //! implies must be in the file with its shape, and nothing else may be.
+//!
+//! The parameters are F32 (F64 and F16 are read too), all BF16 (a bf16 model file, half the
+//! size: [`crate::bf16_file`], loaded as a [`Precision::Bf16`] layer), or int8 with scales (a
+//! quantized model file: [`crate::quantized`]); the `precision` metadata entry, when present,
+//! says which.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -250,6 +250,29 @@ mod tests {
     }
 
     #[test]
+    fn bf16_keeps_every_bit_pattern() {
+        // Zeros, the smallest subnormal, one, the largest finite, infinities, NaN payloads.
+        let bits: Vec<u16> = vec![
+            0x0000, 0x8000, 0x0001, 0x3f80, 0x7f7f, 0x7f80, 0xff80, 0x7fc1, 0xffff,
+        ];
+        let a = ndarray::Array1::from_iter(bits.iter().map(|&b| half::bf16::from_bits(b)));
+        let mut f = TensorFile::new();
+        f.insert("w", a.into_dyn());
+        let bytes = f.to_bytes().unwrap();
+        let back = TensorFile::from_bytes(&bytes, "x").unwrap();
+        assert_eq!(back.dtype_in_file("w"), Some("BF16"));
+        let crate::io::TensorData::BF16(got) = back.get("w").unwrap() else {
+            panic!("not BF16");
+        };
+        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits);
+        // Widening is exact: the bits move to the high half of the f32.
+        let wide = back.f32("w").unwrap();
+        for (v, b) in wide.iter().zip(&bits) {
+            assert_eq!(v.to_bits(), u32::from(*b) << 16);
+        }
+    }
+
+    #[test]
     fn unsupported_dtype_names_key_and_dtype() {
         let views = vec![(
             "mask",

@@ -40,9 +40,10 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Precision of the products: f32, bf16 or int8 (inference only: an input file with
-    /// "grad_*" tensors is refused). Gate math and states stay f32.
-    #[arg(long, value_name = "P", default_value_t = rnn::Precision::F32)]
-    precision: rnn::Precision,
+    /// "grad_*" tensors is refused). Gate math and states stay f32. [default: the model
+    /// file's: bf16 for a bf16 file, int8 for a quantized one, else f32]
+    #[arg(long, value_name = "P")]
+    precision: Option<rnn::Precision>,
 }
 
 /// Every key an input file may hold.
@@ -222,7 +223,10 @@ pub fn main(args: Args) -> Result<()> {
         load_model(&args.model)?
     };
     model.set_training(false);
-    let model = model.to_precision(args.precision)?;
+    let model = match args.precision {
+        Some(p) => model.to_precision(p)?,
+        None => model,
+    };
     let inputs = Inputs::read(&args.input)?;
     check_memory(&model, &inputs)?;
     let out = run(&model, &inputs).with_context(|| {

@@ -71,6 +71,51 @@ fn quantized_and_bf16_runs_stay_within_their_bounds() {
     }
 }
 
+/// `rnn run` keeps a model file's precision unless `--precision` says otherwise: a bf16 file
+/// (`rnn::bf16_file`) runs bf16 products, a quantized file int8 ones.
+#[test]
+fn model_files_run_in_their_own_precision_by_default() {
+    let dir = TempDir::new("precision-default");
+    let case = "lstm_bi_proj";
+    let model = fixture(case, "model").display().to_string();
+    let input = inference_input(case, &dir);
+    let bf16 = dir.arg("m.bf16.safetensors");
+    let layer = rnn::model_file::load_model(&model).unwrap();
+    rnn::model_file::save_model(&bf16, &layer.to_precision(rnn::Precision::Bf16).unwrap()).unwrap();
+    let int8 = dir.arg("m.int8.safetensors");
+    assert!(rnn(&["quantize", &model, "--out", &int8]).status.success());
+    for (file, own) in [(&bf16, "bf16"), (&int8, "int8")] {
+        let run = |precision: Option<&str>| {
+            let out = dir.arg(&format!(
+                "out.{own}.{}.safetensors",
+                precision.unwrap_or("-")
+            ));
+            let mut args = vec!["run", "--model", file, "--input", &input, "--output", &out];
+            if let Some(p) = precision {
+                args.extend(["--precision", p]);
+            }
+            let o = rnn(&args);
+            assert!(o.status.success(), "{own} {precision:?}: {}", stderr(&o));
+            TensorFile::read(&out).unwrap().f32("output").unwrap()
+        };
+        let default = run(None);
+        assert_eq!(
+            default,
+            run(Some(own)),
+            "{own}: the default is not the file's precision"
+        );
+        assert_ne!(default, run(Some("f32")), "{own}");
+        assert!(worst_of(&default, case) < 2e-2, "{own}");
+    }
+}
+
+fn worst_of(got: &ndarray::ArrayD<f32>, case: &str) -> f32 {
+    let want = TensorFile::read(fixture(case, "expected")).unwrap();
+    got.iter()
+        .zip(want.f32("output").unwrap().iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+}
+
 #[test]
 fn int8_gradients_and_bad_names_are_clear_errors() {
     let dir = TempDir::new("precision-errors");

@@ -32,6 +32,7 @@
 //!
 //! This lesson and the six after it, each beside its PyTorch original, are in [`lessons`].
 
+pub mod bf16_file;
 pub mod budget;
 pub mod cells;
 pub mod charlm;

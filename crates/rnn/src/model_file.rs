@@ -28,6 +28,11 @@
 //!
 //! Loading is strict, as `load_state_dict(strict=True)`: every parameter the configuration
 //! implies must be in the file with its shape, and nothing else may be.
+//!
+//! The parameters are F32 (F64 and F16 are read too), all BF16 (a bf16 model file, half the
+//! size: [`crate::bf16_file`], loaded as a [`Precision::Bf16`] layer), or int8 with scales (a
+//! quantized model file: [`crate::quantized`]); the `precision` metadata entry, when present,
+//! says which.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +40,7 @@ use std::path::Path;
 use crate::config::RecurrentConfig;
 use crate::error::{Error, Result};
 use crate::io::{check_state_dict, load_state_dict, save_state_dict, TensorFile};
+use crate::precision::Precision;
 use crate::recurrent::Recurrent;
 
 /// The metadata key holding the configuration JSON.
@@ -47,7 +53,10 @@ const HOW_TO_WRITE: &str = "write the file with save_file(module.state_dict(), p
 
 /// Reads a model file: builds `Recurrent::new(config)` from the `config` metadata and loads the
 /// tensors into it strictly. A quantized model file (metadata `precision = "int8"`, see
-/// [`crate::quantized`]) gives an int8 layer running its stored weights.
+/// [`crate::quantized`]) gives an int8 layer running its stored weights; a bf16 one (metadata
+/// `precision = "bf16"`, or BF16 tensors, see [`crate::bf16_file`]) a bf16 layer whose packed
+/// weights are the file's bits. A `precision` entry that disagrees with the tensors' dtypes, or
+/// dtypes that disagree with each other, is an error naming the tensor.
 ///
 /// Every error is an [`Error::Format`] naming `path`, except an unreadable file, which is an
 /// [`Error::Io`] naming it: a malformed safetensors file, no `config` metadata (the message
@@ -73,10 +82,20 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Recurrent> {
             ));
         }
     }
-    if crate::quantized::is_quantized_file(&file) {
-        return crate::quantized::load_quantized(&file, path);
+    match crate::bf16_file::file_precision(&file, path)? {
+        Precision::Int8 => crate::quantized::load_quantized(&file, path),
+        Precision::Bf16 => crate::bf16_file::load_bf16(&file, path),
+        Precision::F32 => {
+            crate::bf16_file::check_dtypes(&file, path, Precision::F32)?;
+            load_weights(&file, path)
+        }
     }
-    let config = config_of(&file, path)?;
+}
+
+/// The layer of a model file's `config` holding its tensors (any floating-point dtype),
+/// checked against the configuration before the layer is built; in f32 precision.
+pub(crate) fn load_weights(file: &TensorFile, path: &Path) -> Result<Recurrent> {
+    let config = config_of(file, path)?;
     let mismatch = |config: &RecurrentConfig, e: Error| {
         Error::format(
             path,
@@ -117,7 +136,15 @@ pub fn config_of(file: &TensorFile, path: impl AsRef<Path>) -> Result<RecurrentC
 /// Writes `model` as a model file, atomically: every parameter as F32 under its PyTorch key
 /// and the configuration JSON under the `config` metadata key.
 /// `safetensors.torch.load_file(path)` then `module.load_state_dict(...)` reads it in PyTorch.
+///
+/// A layer in [`Precision::Bf16`] is written as a bf16 model file instead (every parameter
+/// BF16, metadata `precision = "bf16"`, half the size: [`crate::bf16_file::save_bf16`]), as
+/// PyTorch's `state_dict()` of a module moved to bf16. (An int8 layer is written in f32 here;
+/// [`crate::quantized::save_quantized`] writes its int8 file.)
 pub fn save_model(path: impl AsRef<Path>, model: &Recurrent) -> Result<()> {
+    if model.precision() == Precision::Bf16 {
+        return crate::bf16_file::save_bf16(path, model);
+    }
     let metadata = BTreeMap::from([(CONFIG_KEY.to_string(), model.config().to_json())]);
     save_state_dict(model, path, metadata)
 }

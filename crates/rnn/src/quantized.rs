@@ -35,7 +35,8 @@ use crate::module::Module;
 use crate::precision::Precision;
 use crate::recurrent::Recurrent;
 
-/// The metadata key naming the precision of a model file's weights (`"int8"`).
+/// The metadata key naming the precision of a model file's weights: `"int8"` here, `"bf16"`
+/// for a bf16 model file ([`crate::bf16_file`]).
 pub const PRECISION_KEY: &str = "precision";
 /// The suffix of a weight matrix's scales: `weight_ih_l0.scale`.
 pub const SCALE_SUFFIX: &str = ".scale";

@@ -329,6 +329,9 @@ impl Recurrent {
     /// Int8 is for inference only: a pass that would record gradients is an error. Bf16
     /// trains with bf16 forward products and an f32 backward. Errors if int8 cannot hold
     /// the layer's widths exactly (over [`crate::linalg::INT8_MAX_K`] inputs per output).
+    ///
+    /// [`crate::model_file::save_model`] writes a bf16 layer as a bf16 model file (half the
+    /// size, [`crate::bf16_file`]), which loads back as a bf16 layer.
     pub fn to_precision(&self, precision: Precision) -> Result<Self> {
         if precision == Precision::Int8 {
             let c = &self.config;

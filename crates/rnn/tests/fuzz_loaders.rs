@@ -321,6 +321,7 @@ fn mutate_values(g: &mut Gen, file: &TensorFile) -> Vec<u8> {
                 TensorData::F64(a) => TensorData::F32(a.mapv(|v| v as f32)),
                 TensorData::I64(a) => TensorData::F32(a.mapv(|v| v as f32)),
                 TensorData::I8(a) => TensorData::F32(a.mapv(f32::from)),
+                TensorData::BF16(a) => TensorData::F32(a.mapv(half::bf16::to_f32)),
             },
             _ => match t {
                 TensorData::F32(mut a) => {
@@ -351,6 +352,13 @@ fn mutate_values(g: &mut Gen, file: &TensorFile) -> Vec<u8> {
                         a.as_slice_mut().unwrap()[i] = *g.pick(&[0, -1, 1, 127, -128]);
                     }
                     TensorData::I8(a)
+                }
+                TensorData::BF16(mut a) => {
+                    if !a.is_empty() {
+                        let i = g.below(a.len());
+                        a.as_slice_mut().unwrap()[i] = half::bf16::from_f64(*g.pick(&special));
+                    }
+                    TensorData::BF16(a)
                 }
             },
         };

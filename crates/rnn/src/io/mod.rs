@@ -5,7 +5,8 @@
 //! connect it to a [`Module`], with the keys PyTorch uses (`weight_ih_l0`, `bias_hh_l0_reverse`,
 //! `rnn.weight_ih_l0`, ...), so a file written by PyTorch loads with no renaming.
 //!
-//! Reading accepts `F32`, `F64`, `F16`, `BF16` (converted to f32), `I64` and `I32` (to i64);
+//! Reading accepts `F32`, `F64`, `F16` (converted to f32), `BF16` (kept bit for bit, widened
+//! exactly where f32 is needed), `I64` and `I32` (to i64), and `I8`;
 //! any other dtype, and any malformed file, is an [`Error::Format`] naming the file.
 //!
 //! # Loading weights saved from PyTorch

@@ -125,8 +125,8 @@ pub(super) fn decode(
         Dtype::F16 => TensorData::F32(array(name, shape, data, |b| {
             half::f16::from_bits(u16::from_le_bytes(b)).to_f32()
         })?),
-        Dtype::BF16 => TensorData::F32(array(name, shape, data, |b| {
-            half::bf16::from_bits(u16::from_le_bytes(b)).to_f32()
+        Dtype::BF16 => TensorData::BF16(array(name, shape, data, |b| {
+            half::bf16::from_bits(u16::from_le_bytes(b))
         })?),
         Dtype::I64 => TensorData::I64(array(name, shape, data, i64::from_le_bytes)?),
         Dtype::I32 => TensorData::I64(array(name, shape, data, |b| {
@@ -238,6 +238,7 @@ mod tests {
             f.f32("h").unwrap(),
             array![1.5f32, -0.333_251_95, 65504.0].into_dyn()
         );
+        assert_eq!(f.get("b").unwrap().dtype(), "BF16");
         let b = f.f32("b").unwrap();
         assert_eq!(b[[0, 0]], 3.0);
         // bf16 keeps 8 bits of mantissa: -1e30 rounds to -1.0000001e30 or so, not exactly.
@@ -246,6 +247,29 @@ mod tests {
             f.i64("i").unwrap(),
             array![-7i64, i32::MAX as i64].into_dyn()
         );
+    }
+
+    #[test]
+    fn bf16_keeps_every_bit_pattern() {
+        // Zeros, the smallest subnormal, one, the largest finite, infinities, NaN payloads.
+        let bits: Vec<u16> = vec![
+            0x0000, 0x8000, 0x0001, 0x3f80, 0x7f7f, 0x7f80, 0xff80, 0x7fc1, 0xffff,
+        ];
+        let a = ndarray::Array1::from_iter(bits.iter().map(|&b| half::bf16::from_bits(b)));
+        let mut f = TensorFile::new();
+        f.insert("w", a.into_dyn());
+        let bytes = f.to_bytes().unwrap();
+        let back = TensorFile::from_bytes(&bytes, "x").unwrap();
+        assert_eq!(back.dtype_in_file("w"), Some("BF16"));
+        let crate::io::TensorData::BF16(got) = back.get("w").unwrap() else {
+            panic!("not BF16");
+        };
+        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bits);
+        // Widening is exact: the bits move to the high half of the f32.
+        let wide = back.f32("w").unwrap();
+        for (v, b) in wide.iter().zip(&bits) {
+            assert_eq!(v.to_bits(), u32::from(*b) << 16);
+        }
     }
 
     #[test]

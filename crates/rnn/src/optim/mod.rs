@@ -223,7 +223,7 @@ impl OptimizerState {
         file
     }
 
-    /// Reads a state written by [`OptimizerState::to_file`]: F32 tensors are buffers,
+    /// Reads a state written by [`OptimizerState::to_file`]: F32 (or BF16) tensors are buffers,
     /// 0-dimensional F64 tensors are scalars. A missing kind, an F64 tensor that is not
     /// 0-dimensional or an integer tensor is an [`Error::StateDict`] naming it.
     pub fn from_file(file: &TensorFile) -> Result<Self> {
@@ -237,6 +237,10 @@ impl OptimizerState {
             match data {
                 TensorData::F32(a) => {
                     state.tensors.insert(key.clone(), a.clone());
+                }
+                // Widened exactly, as files with BF16 buffers were always read.
+                TensorData::BF16(_) => {
+                    state.tensors.insert(key.clone(), data.to_f32());
                 }
                 TensorData::F64(a) if a.ndim() == 0 => {
                     let v = *a.iter().next().expect("a 0-d array has one element");

@@ -77,6 +77,24 @@ pub struct RowQuant {
     pub zero_point: i32,
 }
 
+impl RowQuant {
+    /// The scale and zero point of a row whose values span `lo..=hi` (with `lo <= 0 <= hi`);
+    /// `bad` is NaN when the row holds a NaN or an infinity. `Err` for a row quantized to all
+    /// zeros: a NaN scale for a bad row, 0 for a row of one value.
+    fn of_range(lo: f32, hi: f32, bad: f32) -> Result<RowQuant, RowQuant> {
+        if hi == lo || bad.is_nan() {
+            let scale = if bad.is_nan() { f32::NAN } else { 0.0 };
+            return Err(RowQuant {
+                scale,
+                zero_point: 0,
+            });
+        }
+        let scale = (hi - lo) / 255.0;
+        let zero_point = ((-lo / scale) + 0.5).clamp(0.0, 255.0) as i32;
+        Ok(RowQuant { scale, zero_point })
+    }
+}
+
 /// Quantizes `row` to u8 into `out` (same length) and returns its scale and zero point.
 ///
 /// Every operation is exact or rounded alone (min, max, one product and one sum per value, no
@@ -132,16 +150,13 @@ unsafe fn quantize_row_avx512(row: &[f32], out: &mut [u8]) -> RowQuant {
     }
     let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
     let bad = _mm512_reduce_add_ps(bad);
-    if hi == lo || bad.is_nan() {
-        out.fill(0);
-        let scale = if bad.is_nan() { f32::NAN } else { 0.0 };
-        return RowQuant {
-            scale,
-            zero_point: 0,
-        };
-    }
-    let scale = (hi - lo) / 255.0;
-    let zero_point = ((-lo / scale) + 0.5).clamp(0.0, 255.0) as i32;
+    let RowQuant { scale, zero_point } = match RowQuant::of_range(lo, hi, bad) {
+        Ok(quant) => quant,
+        Err(flat) => {
+            out.fill(0);
+            return flat;
+        }
+    };
     let (inv, shift) = (
         _mm512_set1_ps(1.0 / scale),
         _mm512_set1_ps(zero_point as f32 + 0.5),
@@ -197,16 +212,13 @@ pub(crate) fn quantize_row_loops(row: &[f32], out: &mut [u8]) -> RowQuant {
     let lo = lo_l.iter().fold(0.0f32, |m, &v| m.min(v));
     let hi = hi_l.iter().fold(0.0f32, |m, &v| m.max(v));
     let bad: f32 = bad_l.iter().sum();
-    if hi == lo || bad.is_nan() {
-        out.fill(0);
-        let scale = if bad.is_nan() { f32::NAN } else { 0.0 };
-        return RowQuant {
-            scale,
-            zero_point: 0,
-        };
-    }
-    let scale = (hi - lo) / 255.0;
-    let zero_point = ((-lo / scale) + 0.5).clamp(0.0, 255.0) as i32;
+    let RowQuant { scale, zero_point } = match RowQuant::of_range(lo, hi, bad) {
+        Ok(quant) => quant,
+        Err(flat) => {
+            out.fill(0);
+            return flat;
+        }
+    };
     let (inv, shift) = (1.0 / scale, zero_point as f32 + 0.5);
     for (q, &x) in out.iter_mut().zip(row) {
         // Non-negative after the clamp, so the truncation is a floor: x / r + z rounded.

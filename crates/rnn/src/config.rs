@@ -473,14 +473,18 @@ impl RecurrentConfig {
     /// An estimate of the f32 bytes one pass over `steps` = `L * N` input vectors takes beyond
     /// the input and the weights, with overflow-safe arithmetic (`None` on overflow): per
     /// vector, each layer and direction's gates, states and output (`G H + 2 H + H_out`), kept
-    /// for every layer when `grad` (the backward pass reads them, and writes as much again).
+    /// for every layer when `grad` (the backward pass reads them, and writes as much again),
+    /// plus what a layer-normalised LSTM keeps and, when `grad`, zoneout's masks.
     pub fn forward_bytes(&self, steps: usize, grad: bool) -> Option<u64> {
         let u = |v: usize| u64::try_from(v).ok();
         let g = u(self.cell.gates())?;
         let h = u(self.hidden_size)?;
         // A layer-normalised LSTM keeps 18 H more per vector: both products and c' (9 H)
-        // forward, its row gradients and dL/d(h W_hh^T) (9 H) backward.
-        let extra = if self.layer_norm { 18 } else { 0 };
+        // forward, its row gradients and dL/d(h W_hh^T) (9 H) backward. Zoneout's masks on h
+        // and c (2 H) are drawn for every vector of a training pass.
+        let ln = if self.layer_norm { 18 } else { 0 };
+        let zoneout = if grad && self.zoneout > 0.0 { 2 } else { 0 };
+        let extra = ln + zoneout;
         let per_dir = g
             .checked_add(2 + extra)?
             .checked_mul(h)?
@@ -536,6 +540,21 @@ impl RecurrentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memory estimate counts the variants' extra buffers. LSTM(4, 8), per vector and layer:
+    /// (G + 2) H + H_out = 56 floats; zoneout's masks add 2 H in training, the layer norms 18 H.
+    #[test]
+    fn forward_bytes_count_layer_norm_and_zoneout() {
+        let plain = RecurrentConfig::new(CellKind::Lstm, 4, 8);
+        let bytes = |c: &RecurrentConfig, grad| c.forward_bytes(10, grad).unwrap();
+        assert_eq!(bytes(&plain, false), 10 * 56 * 2 * 4);
+        assert_eq!(bytes(&plain, true), 10 * 56 * 2 * 4);
+        let zoneout = plain.clone().with_zoneout(0.1);
+        assert_eq!(bytes(&zoneout, false), bytes(&plain, false));
+        assert_eq!(bytes(&zoneout, true), 10 * (56 + 16) * 2 * 4);
+        let ln = plain.with_layer_norm(true);
+        assert_eq!(bytes(&ln, false), 10 * (56 + 144) * 2 * 4);
+    }
 
     #[test]
     fn pytorch_rules() {

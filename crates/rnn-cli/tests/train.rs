@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{rnn, TempDir};
+use common::rnn;
+use common::tiny::{setup, text, train, TINY};
 use rnn::io::TensorFile;
 
 fn stdout(o: &Output) -> String {
@@ -44,62 +45,6 @@ fn fails(o: Output) -> String {
     assert_eq!(lines.len(), 1, "one line expected, got: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
     lines[0].to_string()
-}
-
-/// About 6 KB of text with a lot of structure: a tiny model learns it in a few dozen steps.
-fn text() -> String {
-    let words = [
-        "the cat",
-        "sat on",
-        "the mat.",
-        "a dog",
-        "ran to",
-        "the park!",
-        "\n",
-    ];
-    let mut s = String::new();
-    let mut k = 7u64;
-    while s.len() < 6000 {
-        k = k
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(words[(k >> 33) as usize % words.len()]);
-        s.push(' ');
-    }
-    s
-}
-
-/// A tiny model and schedule: each step takes about a millisecond.
-const TINY: [&str; 14] = [
-    "--hidden",
-    "24",
-    "--embed",
-    "8",
-    "--batch",
-    "4",
-    "--seq-len",
-    "16",
-    "--threads",
-    "1",
-    "--sample-len",
-    "0",
-    "--lr",
-    "0.01",
-];
-
-fn train(dir: &TempDir, out: &str, extra: &[&str]) -> Output {
-    let data = dir.arg("text.txt");
-    let out = dir.arg(out);
-    let mut args = vec!["train", "--data", &data, "--out", &out];
-    args.extend(TINY);
-    args.extend(extra);
-    rnn(&args)
-}
-
-fn setup(tag: &str) -> TempDir {
-    let dir = TempDir::new(tag);
-    std::fs::write(dir.path("text.txt"), text()).unwrap();
-    dir
 }
 
 /// The model tensors of a model directory.

@@ -7,47 +7,9 @@ mod common;
 
 use std::process::Output;
 
+use common::tiny::{text, train};
 use common::{rnn, TempDir};
 use rnn::io::TensorFile;
-
-fn text() -> String {
-    let words = [
-        "the cat",
-        "sat on",
-        "the mat.",
-        "a dog",
-        "ran to",
-        "the park!",
-        "\n",
-    ];
-    let mut s = String::new();
-    let mut k = 7u64;
-    while s.len() < 6000 {
-        k = k
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        s.push_str(words[(k >> 33) as usize % words.len()]);
-        s.push(' ');
-    }
-    s
-}
-
-const TINY: [&str; 14] = [
-    "--hidden",
-    "24",
-    "--embed",
-    "8",
-    "--batch",
-    "4",
-    "--seq-len",
-    "16",
-    "--threads",
-    "1",
-    "--sample-len",
-    "0",
-    "--lr",
-    "0.01",
-];
 
 const REGULARISED: [&str; 12] = [
     "--layers",
@@ -63,15 +25,6 @@ const REGULARISED: [&str; 12] = [
     "--seed",
     "3",
 ];
-
-fn train(dir: &TempDir, out: &str, extra: &[&str]) -> Output {
-    let data = dir.arg("text.txt");
-    let out = dir.arg(out);
-    let mut args = vec!["train", "--data", &data, "--out", &out];
-    args.extend(TINY);
-    args.extend(extra);
-    rnn(&args)
-}
 
 fn ok(o: Output) -> String {
     assert!(

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[allow(dead_code)]
+pub mod tiny;
+
 /// A temporary directory removed on drop, named `rnn-<test file>-<tag>-<pid>-<n>`.
 pub struct TempDir(PathBuf);
 

@@ -608,6 +608,25 @@ mod avx512 {
             dealer.one();
         }
         dealer.rest();
+        // SAFETY: the kernel contract on `c`.
+        unsafe { store(&acc, c, rsc, csc, cols, accumulate) };
+    }
+
+    /// Stores a tile of `M` rows of 16 accumulators: `C = acc` or `C += acc`, columns
+    /// `< cols` (at most 16; none for 0).
+    ///
+    /// # Safety
+    /// `c + i*rsc + j*csc` writable for `i < M`, `j < cols`; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const M: usize>(
+        acc: &[__m512; M],
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        cols: usize,
+        accumulate: bool,
+    ) {
         if csc == 1 {
             // Columns past `cols` are masked off: no tile on the stack for a narrow edge.
             let mask: __mmask16 = if cols >= NR { !0 } else { (1u16 << cols) - 1 };
@@ -626,11 +645,11 @@ mod avx512 {
             }
         } else {
             let mut tile = [[0.0f32; NR]; M];
-            for (t, &acc) in tile.iter_mut().zip(&acc) {
+            for (t, &acc) in tile.iter_mut().zip(acc) {
                 // SAFETY: `t` is 16 floats on the stack.
                 unsafe { _mm512_storeu_ps(t.as_mut_ptr(), acc) };
             }
-            // SAFETY: the kernel contract on `c`.
+            // SAFETY: the caller's contract on `c`.
             unsafe { super::store_tile(&tile, c, rsc, csc, cols, accumulate) };
         }
     }
@@ -689,48 +708,26 @@ mod avx512 {
             dealer.one();
         }
         dealer.rest();
-        if csc == 1 {
-            // Columns past `cols` are masked off: no tile on the stack for a narrow edge.
-            let masks: [__mmask16; 2] = std::array::from_fn(|h| {
-                let left = cols.saturating_sub(h * NR);
-                if left >= NR {
-                    !0
-                } else {
-                    (1u16 << left) - 1
-                }
-            });
-            for (i, &[lo, hi]) in acc.iter().enumerate() {
-                for (h, (mask, acc)) in [(masks[0], lo), (masks[1], hi)].into_iter().enumerate() {
-                    // SAFETY: row `i < M` of the tile has `cols` contiguous writable floats;
-                    // the masked load and store touch only those.
-                    unsafe {
-                        let p = c.offset(i as isize * rsc + (h * NR) as isize);
-                        let v = if accumulate {
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, p), acc)
-                        } else {
-                            acc
-                        };
-                        _mm512_mask_storeu_ps(p, mask, v);
-                    }
-                }
-            }
-        } else {
-            let mut tiles = [[[0.0f32; NR]; M]; 2];
-            for (i, &[lo, hi]) in acc.iter().enumerate() {
-                // SAFETY: row `i` of each tile is 16 floats on the stack.
-                unsafe {
-                    _mm512_storeu_ps(tiles[0][i].as_mut_ptr(), lo);
-                    _mm512_storeu_ps(tiles[1][i].as_mut_ptr(), hi);
-                }
-            }
-            for (h, tile) in tiles.iter().enumerate() {
-                let cols_h = cols.saturating_sub(h * NR).min(NR);
-                // SAFETY: the kernel contract on `c`: columns `h * NR..+cols_h` of the tile.
-                unsafe {
-                    let c_h = c.offset((h * NR) as isize * csc);
-                    super::store_tile(tile, c_h, rsc, csc, cols_h, accumulate)
-                };
-            }
+        // SAFETY: the kernel contract on `c`: columns `..cols` of the tile, the first panel's
+        // at `c`, the second's `NR` columns on.
+        unsafe {
+            store(
+                &acc.map(|row| row[0]),
+                c,
+                rsc,
+                csc,
+                cols.min(NR),
+                accumulate,
+            );
+            let c_hi = c.wrapping_offset(NR as isize * csc);
+            store(
+                &acc.map(|row| row[1]),
+                c_hi,
+                rsc,
+                csc,
+                cols.saturating_sub(NR),
+                accumulate,
+            );
         }
     }
 }

@@ -14,7 +14,8 @@ Per workload and mode the three runs alternate `--rounds` times (TorchScript, `r
 --layer-norm`, `rnn bench`), each reporting the median of its round medians; same thread count,
 one layer, batch-first, f32. `train` is forward, loss = sum of outputs, backward to every weight
 and the input. Prints a Markdown table: TorchScript / rnn LN (> 1: rnn is faster) and rnn LN /
-rnn LSTM (the cost of the layer norms).
+rnn LSTM (the cost of the layer norms), each the median of the rounds' own ratios with their
+range.
 
 Usage:
     cargo build --release -p rnn-cli
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_vs_pytorch import PRESETS, RNN_BIN, timed
+from bench_vs_pytorch import PRESETS, RNN_BIN, settle, timed
 
 
 class LayerNormLSTM(nn.Module):
@@ -96,6 +97,7 @@ def rnn_bench(preset, mode, threads, layer_norm):
     cmd = [RNN_BIN, "bench", "--cell", "lstm", "--batch", str(b), "--seq", str(t),
            "--input", str(i), "--hidden", str(h), "--mode", mode, "--threads", str(threads),
            "--json"] + (["--layer-norm"] if layer_norm else [])
+    settle()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -121,8 +123,14 @@ def main():
                 ln.append(rnn_bench(preset, mode, args.threads, True)["median_ms"])
                 plain.append(rnn_bench(preset, mode, args.threads, False)["median_ms"])
             med = statistics.median
+            # Ratios within each round (the three ran back to back), then their median and
+            # range: a host that slows down for a while moves both sides of a round.
+            vs_script = [a / b for a, b in zip(ts, ln)]
+            vs_plain = [a / b for a, b in zip(ln, plain)]
             print(f"| {preset} | {mode} | {med(ts):.1f} | {med(ln):.1f} | {med(plain):.1f} "
-                  f"| {med(ts) / med(ln):.2f} | {med(ln) / med(plain):.2f} |", flush=True)
+                  f"| {med(vs_script):.2f} ({min(vs_script):.2f}..{max(vs_script):.2f}) "
+                  f"| {med(vs_plain):.2f} ({min(vs_plain):.2f}..{max(vs_plain):.2f}) |",
+                  flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 

@@ -926,7 +926,7 @@ fn remove_stale_temporaries(out: &Path) {
 }
 
 /// The training part and the validation part (the last `fraction` of the text).
-fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn split(tokens: &[usize], fraction: f64, data: &Path) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(0.0..1.0).contains(&fraction) {
         bail!("--val-fraction must be in [0, 1), got {fraction}");
     }
@@ -989,7 +989,7 @@ pub fn plural(n: usize, noun: &str) -> String {
 }
 
 /// `file.txt` or `the built-in corpus`.
-fn data_label(data: &Path) -> String {
+pub fn data_label(data: &Path) -> String {
     if data.as_os_str() == BUILTIN_NAME {
         "the built-in corpus".to_string()
     } else {

@@ -144,6 +144,28 @@ fn training_lowers_the_loss_and_writes_the_model_directory() {
         .parse()
         .unwrap();
     assert!((loss - vals[1].1).abs() < 1e-5, "{line} vs {vals:?}");
+    // Without --data, `rnn eval` finds that validation text itself, from the run's checkpoint.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(rnn(&["eval", "--model", &dir.arg("run"), "--json"]))).unwrap();
+    assert!(
+        (json["loss"].as_f64().unwrap() - vals[1].1).abs() < 1e-5,
+        "{json} vs {vals:?}"
+    );
+    assert_eq!(json["validation"], true);
+    assert_eq!(json["data"], dir.arg("text.txt"));
+    // ... and says why it cannot: a changed text, or no checkpoint.
+    std::fs::write(dir.path("text.txt"), format!("{all} more")).unwrap();
+    let err = fails(rnn(&["eval", "--model", &dir.arg("run")]));
+    assert!(
+        err.contains("is not the text the run") && err.contains("--data"),
+        "{err}"
+    );
+    std::fs::remove_file(run.join("checkpoint.safetensors")).unwrap();
+    let err = fails(rnn(&["eval", "--model", &dir.arg("run")]));
+    assert!(
+        err.contains("has no checkpoint.safetensors") && err.contains("--data"),
+        "{err}"
+    );
 }
 
 #[test]

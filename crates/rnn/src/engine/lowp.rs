@@ -13,10 +13,8 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use super::views::Shared;
-use crate::linalg::{
-    bf16, int8, matmul_bf16_serial, matmul_int8_serial, matmul_packed_serial, Float, PackedBf16,
-    PackedInt8, PackedWeights, RowQuant,
-};
+use crate::linalg::lowp::{matmul_prepared, matmul_serial, prepare_rows, prepared_len};
+use crate::linalg::{matmul_packed_serial, Float, PackedBf16, PackedInt8, PackedWeights, RowQuant};
 use crate::precision::Precision;
 
 /// `B = W[rows]^T` packed in one precision (module docs).
@@ -53,11 +51,11 @@ impl<F: Float> PackedBlock<F> {
             PackedBlock::Full(b) => matmul_packed_serial(c, a, b, accumulate),
             PackedBlock::Bf16(b) => {
                 let (mut c, a) = F::as_f32_operands(c, a).expect("bf16 blocks are f32's");
-                matmul_bf16_serial(&mut c, &a, b, accumulate);
+                matmul_serial(&mut c, &a, b, accumulate);
             }
             PackedBlock::Int8(b) => {
                 let (mut c, a) = F::as_f32_operands(c, a).expect("int8 blocks are f32's");
-                matmul_int8_serial(&mut c, &a, b, accumulate);
+                matmul_serial(&mut c, &a, b, accumulate);
             }
         }
     }
@@ -83,9 +81,9 @@ impl Prepared {
             Array2::from_elem((0, 1), RowQuant::default()),
         );
         match block {
-            Some(PackedBlock::Bf16(b)) => bf16 = Array2::zeros((rows, bf16::prepared_len(b))),
+            Some(PackedBlock::Bf16(b)) => bf16 = Array2::zeros((rows, prepared_len(b))),
             Some(PackedBlock::Int8(b)) => {
-                int8 = Array2::zeros((rows, int8::prepared_len(b)));
+                int8 = Array2::zeros((rows, prepared_len(b)));
                 info = Array2::from_elem((rows, 1), RowQuant::default());
             }
             _ => {}
@@ -134,22 +132,22 @@ impl SharedPrepared {
             PackedBlock::Bf16(b) => {
                 let a = F::as_f32(a).expect("bf16 blocks are f32's");
                 // SAFETY: these rows are this caller's (above).
-                let mut buf = unsafe { self.bf16.view_mut(r0, n, 0..bf16::prepared_len(b)) };
+                let mut buf = unsafe { self.bf16.view_mut(r0, n, 0..prepared_len(b)) };
                 let buf = buf.as_slice_mut().expect("whole contiguous rows");
-                bf16::prepare_rows_bf16(b, &a, buf, &mut vec![(); n]);
+                prepare_rows(b, &a, buf, &mut vec![(); n]);
             }
             PackedBlock::Int8(b) => {
                 let a = F::as_f32(a).expect("int8 blocks are f32's");
                 // SAFETY: as above.
                 let (mut buf, mut info) = unsafe {
                     (
-                        self.int8.view_mut(r0, n, 0..int8::prepared_len(b)),
+                        self.int8.view_mut(r0, n, 0..prepared_len(b)),
                         self.info.view_mut(r0, n, 0..1),
                     )
                 };
                 let buf = buf.as_slice_mut().expect("whole contiguous rows");
                 let info = info.as_slice_mut().expect("contiguous");
-                int8::prepare_rows_int8(b, &a, buf, info);
+                prepare_rows(b, &a, buf, info);
             }
         }
     }
@@ -173,16 +171,16 @@ impl SharedPrepared {
             PackedBlock::Bf16(b) => {
                 let (mut c, _) = F::as_f32_operands(c, a).expect("bf16 blocks are f32's");
                 // SAFETY: prepared and only read (above).
-                let buf = unsafe { self.bf16.view(r0, n, 0..bf16::prepared_len(b)) };
+                let buf = unsafe { self.bf16.view(r0, n, 0..prepared_len(b)) };
                 let buf = buf.as_slice().expect("whole contiguous rows");
-                bf16::matmul_bf16_prepared(&mut c, buf, &vec![(); n], b, accumulate);
+                matmul_prepared(&mut c, buf, &vec![(); n], b, accumulate);
             }
             PackedBlock::Int8(b) => {
                 let (mut c, _) = F::as_f32_operands(c, a).expect("int8 blocks are f32's");
                 // SAFETY: as above.
                 let (buf, info) = unsafe {
                     (
-                        self.int8.view(r0, n, 0..int8::prepared_len(b)),
+                        self.int8.view(r0, n, 0..prepared_len(b)),
                         self.info.view(r0, n, 0..1),
                     )
                 };
@@ -190,7 +188,7 @@ impl SharedPrepared {
                     buf.as_slice().expect("whole contiguous rows"),
                     info.as_slice().expect("contiguous"),
                 );
-                int8::matmul_int8_prepared(&mut c, buf, info, b, accumulate);
+                matmul_prepared(&mut c, buf, info, b, accumulate);
             }
         }
     }

@@ -250,75 +250,35 @@ pub fn matmul_bf16(
     b: &PackedBf16,
     accumulate: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    matmul_bf16_with(
-        kind(),
-        threads,
-        super::parallel_min_work(),
-        c,
-        a,
-        b,
-        accumulate,
-    );
+    lowp::matmul(c, a, b, accumulate);
 }
 
-/// [`matmul_bf16`] with the kernels, the thread budget and the parallel threshold given.
-pub(crate) fn matmul_bf16_with(
-    kind: Kind,
-    threads: usize,
-    min_work: usize,
-    c: &mut ArrayViewMut2<'_, f32>,
-    a: &ArrayView2<'_, f32>,
-    b: &PackedBf16,
-    accumulate: bool,
-) {
-    let (m, k) = a.dim();
-    assert_eq!(k, b.k(), "matmul_bf16: inner dimensions differ");
-    assert_eq!(c.dim(), (m, b.n()), "matmul_bf16: output shape");
-    let prod = Bf16Product { b, kind };
-    lowp::run(&prod, threads, min_work, c.view_mut(), a.view(), accumulate);
-}
+impl lowp::Packed for PackedBf16 {
+    type AElem = u32;
+    type RowInfo = ();
+    type Kind = Kind;
+    type Product<'b> = Bf16Product<'b>;
+    const NAME: &'static str = "matmul_bf16";
 
-/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
-/// CPU's kernel.
-pub(crate) fn prepared_len(b: &PackedBf16) -> usize {
-    Bf16Product { b, kind: kind() }.a_len()
-}
-
-/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
-/// ([`matmul_bf16_prepared`]): `buf` holds rows [`prepared_len`] apart.
-pub(crate) fn prepare_rows_bf16(
-    b: &PackedBf16,
-    a: &ArrayView2<'_, f32>,
-    buf: &mut [u32],
-    info: &mut [()],
-) {
-    assert_eq!(a.ncols(), b.k(), "prepare_rows_bf16: inner dimension");
-    Bf16Product { b, kind: kind() }.prepare(a.view(), buf, info);
-}
-
-/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows_bf16`]
-/// (`c.nrows()` of them): the same bits as [`matmul_bf16`].
-pub(crate) fn matmul_bf16_prepared(
-    c: &mut ArrayViewMut2<'_, f32>,
-    buf: &[u32],
-    info: &[()],
-    b: &PackedBf16,
-    accumulate: bool,
-) {
-    assert_eq!(c.ncols(), b.n(), "matmul_bf16_prepared: output shape");
-    let prod = Bf16Product { b, kind: kind() };
-    if b.k() == 0 {
-        if !accumulate {
-            c.fill(0.0);
-        }
-        return;
+    fn product(&self, kind: Kind) -> Bf16Product<'_> {
+        Bf16Product { b: self, kind }
     }
-    lowp::serial_prepared(&prod, c.view_mut(), buf, info, accumulate);
+
+    fn kind() -> Kind {
+        kind()
+    }
+
+    fn k(&self) -> usize {
+        self.k()
+    }
+
+    fn n(&self) -> usize {
+        self.n()
+    }
 }
 
 /// A bf16 product for the driver: `A` rows rounded to bf16 (pairs, or widened to f32).
-struct Bf16Product<'b> {
+pub(crate) struct Bf16Product<'b> {
     b: &'b PackedBf16,
     kind: Kind,
 }

@@ -432,75 +432,35 @@ pub fn matmul_int8(
     b: &PackedInt8,
     accumulate: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    matmul_int8_with(
-        kind(),
-        threads,
-        super::parallel_min_work(),
-        c,
-        a,
-        b,
-        accumulate,
-    );
+    lowp::matmul(c, a, b, accumulate);
 }
 
-/// [`matmul_int8`] with the kernels, the thread budget and the parallel threshold given.
-pub(crate) fn matmul_int8_with(
-    kind: Kind,
-    threads: usize,
-    min_work: usize,
-    c: &mut ArrayViewMut2<'_, f32>,
-    a: &ArrayView2<'_, f32>,
-    b: &PackedInt8,
-    accumulate: bool,
-) {
-    let (m, k) = a.dim();
-    assert_eq!(k, b.k(), "matmul_int8: inner dimensions differ");
-    assert_eq!(c.dim(), (m, b.n()), "matmul_int8: output shape");
-    let prod = Int8Product { b, kind };
-    lowp::run(&prod, threads, min_work, c.view_mut(), a.view(), accumulate);
-}
+impl lowp::Packed for PackedInt8 {
+    type AElem = u8;
+    type RowInfo = RowQuant;
+    type Kind = Kind;
+    type Product<'b> = Int8Product<'b>;
+    const NAME: &'static str = "matmul_int8";
 
-/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
-/// CPU's kernel.
-pub(crate) fn prepared_len(b: &PackedInt8) -> usize {
-    Int8Product { b, kind: kind() }.a_len()
-}
-
-/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
-/// ([`matmul_int8_prepared`]): `buf` holds rows [`prepared_len`] apart.
-pub(crate) fn prepare_rows_int8(
-    b: &PackedInt8,
-    a: &ArrayView2<'_, f32>,
-    buf: &mut [u8],
-    info: &mut [RowQuant],
-) {
-    assert_eq!(a.ncols(), b.k(), "prepare_rows_int8: inner dimension");
-    Int8Product { b, kind: kind() }.prepare(a.view(), buf, info);
-}
-
-/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows_int8`]
-/// (`c.nrows()` of them): the same bits as [`matmul_int8`].
-pub(crate) fn matmul_int8_prepared(
-    c: &mut ArrayViewMut2<'_, f32>,
-    buf: &[u8],
-    info: &[RowQuant],
-    b: &PackedInt8,
-    accumulate: bool,
-) {
-    assert_eq!(c.ncols(), b.n(), "matmul_int8_prepared: output shape");
-    let prod = Int8Product { b, kind: kind() };
-    if b.k() == 0 {
-        if !accumulate {
-            c.fill(0.0);
-        }
-        return;
+    fn product(&self, kind: Kind) -> Int8Product<'_> {
+        Int8Product { b: self, kind }
     }
-    lowp::serial_prepared(&prod, c.view_mut(), buf, info, accumulate);
+
+    fn kind() -> Kind {
+        kind()
+    }
+
+    fn k(&self) -> usize {
+        self.k()
+    }
+
+    fn n(&self) -> usize {
+        self.n()
+    }
 }
 
 /// An int8 product for the driver: `A` rows quantized to u8 (or widened to i16).
-struct Int8Product<'b> {
+pub(crate) struct Int8Product<'b> {
     b: &'b PackedInt8,
     kind: Kind,
 }

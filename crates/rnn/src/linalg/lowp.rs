@@ -170,6 +170,121 @@ pub(crate) trait Product: Sync {
     );
 }
 
+/// A `B` packed in one reduced precision ([`super::bf16`]'s [`PackedBf16`](super::PackedBf16),
+/// [`super::int8`]'s [`PackedInt8`](super::PackedInt8)): it makes the driver's [`Product`] on
+/// a kernel, and the entry points below are written once for every precision.
+pub(crate) trait Packed: Sync {
+    /// Values of a prepared row of `A`.
+    type AElem: Copy + Default + Send;
+    /// What the kernel needs per row besides its values.
+    type RowInfo: Copy + Default + Send;
+    /// The precision's kernels, by instruction set.
+    type Kind: Copy;
+    /// The driver's view of `C (+)= A B` on one kernel.
+    type Product<'b>: Product<AElem = Self::AElem, RowInfo = Self::RowInfo>
+    where
+        Self: 'b;
+    /// The public entry point's name, for messages (`matmul_bf16`).
+    const NAME: &'static str;
+    /// The product on `kind`'s kernels.
+    fn product(&self, kind: Self::Kind) -> Self::Product<'_>;
+    /// The kernels this CPU runs.
+    fn kind() -> Self::Kind;
+    /// The inner dimension `k`.
+    fn k(&self) -> usize;
+    /// The columns `n`.
+    fn n(&self) -> usize;
+}
+
+/// `C = A B` (or `C += A B` when `accumulate`) with `b` on `kind`'s kernels, split over
+/// `threads` from `min_work` multiply-adds. Panics if the shapes disagree.
+pub(crate) fn matmul_with<W: Packed>(
+    kind: W::Kind,
+    threads: usize,
+    min_work: usize,
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &W,
+    accumulate: bool,
+) {
+    let (m, k) = a.dim();
+    assert_eq!(k, b.k(), "{}: inner dimensions differ", W::NAME);
+    assert_eq!(c.dim(), (m, b.n()), "{}: output shape", W::NAME);
+    run(
+        &b.product(kind),
+        threads,
+        min_work,
+        c.view_mut(),
+        a.view(),
+        accumulate,
+    );
+}
+
+/// [`matmul_with`] on this CPU's kernels, split over rayon's threads from
+/// [`super::parallel_min_work`] multiply-adds.
+pub(crate) fn matmul<W: Packed>(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &W,
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let min_work = super::parallel_min_work();
+    matmul_with(W::kind(), threads, min_work, c, a, b, accumulate);
+}
+
+/// [`matmul_with`] on this CPU's kernels and the calling thread only (the engine's blocks).
+pub(crate) fn matmul_serial<W: Packed>(
+    c: &mut ArrayViewMut2<'_, f32>,
+    a: &ArrayView2<'_, f32>,
+    b: &W,
+    accumulate: bool,
+) {
+    matmul_with(W::kind(), 1, usize::MAX, c, a, b, accumulate);
+}
+
+/// Values per prepared row of `A` for products with `b` (or any `B` of its `k`) on this
+/// CPU's kernels.
+pub(crate) fn prepared_len<W: Packed>(b: &W) -> usize {
+    b.product(W::kind()).a_len()
+}
+
+/// Prepares the rows of `a` (rows, k) once for several products with `B`s of `b`'s `k`
+/// ([`matmul_prepared`]): `buf` holds rows [`prepared_len`] apart, `info` one per row.
+pub(crate) fn prepare_rows<W: Packed>(
+    b: &W,
+    a: &ArrayView2<'_, f32>,
+    buf: &mut [W::AElem],
+    info: &mut [W::RowInfo],
+) {
+    assert_eq!(
+        a.ncols(),
+        b.k(),
+        "{}: prepared rows: inner dimension",
+        W::NAME
+    );
+    b.product(W::kind()).prepare(a.view(), buf, info);
+}
+
+/// `C (+)= A B` on this thread for the rows of `A` prepared by [`prepare_rows`]
+/// (`c.nrows()` of them): the same bits as [`matmul_with`] on this CPU's kernels.
+pub(crate) fn matmul_prepared<W: Packed>(
+    c: &mut ArrayViewMut2<'_, f32>,
+    buf: &[W::AElem],
+    info: &[W::RowInfo],
+    b: &W,
+    accumulate: bool,
+) {
+    assert_eq!(c.ncols(), b.n(), "{}: prepared rows: output shape", W::NAME);
+    if b.k() == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    serial_prepared(&b.product(W::kind()), c.view_mut(), buf, info, accumulate);
+}
+
 /// `C (+)= A B` for `a` (m, k) and `c` (m, n) of any strides, split over `threads` from
 /// `min_work` multiply-adds.
 pub(crate) fn run<P: Product>(

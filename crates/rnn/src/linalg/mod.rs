@@ -49,7 +49,7 @@ pub mod bf16;
 pub mod int8;
 pub(crate) mod isa;
 mod kernel;
-mod lowp;
+pub(crate) mod lowp;
 pub use isa::{isa, Isa};
 mod packed;
 #[cfg(test)]
@@ -82,26 +82,6 @@ pub(crate) fn matmul_packed_serial<F: Float>(
     accumulate: bool,
 ) {
     packed::matmul_packed_with(&kernel::kernels(), 1, usize::MAX, c, a, b, accumulate);
-}
-
-/// [`matmul_bf16`] on the calling thread only (the engine's unit blocks).
-pub(crate) fn matmul_bf16_serial(
-    c: &mut ArrayViewMut2<'_, f32>,
-    a: &ArrayView2<'_, f32>,
-    b: &PackedBf16,
-    accumulate: bool,
-) {
-    bf16::matmul_bf16_with(bf16::kind(), 1, usize::MAX, c, a, b, accumulate);
-}
-
-/// [`matmul_int8`] on the calling thread only (the engine's unit blocks).
-pub(crate) fn matmul_int8_serial(
-    c: &mut ArrayViewMut2<'_, f32>,
-    a: &ArrayView2<'_, f32>,
-    b: &PackedInt8,
-    accumulate: bool,
-) {
-    int8::matmul_int8_with(int8::kind(), 1, usize::MAX, c, a, b, accumulate);
 }
 
 /// The micro-kernel [`matmul_packed`] uses for `F` on this CPU: `"avx512"`, `"avx2"` or

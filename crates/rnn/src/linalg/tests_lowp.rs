@@ -5,6 +5,7 @@ use ndarray::{s, Array2, ArrayView2};
 
 use super::bf16::{self, bf16_bits, round_bf16, PackedBf16};
 use super::int8::{self, quantize_row, PackedInt8, RowQuant};
+use super::lowp;
 use super::matmul_reference;
 use crate::rng::Rng;
 
@@ -128,7 +129,7 @@ fn bf16_every_kernel_gives_the_oracle_bits() {
                     m,
                     k,
                     n,
-                    |c, a, acc| bf16::matmul_bf16_with(kind, threads, 0, c, a, &packed, acc),
+                    |c, a, acc| lowp::matmul_with(kind, threads, 0, c, a, &packed, acc),
                     |a, c0, c, acc, what| {
                         for ((i, j), &x) in c.indexed_iter() {
                             let s = bf16_oracle(a, &packed, i, j);
@@ -218,7 +219,7 @@ fn int8_every_kernel_gives_the_oracle_bits() {
                     m,
                     k,
                     n,
-                    |c, a, acc| int8::matmul_int8_with(kind, threads, 0, c, a, &packed, acc),
+                    |c, a, acc| lowp::matmul_with(kind, threads, 0, c, a, &packed, acc),
                     |a, c0, c, acc, what| {
                         let mut q = vec![0u8; k];
                         for i in 0..m {

@@ -368,7 +368,8 @@ pub(super) fn direction_backward<F: Activations>(
         }
     };
     let items = nb.max(out_blocks.count());
-    let sharing = Sharing::new(w, batches);
+    // Backward runs in f32 whatever the forward's precision.
+    let sharing = Sharing::new(w, batches, 1);
     if proj {
         sharing.run(2 * steps + 1, items, &work_proj);
     } else if late {

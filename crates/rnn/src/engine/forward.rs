@@ -17,7 +17,7 @@ use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 use super::blocks::Blocks;
 use super::cells::{forward_block, forward_block_late, Cell, ForwardBlock};
-use super::lowp::Prepared;
+use super::lowp::{PackedBlock, Prepared};
 use super::math::Activations;
 use super::packing::{padded_width, PackedDir};
 use super::schedule::{step_rows, time, Sharing};
@@ -126,7 +126,8 @@ pub(super) fn direction_forward<F: Activations>(
     // x W_ih^T: per step for the threads' own rows when they take rows each (a step's rows of
     // one thread are then one block of x); otherwise for `chunk` steps at a time, so that
     // W_ih, which then streams from L3 or memory, is read once per chunk, not once per step.
-    let sharing = Sharing::new(w, batches);
+    let speedup = w_ih.first().map_or(1, PackedBlock::speedup);
+    let sharing = Sharing::new(w, batches, speedup);
     let chunk = if sharing.by_rows() {
         1
     } else {

@@ -39,6 +39,16 @@ impl<F: Float> PackedBlock<F> {
         }
     }
 
+    /// How many times f32's rate its products run at, for the thread policy
+    /// ([`super::schedule`]): 4 for int8 (`vpdpbusd` multiply-adds four pairs per 32-bit lane
+    /// where an FMA does one), 1 for the others (bf16 is emulated with f32 FMAs on most CPUs).
+    pub fn speedup(&self) -> usize {
+        match self {
+            PackedBlock::Int8(_) => 4,
+            _ => 1,
+        }
+    }
+
     /// `C = A B` (or `C += A B` when `accumulate`) on the calling thread: `a` (m, k), `c`
     /// (m, n).
     pub fn matmul_serial(

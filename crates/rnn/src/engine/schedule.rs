@@ -16,6 +16,15 @@ use super::{Batches, DirWeights};
 /// Multiply-adds per step below which a pass stays on the calling thread.
 const PARALLEL_MIN_STEP_WORK: usize = 1 << 16;
 
+/// Multiply-adds of a whole pass, counted at f32's rate (an int8 product's at a quarter:
+/// [`PackedBlock::speedup`](super::lowp::PackedBlock::speedup)), below which a pass stays on
+/// the calling thread: waking a second thread and meeting it costs 10-20 µs on a 2-vCPU host,
+/// as much as such a pass. Measured at batch 1, hidden 512 (µs, 2 threads / 1): the int8 RNN
+/// and GRU single steps (98k and 295k counted here) 22.6 / 10.7 and 28.8 / 20.7, the int8
+/// LSTM step (393k) 30.0 / 34.5, the f32 RNN step (393k) 23.1 / 24.6; every 20-step pass but
+/// the int8 GRU's (256 / 227) ran faster on 2.
+const PARALLEL_MIN_PASS_WORK: usize = 5 << 16;
+
 /// Rows of the batch each thread needs before the threads take rows each rather than share
 /// every step by blocks of units (see [`Sharing`]).
 const MIN_ROWS_PER_THREAD: usize = 16;
@@ -118,9 +127,11 @@ pub(super) struct Sharing {
 }
 
 impl Sharing {
-    /// For the layer `w` over `batches`: [`pass_threads`] threads, by rows or by blocks.
-    pub(super) fn new<F>(w: &DirWeights<'_, F>, batches: &Batches) -> Self {
-        let threads = pass_threads(w, batches);
+    /// For the layer `w` over `batches` with its products `speedup` times faster than f32's
+    /// ([`PackedBlock::speedup`](super::lowp::PackedBlock::speedup)): [`pass_threads`]
+    /// threads, by rows or by blocks.
+    pub(super) fn new<F>(w: &DirWeights<'_, F>, batches: &Batches, speedup: usize) -> Self {
+        let threads = pass_threads(w, batches, speedup);
         let parts = row_parts(batches, threads, weight_bytes(w));
         // The items of a phase write disjoint rows because the parts are disjoint: they tile
         // the batch's rows in order.
@@ -163,10 +174,13 @@ impl Sharing {
 }
 
 /// The threads of the layer `w`'s pass over `batches`: one when a step's products are below
-/// [`PARALLEL_MIN_STEP_WORK`] multiply-adds, else all of rayon's.
-fn pass_threads<F>(w: &DirWeights<'_, F>, batches: &Batches) -> usize {
-    let step_work = batches.batch() * w.w_ih.nrows() * (w.w_ih.ncols() + w.w_hh.ncols());
-    if step_work < PARALLEL_MIN_STEP_WORK {
+/// [`PARALLEL_MIN_STEP_WORK`] multiply-adds or the whole pass's, divided by the products'
+/// `speedup`, below [`PARALLEL_MIN_PASS_WORK`]; else all of rayon's.
+fn pass_threads<F>(w: &DirWeights<'_, F>, batches: &Batches, speedup: usize) -> usize {
+    let row_work = w.w_ih.nrows() * (w.w_ih.ncols() + w.w_hh.ncols());
+    let step_work = batches.batch() * row_work;
+    let pass_work = batches.rows() * row_work / speedup.max(1);
+    if step_work < PARALLEL_MIN_STEP_WORK || pass_work < PARALLEL_MIN_PASS_WORK {
         1
     } else {
         rayon::current_num_threads()
@@ -177,6 +191,42 @@ fn pass_threads<F>(w: &DirWeights<'_, F>, batches: &Batches) -> usize {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
+
+    /// A single step of an int8 layer at batch 1 stays on one thread (waking a second one
+    /// costs more than the step); the same step in f32, and 20 int8 steps, take two.
+    #[test]
+    fn small_passes_stay_on_one_thread() {
+        let (w_ih, w_hh) = (
+            ndarray::Array2::<f32>::zeros((512, 256)),
+            ndarray::Array2::zeros((512, 512)),
+        );
+        let w = DirWeights {
+            w_ih: w_ih.view(),
+            w_hh: w_hh.view(),
+            b_ih: None,
+            b_hh: None,
+            w_hr: None,
+            per_unit: Vec::new(),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (one, twenty) = (Batches::uniform(1, 1), Batches::uniform(20, 1));
+            assert_eq!(pass_threads(&w, &one, 4), 1);
+            assert_eq!(pass_threads(&w, &one, 1), 2);
+            assert_eq!(pass_threads(&w, &twenty, 4), 2);
+            assert_eq!(pass_threads(&w, &Batches::uniform(100, 1), 1), 2);
+            // A step below the per-step threshold: one thread, whatever the steps.
+            let tiny = DirWeights {
+                w_ih: w_ih.slice(ndarray::s![..64, ..64]),
+                w_hh: w_hh.slice(ndarray::s![..64, ..64]),
+                ..w
+            };
+            assert_eq!(pass_threads(&tiny, &Batches::uniform(100, 1), 1), 1);
+        });
+    }
 
     #[test]
     fn row_parts_balance_the_work_of_the_sequences() {

@@ -134,20 +134,31 @@ unsafe fn quantize_row_avx512(row: &[f32], out: &mut [u8]) -> RowQuant {
             (1u16 << left) - 1
         }
     };
-    let (mut lo, mut hi, mut bad) = (
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-        _mm512_setzero_ps(),
-    );
+    // Four registers of each (min, max and the NaN test are exact in any order): one chain
+    // each would wait 4 cycles per 16 values on the latency of the last.
     let zero = _mm512_setzero_ps();
-    for at in (0..row.len()).step_by(L) {
+    let (mut lo, mut hi, mut bad) = ([zero; 4], [zero; 4], [zero; 4]);
+    let whole = row.len() - row.len() % (4 * L);
+    for at in (0..whole).step_by(4 * L) {
+        for r in 0..4 {
+            // SAFETY: values `at + r L..at + (r + 1) L`, below `whole <= row.len()`.
+            let x = unsafe { _mm512_loadu_ps(row.as_ptr().add(at + r * L)) };
+            lo[r] = _mm512_min_ps(lo[r], x);
+            hi[r] = _mm512_max_ps(hi[r], x);
+            bad[r] = _mm512_add_ps(bad[r], _mm512_mul_ps(x, zero));
+        }
+    }
+    for at in (whole..row.len()).step_by(L) {
         // SAFETY: the mask covers values `at..row.len()` only; lanes past it read as 0, which
         // leaves the range (it starts at 0) and the NaN test as they are.
         let x = unsafe { _mm512_maskz_loadu_ps(mask_of(at), row.as_ptr().add(at)) };
-        lo = _mm512_min_ps(lo, x);
-        hi = _mm512_max_ps(hi, x);
-        bad = _mm512_add_ps(bad, _mm512_mul_ps(x, zero));
+        lo[0] = _mm512_min_ps(lo[0], x);
+        hi[0] = _mm512_max_ps(hi[0], x);
+        bad[0] = _mm512_add_ps(bad[0], _mm512_mul_ps(x, zero));
     }
+    let lo = _mm512_min_ps(_mm512_min_ps(lo[0], lo[1]), _mm512_min_ps(lo[2], lo[3]));
+    let hi = _mm512_max_ps(_mm512_max_ps(hi[0], hi[1]), _mm512_max_ps(hi[2], hi[3]));
+    let bad = _mm512_add_ps(_mm512_add_ps(bad[0], bad[1]), _mm512_add_ps(bad[2], bad[3]));
     let (lo, hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
     let bad = _mm512_reduce_add_ps(bad);
     let RowQuant { scale, zero_point } = match RowQuant::of_range(lo, hi, bad) {
@@ -161,17 +172,17 @@ unsafe fn quantize_row_avx512(row: &[f32], out: &mut [u8]) -> RowQuant {
         _mm512_set1_ps(1.0 / scale),
         _mm512_set1_ps(zero_point as f32 + 0.5),
     );
-    let top = _mm512_set1_ps(255.0);
     for at in (0..row.len()).step_by(L) {
         let mask = mask_of(at);
         // SAFETY: the masked load and store touch values `at..row.len()` of `row` and `out`
         // (the same length, asserted by the caller).
         unsafe {
             let x = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(at));
-            // x / r + z + 1/2, clamped to [0, 255], truncated: the portable loops' operations.
+            // x / r + z + 1/2, clamped to [0, 255], truncated: the portable loops' operations
+            // (the clamp at 255 is the unsigned saturation of the store: truncating a value
+            // of at least 255 gives at least 255).
             let v = _mm512_add_ps(_mm512_mul_ps(x, inv), shift);
-            let v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
-            let q = _mm512_cvttps_epi32(v);
+            let q = _mm512_cvttps_epi32(_mm512_max_ps(v, zero));
             _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(at).cast(), mask, q);
         }
     }
@@ -508,15 +519,18 @@ impl Product for Int8Product<'_> {
                     &row_copy
                 }
             };
-            dst.fill(0);
-            if self.kind.wide() {
+            // The values, then zeros in the padding up to whole quads.
+            let values = if self.kind.wide() {
                 *info = quantize_row(src, &mut narrow);
                 for (d, &q) in dst.chunks_exact_mut(2).zip(&narrow) {
                     d.copy_from_slice(&(q as i16).to_ne_bytes());
                 }
+                2 * k
             } else {
                 *info = quantize_row(src, &mut dst[..k]);
-            }
+                k
+            };
+            dst[values..].fill(0);
         }
     }
 

@@ -163,21 +163,31 @@ impl FileInfo {
             }
             Some(rnn::charlm::checkpoint::MODEL_FORMAT) => "character model",
             Some(rnn::charlm::train::CHECKPOINT_FORMAT) => "training checkpoint",
+            Some(rnn::quantized::FORMAT) => "int8 quantized model (rnn run)",
             _ if self.metadata.contains_key("config") => "recurrent model (rnn run)",
             _ => "safetensors file",
         }
     }
 
-    /// Whether `t` is one of the model's parameters (a checkpoint also holds the optimizer's
-    /// state, `optimizer.*`, and the trainer's, `trainer.*`).
-    fn is_parameter(t: &TensorInfo) -> bool {
-        !(t.name.starts_with("optimizer.") || t.name.starts_with("trainer."))
+    /// Whether `t` is one of the model's parameters: a checkpoint also holds the optimizer's
+    /// state, `optimizer.*`, and the trainer's, `trainer.*`; a quantized model file holds each
+    /// int8 matrix's per-row scales under `KEY.scale`, which are not parameters of the model
+    /// (the int8 matrix counts once, as its f32 original would).
+    fn is_parameter(&self, t: &TensorInfo) -> bool {
+        !(t.name.starts_with("optimizer.")
+            || t.name.starts_with("trainer.")
+            || self.is_quantized_scale(t))
+    }
+
+    fn is_quantized_scale(&self, t: &TensorInfo) -> bool {
+        self.metadata.get("format").map(String::as_str) == Some(rnn::quantized::FORMAT)
+            && t.name.ends_with(rnn::quantized::SCALE_SUFFIX)
     }
 
     fn parameters(&self) -> u64 {
         self.tensors
             .iter()
-            .filter(|t| Self::is_parameter(t))
+            .filter(|t| self.is_parameter(t))
             .map(TensorInfo::numel)
             .sum()
     }
@@ -204,8 +214,9 @@ impl FileInfo {
             "config": self.json_meta("config"),
             "train": self.json_meta("train"),
             "parameters": self.parameters(),
-            "tensors": self.tensors.iter().filter(|t| Self::is_parameter(t)).map(tensor).collect::<Vec<_>>(),
-            "state": self.tensors.iter().filter(|t| !Self::is_parameter(t)).map(tensor).collect::<Vec<_>>(),
+            "tensors": self.tensors.iter().filter(|t| self.is_parameter(t)).map(tensor).collect::<Vec<_>>(),
+            "scales": self.tensors.iter().filter(|t| self.is_quantized_scale(t)).map(tensor).collect::<Vec<_>>(),
+            "state": self.tensors.iter().filter(|t| !self.is_parameter(t) && !self.is_quantized_scale(t)).map(tensor).collect::<Vec<_>>(),
         })
     }
 
@@ -247,7 +258,7 @@ impl FileInfo {
         let params: Vec<&TensorInfo> = self
             .tensors
             .iter()
-            .filter(|t| Self::is_parameter(t))
+            .filter(|t| self.is_parameter(t))
             .collect();
         let name_w = params
             .iter()
@@ -281,10 +292,24 @@ impl FileInfo {
             "",
             thousands(self.parameters())
         ));
+        let scales: Vec<&TensorInfo> = self
+            .tensors
+            .iter()
+            .filter(|t| self.is_quantized_scale(t))
+            .collect();
+        if !scales.is_empty() {
+            let values: u64 = scales.iter().map(|t| t.numel()).sum();
+            out.push_str(&format!(
+                "quantization scales: {} tensors (KEY{}, one per output row), {} values\n",
+                scales.len(),
+                rnn::quantized::SCALE_SUFFIX,
+                thousands(values)
+            ));
+        }
         let state: Vec<&TensorInfo> = self
             .tensors
             .iter()
-            .filter(|t| !Self::is_parameter(t))
+            .filter(|t| !self.is_parameter(t) && !self.is_quantized_scale(t))
             .collect();
         if !state.is_empty() {
             let values: u64 = state.iter().map(|t| t.numel()).sum();

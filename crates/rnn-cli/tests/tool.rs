@@ -183,6 +183,28 @@ fn info_describes_every_kind_of_file() {
     assert_eq!(gru["kind"], "recurrent model (rnn run)");
     assert_eq!(gru["parameters"], 30);
 
+    // Its int8 file: the scales (one per output row) are listed apart, not counted.
+    ok(rnn(&[
+        "quantize",
+        &dir.arg("gru.safetensors"),
+        "--out",
+        &dir.arg("gru_int8.safetensors"),
+    ]));
+    let q = json(&ok(rnn(&[
+        "info",
+        &dir.arg("gru_int8.safetensors"),
+        "--json",
+    ])));
+    assert_eq!(q["kind"], "int8 quantized model (rnn run)");
+    assert_eq!(q["parameters"], 30, "the scales are not parameters");
+    assert_eq!(q["scales"].as_array().unwrap().len(), 2);
+    assert_eq!(q["state"].as_array().unwrap().len(), 0);
+    let human = ok(rnn(&["info", &dir.arg("gru_int8.safetensors")]));
+    assert!(
+        human.contains("quantization scales: 2 tensors (KEY.scale, one per output row), 12 values"),
+        "{human}"
+    );
+
     // Bad input: one error line each.
     std::fs::write(dir.path("junk.safetensors"), b"not a safetensors file").unwrap();
     let e = fails(rnn(&["info", &dir.arg("junk.safetensors")]));

@@ -263,9 +263,11 @@ pub fn main(args: Args) -> Result<()> {
             "base_rss_mb": base_rss_mb,
             "parameters": model.num_parameters(), "isa": rnn::linalg::isa().name(),
             "precision": args.precision.name(), "kernel": args.precision.kernel_name(),
+            "note": args.precision.speed_note(),
         });
         crate::stdout::line(&line.to_string())?;
     } else {
+        crate::speed_note::print(args.precision);
         crate::stdout::line(&format!(
             "{} {mode} batch {batch} seq {seq}{} input {input} hidden {hidden} layers {} {}threads {threads}: \
              median {median:.3} ms (min {:.3}, max {:.3}, {} runs), {gflops:.1} GFLOP/s ({}, {} products on {})",

@@ -59,6 +59,7 @@ pub fn main(args: Args) -> Result<()> {
         );
     }
     let seq_len = args.seq_len.or(text.seq_len).unwrap_or(100);
+    crate::speed_note::print(args.precision);
     let ev = rnn::autocast(args.precision, || {
         evaluate(&mut model, &text.tokens, seq_len)
     })?;

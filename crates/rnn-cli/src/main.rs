@@ -22,6 +22,7 @@ mod quantize;
 mod run;
 mod sample;
 mod show;
+mod speed_note;
 mod stdout;
 mod threads;
 mod train;

@@ -227,6 +227,7 @@ pub fn main(args: Args) -> Result<()> {
         Some(p) => model.to_precision(p)?,
         None => model,
     };
+    crate::speed_note::print(model.precision());
     let inputs = Inputs::read(&args.input)?;
     check_memory(&model, &inputs)?;
     let out = run(&model, &inputs).with_context(|| {

@@ -96,6 +96,7 @@ pub fn main(args: Args) -> Result<()> {
         .and_then(|()| out.flush())
         .context(STDOUT)?;
     let mut io_error = None;
+    crate::speed_note::print(args.precision);
     let result = rnn::autocast(args.precision, || {
         sample(
             &mut model,

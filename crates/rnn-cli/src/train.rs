@@ -307,6 +307,7 @@ pub fn main(mut args: Args) -> Result<()> {
     } else {
         fresh(&args)?
     };
+    crate::speed_note::print(args.precision);
     rnn::autocast(args.precision, || train(&args, &mut run))
 }
 

@@ -171,6 +171,56 @@ fn bench_reports_the_precision_and_its_kernel() {
     }
 }
 
+/// A precision whose fast instruction this CPU lacks (here forced with `RNN_MAX_ISA`) runs,
+/// with a one-line note on stderr (and `"note"` in `rnn bench --json`); f32 has none.
+#[test]
+fn a_precision_without_its_instruction_is_a_note() {
+    let bench = |isa: &str, precision: &str, json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"));
+        cmd.env("RNN_MAX_ISA", isa).args([
+            "bench",
+            "--preset",
+            "seed",
+            "--precision",
+            precision,
+            "--warmup",
+            "0",
+            "--min-reps",
+            "1",
+            "--min-time",
+            "0",
+        ]);
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{isa} {precision}: {}", stderr(&o));
+        o
+    };
+    for (isa, precision, says) in [
+        ("avx2", "bf16", "AVX512_BF16"),
+        ("avx2", "int8", "about f32's speed"),
+        ("scalar", "int8", "several times slower than f32"),
+        ("scalar", "bf16", "AVX512_BF16"),
+    ] {
+        let text = stderr(&bench(isa, precision, false));
+        assert!(
+            text.starts_with(&format!("note: {precision}: "))
+                && text.contains(says)
+                && text.lines().count() == 1,
+            "{isa} {precision}: {text}"
+        );
+        let o = bench(isa, precision, true);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v["note"].as_str().is_some_and(|n| n.contains(says)), "{v}");
+        assert!(o.stderr.is_empty(), "--json keeps the note in its line");
+    }
+    let o = bench("scalar", "f32", true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["note"].is_null() && o.stderr.is_empty());
+    assert!(bench("avx2", "f32", false).stderr.is_empty());
+}
+
 #[test]
 fn training_takes_bf16_and_refuses_int8() {
     let dir = TempDir::new("precision-train");

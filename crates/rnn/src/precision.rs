@@ -100,6 +100,46 @@ impl Precision {
         }
     }
 
+    /// Why this precision's products run no faster than f32's on this CPU (after
+    /// `RNN_MAX_ISA`), or `None` where they run on their own instruction: f32 always, bf16 on
+    /// AVX512_BF16 (`vdpbf16ps`, kernel `"avx512bf16"`), int8 on AVX512_VNNI (`vpdpbusd`,
+    /// kernel `"avx512vnni"`). Elsewhere the results are the same bits, but bf16 products are
+    /// emulated with f32 FMAs (about f32's speed), int8 ones run on AVX2's `vpmaddwd` (about
+    /// f32's speed) or the portable loops (several times slower than f32). The `rnn` tool
+    /// prints it as a note when a run asks for such a precision.
+    ///
+    /// ```
+    /// use rnn::Precision;
+    /// assert_eq!(Precision::F32.speed_note(), None);
+    /// if Precision::Bf16.kernel_name() != "avx512bf16" {
+    ///     assert!(Precision::Bf16.speed_note().unwrap().contains("AVX512_BF16"));
+    /// }
+    /// ```
+    pub fn speed_note(self) -> Option<&'static str> {
+        match (self, self.kernel_name()) {
+            (Precision::F32, _) | (Precision::Bf16, "avx512bf16") | (Precision::Int8, "avx512vnni") => {
+                None
+            }
+            (Precision::Bf16, _) => Some(
+                "no AVX512_BF16 (`vdpbf16ps`) here (the CPU lacks it, or RNN_MAX_ISA caps the \
+                 kernels): bf16 products are emulated (operands \
+                 rounded to bf16, multiplied and summed in f32 FMAs), so they give bf16's results \
+                 at about f32's speed, not faster",
+            ),
+            (Precision::Int8, "avx2") => Some(
+                "no AVX512_VNNI (`vpdpbusd`) here (the CPU lacks it, or RNN_MAX_ISA=avx2 caps \
+                 the kernels): int8 products run on AVX2 \
+                 (`vpmaddwd`) at about f32's speed, not faster (the weights still take a quarter \
+                 of the memory)",
+            ),
+            (Precision::Int8, _) => Some(
+                "neither AVX512_VNNI nor AVX2 here (the CPU lacks them, or RNN_MAX_ISA=scalar \
+                 caps the kernels): int8 products run on the portable loops, several times slower than \
+                 f32",
+            ),
+        }
+    }
+
     /// Whether a layer in this precision can record gradients (int8 cannot: its weights are
     /// quantized copies and the rounding has no useful derivative).
     pub fn trainable(self) -> bool {

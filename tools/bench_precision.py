@@ -4,7 +4,8 @@
 Peers (one layer, unidirectional, batch-first, the same weights and input for every peer of a
 workload; the protocol of bench_vs_pytorch.py: warm-up, then repetitions until 5 runs and 1
 second, the median; every workload alternates between the columns `--rounds` times and each
-column reports the median of its round medians):
+column reports the median of its round medians; with `--rnn-precision`, a second table gives
+each peer's per-round ratio to rnn in that precision, median and range):
 
 * `torch f32`: the module in f32 (the baseline the others are compared with);
 * `torch bf16`: `module.to(torch.bfloat16)`, input in bf16 (PyTorch keeps h and c in bf16);
@@ -215,6 +216,7 @@ def main():
     print("| cell | preset | mode | " + " | ".join(f"{c} ms | err" for c in cols) + " |")
     print("|---|---|---|" + "---|---|" * len(cols))
     ov_precision = set()
+    ratio_rows = []
     for cell in args.cells.split(","):
         for preset in args.presets.split(","):
             m, x, ref = workload(cell, preset)
@@ -255,6 +257,18 @@ def main():
                         err += " (f32)"
                     cells_out.append(f"{ms:.3f} | {err}")
                 print(f"| {cell} | {preset} | {mode} | " + " | ".join(cells_out) + " |", flush=True)
+                if args.rnn_precision:
+                    ours = times[f"rnn {args.rnn_precision}"]
+                    for c in cols[:-1]:
+                        if len(times[c]) == len(ours):
+                            r = [p / o for p, o in zip(times[c], ours)]
+                            ratio_rows.append(f"| {cell} | {preset} | {mode} | {c} | "
+                                              f"{statistics.median(r):.2f} | {min(r):.2f}-{max(r):.2f} |")
+    if ratio_rows:
+        print(f"\nPer-round ratios, peer time / rnn {args.rnn_precision} time (> 1: rnn is faster; "
+              "median and range over the rounds):\n")
+        print("| cell | preset | mode | peer | ratio | range |\n|---|---|---|---|---|---|")
+        print("\n".join(ratio_rows))
     if ov_precision:
         print(f"\nOpenVINO's inference precision as compiled: {', '.join(sorted(ov_precision))}")
 

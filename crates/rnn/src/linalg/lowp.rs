@@ -444,12 +444,12 @@ fn tiles<P: Product>(
 /// Values per row of a [`TileBuf`]: four panels.
 pub(crate) const TILE_ROW: usize = 4 * NRL;
 
-/// A kernel's finished tile on the stack (up to 6 rows of [`TILE_ROW`] values, 64-byte
+/// A kernel's finished tile on the stack (up to 8 rows of [`TILE_ROW`] values, 64-byte
 /// aligned), left uninitialised: a kernel writes what it reads back. Zeroing it cost ~10% of a
 /// tile of 512 steps; keeping the sums in an array whose address is taken made the compiler
 /// store them at every step.
 #[repr(C, align(64))]
-pub(crate) struct TileBuf<T>(MaybeUninit<[[T; TILE_ROW]; 6]>);
+pub(crate) struct TileBuf<T>(MaybeUninit<[[T; TILE_ROW]; 8]>);
 
 impl<T> TileBuf<T> {
     #[inline(always)]

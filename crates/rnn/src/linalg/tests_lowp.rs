@@ -30,6 +30,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (73, 19, 5),
     (64, 301, 48),
     (130, 65, 97),
+    (15, 9, 33),
 ];
 
 /// Runs `product(c, a, accumulate)` on A plain, A with a column stride of 2 and A a

@@ -147,23 +147,29 @@ fn int8_gradients_and_bad_names_are_clear_errors() {
     assert!(!o.status.success());
 }
 
+/// `rnn bench` on the seed workload in `precision`, one run without warm-up.
+fn quick_bench(precision: &str) -> [&str; 11] {
+    [
+        "bench",
+        "--preset",
+        "seed",
+        "--precision",
+        precision,
+        "--warmup",
+        "0",
+        "--min-reps",
+        "1",
+        "--min-time",
+        "0",
+    ]
+}
+
 #[test]
 fn bench_reports_the_precision_and_its_kernel() {
     for p in ["f32", "bf16", "int8"] {
-        let o = rnn(&[
-            "bench",
-            "--preset",
-            "seed",
-            "--precision",
-            p,
-            "--json",
-            "--warmup",
-            "0",
-            "--min-reps",
-            "1",
-            "--min-time",
-            "0",
-        ]);
+        let mut args = quick_bench(p).to_vec();
+        args.push("--json");
+        let o = rnn(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["precision"], p);
@@ -177,19 +183,7 @@ fn bench_reports_the_precision_and_its_kernel() {
 fn a_precision_without_its_instruction_is_a_note() {
     let bench = |isa: &str, precision: &str, json: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rnn"));
-        cmd.env("RNN_MAX_ISA", isa).args([
-            "bench",
-            "--preset",
-            "seed",
-            "--precision",
-            precision,
-            "--warmup",
-            "0",
-            "--min-reps",
-            "1",
-            "--min-time",
-            "0",
-        ]);
+        cmd.env("RNN_MAX_ISA", isa).args(quick_bench(precision));
         if json {
             cmd.arg("--json");
         }

@@ -55,6 +55,17 @@ struct FileInfo {
     tensors: Vec<TensorInfo>,
 }
 
+/// What a tensor of a file is to the model (see [`FileInfo::role`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// A parameter of the model: counted in its total.
+    Parameter,
+    /// The per-row scales of a quantized matrix.
+    Scale,
+    /// The optimizer's or the trainer's state in a checkpoint.
+    State,
+}
+
 impl FileInfo {
     /// Reads the header of `path`, checking it against the file's length.
     fn read(path: &Path) -> Result<FileInfo> {
@@ -169,25 +180,33 @@ impl FileInfo {
         }
     }
 
-    /// Whether `t` is one of the model's parameters: a checkpoint also holds the optimizer's
-    /// state, `optimizer.*`, and the trainer's, `trainer.*`; a quantized model file holds each
-    /// int8 matrix's per-row scales under `KEY.scale`, which are not parameters of the model
-    /// (the int8 matrix counts once, as its f32 original would).
-    fn is_parameter(&self, t: &TensorInfo) -> bool {
-        !(t.name.starts_with("optimizer.")
-            || t.name.starts_with("trainer.")
-            || self.is_quantized_scale(t))
+    /// What `t` holds: a checkpoint also holds the optimizer's state, `optimizer.*`, and the
+    /// trainer's, `trainer.*`; a quantized model file holds each int8 matrix's per-row scales
+    /// under `KEY.scale`, which are not parameters of the model (the int8 matrix counts once,
+    /// as its f32 original would).
+    fn role(&self, t: &TensorInfo) -> Role {
+        if t.name.starts_with("optimizer.") || t.name.starts_with("trainer.") {
+            Role::State
+        } else if self.metadata.get("format").map(String::as_str) == Some(rnn::quantized::FORMAT)
+            && t.name.ends_with(rnn::quantized::SCALE_SUFFIX)
+        {
+            Role::Scale
+        } else {
+            Role::Parameter
+        }
     }
 
-    fn is_quantized_scale(&self, t: &TensorInfo) -> bool {
-        self.metadata.get("format").map(String::as_str) == Some(rnn::quantized::FORMAT)
-            && t.name.ends_with(rnn::quantized::SCALE_SUFFIX)
+    /// The tensors of one role, in file order.
+    fn tensors_of(&self, role: Role) -> Vec<&TensorInfo> {
+        self.tensors
+            .iter()
+            .filter(|t| self.role(t) == role)
+            .collect()
     }
 
     fn parameters(&self) -> u64 {
-        self.tensors
-            .iter()
-            .filter(|t| self.is_parameter(t))
+        self.tensors_of(Role::Parameter)
+            .into_iter()
             .map(TensorInfo::numel)
             .sum()
     }
@@ -214,9 +233,9 @@ impl FileInfo {
             "config": self.json_meta("config"),
             "train": self.json_meta("train"),
             "parameters": self.parameters(),
-            "tensors": self.tensors.iter().filter(|t| self.is_parameter(t)).map(tensor).collect::<Vec<_>>(),
-            "scales": self.tensors.iter().filter(|t| self.is_quantized_scale(t)).map(tensor).collect::<Vec<_>>(),
-            "state": self.tensors.iter().filter(|t| !self.is_parameter(t) && !self.is_quantized_scale(t)).map(tensor).collect::<Vec<_>>(),
+            "tensors": self.tensors_of(Role::Parameter).into_iter().map(tensor).collect::<Vec<_>>(),
+            "scales": self.tensors_of(Role::Scale).into_iter().map(tensor).collect::<Vec<_>>(),
+            "state": self.tensors_of(Role::State).into_iter().map(tensor).collect::<Vec<_>>(),
         })
     }
 
@@ -255,11 +274,7 @@ impl FileInfo {
                 out.push_str(&format!("{k}: {v}\n"));
             }
         }
-        let params: Vec<&TensorInfo> = self
-            .tensors
-            .iter()
-            .filter(|t| self.is_parameter(t))
-            .collect();
+        let params = self.tensors_of(Role::Parameter);
         let name_w = params
             .iter()
             .map(|t| t.name.len())
@@ -292,11 +307,7 @@ impl FileInfo {
             "",
             thousands(self.parameters())
         ));
-        let scales: Vec<&TensorInfo> = self
-            .tensors
-            .iter()
-            .filter(|t| self.is_quantized_scale(t))
-            .collect();
+        let scales = self.tensors_of(Role::Scale);
         if !scales.is_empty() {
             let values: u64 = scales.iter().map(|t| t.numel()).sum();
             out.push_str(&format!(
@@ -306,11 +317,7 @@ impl FileInfo {
                 thousands(values)
             ));
         }
-        let state: Vec<&TensorInfo> = self
-            .tensors
-            .iter()
-            .filter(|t| !self.is_parameter(t) && !self.is_quantized_scale(t))
-            .collect();
+        let state = self.tensors_of(Role::State);
         if !state.is_empty() {
             let values: u64 = state.iter().map(|t| t.numel()).sum();
             let dtypes: std::collections::BTreeSet<&str> =

@@ -91,12 +91,12 @@ pub fn main(args: Args) -> Result<()> {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let mut rng = Rng::new(seed);
+    crate::speed_note::print(args.precision);
     let mut out = std::io::stdout().lock();
     out.write_all(args.prime.as_bytes())
         .and_then(|()| out.flush())
         .context(STDOUT)?;
     let mut io_error = None;
-    crate::speed_note::print(args.precision);
     let result = rnn::autocast(args.precision, || {
         sample(
             &mut model,

@@ -117,25 +117,24 @@ impl Precision {
     /// ```
     pub fn speed_note(self) -> Option<&'static str> {
         match (self, self.kernel_name()) {
-            (Precision::F32, _) | (Precision::Bf16, "avx512bf16") | (Precision::Int8, "avx512vnni") => {
-                None
-            }
+            (Precision::F32, _)
+            | (Precision::Bf16, "avx512bf16")
+            | (Precision::Int8, "avx512vnni") => None,
             (Precision::Bf16, _) => Some(
                 "no AVX512_BF16 (`vdpbf16ps`) here (the CPU lacks it, or RNN_MAX_ISA caps the \
-                 kernels): bf16 products are emulated (operands \
-                 rounded to bf16, multiplied and summed in f32 FMAs), so they give bf16's results \
-                 at about f32's speed, not faster",
+                 kernels): bf16 products are emulated (operands rounded to bf16, multiplied and \
+                 summed in f32 FMAs), so they give bf16's results at about f32's speed, not \
+                 faster",
             ),
             (Precision::Int8, "avx2") => Some(
-                "no AVX512_VNNI (`vpdpbusd`) here (the CPU lacks it, or RNN_MAX_ISA=avx2 caps \
-                 the kernels): int8 products run on AVX2 \
-                 (`vpmaddwd`) at about f32's speed, not faster (the weights still take a quarter \
-                 of the memory)",
+                "no AVX512_VNNI (`vpdpbusd`) here (the CPU lacks it, or RNN_MAX_ISA=avx2 caps the \
+                 kernels): int8 products run on AVX2 (`vpmaddwd`) at about f32's speed, not \
+                 faster (the weights still take a quarter of the memory)",
             ),
             (Precision::Int8, _) => Some(
                 "neither AVX512_VNNI nor AVX2 here (the CPU lacks them, or RNN_MAX_ISA=scalar \
-                 caps the kernels): int8 products run on the portable loops, several times slower than \
-                 f32",
+                 caps the kernels): int8 products run on the portable loops, several times \
+                 slower than f32",
             ),
         }
     }

@@ -33,8 +33,8 @@
 //!
 //! * `avx512vnni`: `vpdpbusd`, 8 x 32 tiles (16 accumulators: each group of `B` loaded once
 //!   for 16 instructions), four panels at once for one row. 8 rows rather than the f32
-//!   kernels' 6: in the engine (`tools/bench_ab.py`, 8 rounds in two runs, alternating) the medium LSTM and GRU
-//!   ran 5-10% faster, small and large level.
+//!   kernels' 6: in the engine (`tools/bench_ab.py`, 8 rounds in two runs, alternating) the
+//!   medium LSTM and GRU ran 5-10% faster, small and large level.
 //! * `avx2`: widening (u8 and s8 to i16, `vpmaddwd`), exact like `vpdpbusd`; `vpmaddubsw`
 //!   would be twice as fast but saturates its i16 pair sums (255 x 127 x 2 > 32767).
 //! * `portable`: plain loops.
